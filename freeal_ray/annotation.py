@@ -1,0 +1,205 @@
+"""LLM annotation on Ray Data: retrieve demos, build prompts, ask the engine, save as we go.
+
+rows -> PromptBuilder actors (encoder + FAISS over the demo pool) -> LLMWorker actors (one engine
+each) -> Parquet parts written as batches finish. A re-run skips ids that already have a part, so
+paid LLM work is never repeated, even after a kill mid-stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from dataclasses import dataclass
+
+import pandas as pd
+import pyarrow as pa
+import ray
+from tqdm.auto import tqdm
+
+from freeal_ray.corpus import conform, count_rows, read_table, write_part
+from freeal_ray.embedding import Encoder
+from freeal_ray.engines import EngineConfig, build_engine
+from freeal_ray.errors import FreeALError
+from freeal_ray.prompts import answer_choices, classification_prompt, synthesis_prompt
+from freeal_ray.retrieval import FaissIndex, nearest_demos
+from freeal_ray.task import Task
+
+log = logging.getLogger(__name__)
+
+DEMO_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("label", pa.string()), ("origin", pa.string())])
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    """What annotation needs to know about the engine and its actors."""
+
+    engine: str
+    engine_config: EngineConfig
+    replicas: int
+    batch_size: int
+    max_text_chars: int
+
+
+class PromptBuilder:
+    """Ray Data actor: embeds rows, finds their nearest demos, writes the prompt."""
+
+    def __init__(self, task: Task, demos: pd.DataFrame, encoder_path: str, shots: int, max_chars: int):
+        self.task, self.shots, self.max_chars = task, shots, max_chars
+        self.encoder = Encoder(encoder_path)
+        self.demo_ids = demos["id"].tolist()
+        self.demos = list(zip(demos["text"], demos["label"]))
+        self.index = FaissIndex(self.encoder.embed(demos["text"].tolist()))
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        texts = [t[: self.max_chars] for t in batch["text"]]
+        picks = nearest_demos(self.index, self.encoder.embed(texts), self.shots)
+        batch = batch.copy()
+        batch["prompt"] = [
+            classification_prompt(self.task, [self.demos[i] for i in pick], text)
+            for pick, text in zip(picks, texts)
+        ]
+        batch["demo_ids"] = [[self.demo_ids[i] for i in pick] for pick in picks]
+        return batch
+
+
+class LLMWorker:
+    """Ray Data actor holding one engine for its whole life (loading it is the slow part)."""
+
+    def __init__(self, task: Task, settings: LLMSettings, round_: int):
+        self.task, self.round = task, round_
+        self.engine = build_engine(settings.engine, settings.engine_config)
+        self.choices = answer_choices(task)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        answers = self.engine.choose(batch["prompt"].tolist(), self.choices)
+        batch = batch.drop(columns=["prompt"])
+        batch["label"] = [self.task.labels[a.index] if a.index is not None else None for a in answers]
+        batch["confidence"] = [a.confidence for a in answers]
+        batch["source"] = "llm"
+        batch["round"] = self.round
+        batch["prompt_tokens"] = [a.prompt_tokens for a in answers]
+        batch["output_tokens"] = [a.output_tokens for a in answers]
+        return batch
+
+
+class SynthesisWorker:
+    def __init__(self, settings: LLMSettings, temperature: float, max_tokens: int, seed: int):
+        self.engine = build_engine(settings.engine, settings.engine_config)
+        self.temperature, self.max_tokens, self.seed = temperature, max_tokens, seed
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        texts = self.engine.generate(batch["prompt"].tolist(), self.max_tokens, self.temperature, self.seed)
+        return pd.DataFrame({"label": batch["label"], "text": texts})
+
+
+def _actor_args(settings: LLMSettings) -> dict:
+    if settings.engine_config.use_gpu:
+        return {"num_gpus": settings.engine_config.tensor_parallel_size, "num_cpus": 1}
+    return {"num_cpus": 1}
+
+
+def annotate(
+    rows: ray.data.Dataset,
+    demos: pd.DataFrame,
+    task: Task,
+    settings: LLMSettings,
+    encoder_path: str,
+    shots: int,
+    round_: int,
+    out_dir: str,
+    total: int | None = None,
+) -> None:
+    """Label `rows` with the LLM into Parquet parts under `out_dir`, skipping ids done before."""
+    done = read_table(out_dir, columns=["id"])
+    if done is not None:
+        done_ids = set(done.to_pandas()["id"])  # ids only; small next to the rows themselves
+        rows = rows.filter(lambda r, ids=done_ids: r["id"] not in ids)
+        total = None if total is None else max(0, total - len(done_ids))
+    prompts = rows.map_batches(
+        PromptBuilder,
+        fn_constructor_kwargs=dict(
+            task=task, demos=demos, encoder_path=encoder_path, shots=shots, max_chars=settings.max_text_chars
+        ),
+        batch_format="pandas",
+        batch_size=settings.batch_size,
+        concurrency=1,
+        num_cpus=0.5,
+    )
+    labelled = prompts.map_batches(
+        LLMWorker,
+        fn_constructor_kwargs=dict(task=task, settings=settings, round_=round_),
+        batch_format="pandas",
+        batch_size=settings.batch_size,
+        concurrency=settings.replicas,
+        **_actor_args(settings),
+    )
+    crash_after = int(os.environ.get("FREEAL_RAY_CRASH_AFTER_PARTS", "0"))  # test hook: a kill mid-stage
+    with tqdm(total=total, desc=f"LLM annotation, round {round_}", unit="row") as bar:
+        try:
+            for n, batch in enumerate(labelled.iter_batches(batch_format="pandas", batch_size=None), 1):
+                write_part(conform(batch), out_dir)
+                bar.update(len(batch))
+                if crash_after and n >= crash_after:
+                    os._exit(17)
+        except FreeALError:
+            raise
+        except Exception as exc:
+            raise FreeALError(
+                f"LLM annotation failed in round {round_}: {_short(exc)}. The {count_rows(out_dir)} rows "
+                f"finished so far are saved in {out_dir}; re-run the same command to resume."
+            ) from exc
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1][:500] if text else type(exc).__name__
+
+
+def synthesize_demos(
+    corpus: ray.data.Dataset,
+    n_rows: int,
+    task: Task,
+    settings: LLMSettings,
+    prototypes: int,
+    per_class: int,
+    temperature: float,
+    max_tokens: int,
+    seed: int,
+) -> pd.DataFrame:
+    """Round 0: the LLM writes `per_class` labelled examples per class in the corpus's style."""
+    fraction = min(1.0, 3.0 * prototypes / max(n_rows, 1))
+    sample = corpus.select_columns(["text"]).random_sample(fraction, seed=seed).take(prototypes)
+    pool = [r["text"][: settings.max_text_chars] for r in sample] or [""]
+    rng = random.Random(seed)
+    jobs = []
+    for label in task.labels:
+        for _ in range(per_class):
+            shown = rng.sample(pool, min(5, len(pool)))
+            jobs.append({"label": label, "prompt": synthesis_prompt(task, label, shown)})
+    out = (
+        ray.data.from_items(jobs)
+        .map_batches(
+            SynthesisWorker,
+            fn_constructor_kwargs=dict(settings=settings, temperature=temperature, max_tokens=max_tokens, seed=seed),
+            batch_format="pandas",
+            batch_size=settings.batch_size,
+            concurrency=1,
+            **_actor_args(settings),
+        )
+        .to_pandas()
+    )
+    out = out[out["text"].str.strip().str.len() > 0].drop_duplicates("text")
+    demos = pd.DataFrame(
+        {
+            "id": [f"synthetic-{i}" for i in range(len(out))],
+            "text": out["text"].tolist(),
+            "label": out["label"].tolist(),
+            "origin": "synthetic",
+        }
+    )
+    given = pd.DataFrame(
+        [{"id": f"given-{i}", "text": t, "label": lab, "origin": "given"} for i, (t, lab) in enumerate(task.examples)],
+        columns=DEMO_SCHEMA.names,
+    )
+    return pd.concat([given, demos], ignore_index=True)

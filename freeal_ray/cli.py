@@ -1,0 +1,135 @@
+"""freeal-ray: label a text corpus with an LLM and a small model teaching each other (FreeAL).
+
+  freeal-ray run --config my.yaml            label the corpus the config names (resumes if re-run)
+  freeal-ray run --corpus data.jsonl --task sentiment --output runs/mr
+  freeal-ray example --run                   write the example corpus and label it
+  freeal-ray config-reference                every config field with its default
+  freeal-ray models [--prepare NAME]         list model presets; assemble one ahead of time
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from freeal_ray.errors import FreeALError
+
+_SHORTCUTS = {
+    "corpus": ("corpus.path", "corpus file or folder (.jsonl, .csv, .parquet)"),
+    "text_column": ("corpus.text_column", "column holding the text"),
+    "id_column": ("corpus.id_column", "column holding a unique row id ('null' to derive ids from the text)"),
+    "gold_column": ("corpus.gold_column", "column with true labels, used only to report accuracy"),
+    "task": ("task", "task preset: sentiment, subjectivity, question-type, news-topic, medical-topic"),
+    "output": ("output", "output folder; the same folder resumes a run"),
+    "llm": ("llm.model", "annotator preset or HF model folder"),
+    "slm": ("slm.model", "SLM encoder preset or HF model folder"),
+    "rounds": ("loop.rounds", "refinement rounds"),
+    "limit": ("corpus.limit", "use only the first N rows"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="freeal-ray", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="run or resume the FreeAL loop",
+        description="Run the FreeAL loop on a corpus. Settings come from --config, then the shortcut "
+        "flags, then --set; see `freeal-ray config-reference` for every field.",
+    )
+    run.add_argument("--config", help="YAML config file")
+    for name, (field, help_) in _SHORTCUTS.items():
+        run.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"{help_} (sets {field})")
+    run.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE",
+        help="override any config field by dotted name, e.g. --set slm.epochs=4 (repeatable)",
+    )
+
+    example = sub.add_parser("example", help="write the example corpus and config (and run it with --run)")
+    example.add_argument("--folder", default="example", help="where to write it (default: example)")
+    example.add_argument("--rows", type=int, default=200, help="rows to write (default: 200)")
+    example.add_argument("--run", action="store_true", help="label it right away")
+    example.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="config overrides")
+
+    sub.add_parser("config-reference", help="print every config field, its default and meaning")
+    models = sub.add_parser("models", help="list the model presets")
+    models.add_argument("--prepare", metavar="NAME", help="assemble a preset now (it is cached)")
+    return parser
+
+
+def _overrides(args) -> dict:
+    out = {}
+    for name, (field, _) in _SHORTCUTS.items():
+        value = getattr(args, name, None)
+        if value is not None:
+            out[field] = value
+    for item in args.set:
+        if "=" not in item:
+            raise FreeALError(f"--set wants FIELD=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    return out
+
+
+def _run(config_path, overrides) -> int:
+    from freeal_ray.config import load_config
+    from freeal_ray.loop import run_freeal
+    from freeal_ray.report import summary
+
+    config = load_config(config_path, overrides)
+    started = time.time()
+    result = run_freeal(config)
+    import json
+
+    manifest = json.loads((result.output / "manifest.json").read_text())
+    print()
+    print(summary(manifest, result.output))
+    print(f"wall time: {time.time() - started:.0f} s")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        if args.command == "run":
+            if not args.config and not args.corpus:
+                raise FreeALError("give --config FILE or --corpus PATH (see `freeal-ray run --help`)")
+            return _run(args.config, _overrides(args))
+        if args.command == "example":
+            from freeal_ray.examples import write_example_corpus
+
+            path = write_example_corpus(args.folder, args.rows)
+            print(f"wrote {path} and its corpus")
+            return _run(str(path), _overrides(args)) if args.run else 0
+        if args.command == "config-reference":
+            from freeal_ray.config import reference
+
+            print(reference())
+            return 0
+        if args.command == "models":
+            from freeal_ray import model_store
+
+            if args.prepare:
+                prepare = model_store.resolve_llm if args.prepare in model_store.LLM_PRESETS else model_store.resolve_encoder
+                print(prepare(args.prepare))
+            else:
+                print(model_store.describe_presets())
+            return 0
+    except FreeALError as exc:
+        print(f"freeal-ray: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("freeal-ray: interrupted; finished stages are saved, re-run the same command to resume", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

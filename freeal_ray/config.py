@@ -1,0 +1,238 @@
+"""The run configuration: one YAML file, every field validated, every default documented here.
+
+Each field's `doc` is the reference text: `freeal-ray config-reference` prints it and the README
+copies it. CLI flags override fields by dotted name (`--set loop.rounds=3`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from freeal_ray.errors import ConfigError
+from freeal_ray.task import Task, get_preset
+
+
+def _f(default, doc: str, **kw):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"doc": doc}, **kw)
+    return field(default=default, metadata={"doc": doc}, **kw)
+
+
+@dataclass
+class CorpusConfig:
+    path: str = _f("", "Corpus file or folder: .jsonl, .csv or .parquet (required).")
+    format: str = _f("auto", "auto | jsonl | csv | parquet; auto reads the file extension.")
+    id_column: str | None = _f(
+        "id", "Column with a unique, stable row id; null generates one from the text's hash."
+    )
+    text_column: str = _f("text", "Column with the text to label.")
+    gold_column: str | None = _f(
+        None, "Column with true labels, for evaluation only: the loop never reads it to label."
+    )
+    view_column: str | None = _f(
+        None,
+        "Column with a second view of each text (e.g. a back-translation) for the consistency "
+        "loss; null uses word dropout as the second view.",
+    )
+    limit: int | None = _f(None, "Use only the first N rows (for a quick look).")
+
+
+@dataclass
+class LLMConfig:
+    model: str = _f(
+        "qwen2.5-coder-1.5b",
+        "Annotator: a preset (qwen2.5-coder-1.5b, qwen2.5-coder-0.5b) or a local HF model folder.",
+    )
+    engine: str = _f("vllm", "Engine that serves the annotator: vllm.")
+    replicas: int = _f(1, "Annotator actors running in parallel (one engine each).")
+    batch_size: int = _f(32, "Rows per engine call.")
+    max_model_len: int = _f(2048, "Longest prompt plus answer, in tokens.")
+    kv_cache_gib: float = _f(2.0, "CPU engine: GiB of memory for the KV cache.")
+    tensor_parallel_size: int = _f(1, "GPU engine: GPUs per annotator replica.")
+    use_gpu: str = _f("auto", "auto | true | false: run the engine on GPUs.")
+    max_text_chars: int = _f(1000, "Texts are cut to this many characters in prompts.")
+    synth_temperature: float = _f(0.8, "Sampling temperature for round-0 demo synthesis.")
+    synth_max_tokens: int = _f(64, "Longest synthesised demo, in tokens.")
+
+
+@dataclass
+class SLMConfig:
+    model: str = _f(
+        "all-minilm-l6-v2", "SLM encoder: a preset (all-minilm-l6-v2, all-mpnet-base-v2) or a local HF folder."
+    )
+    max_length: int = _f(64, "Tokens per text for the SLM.")
+    epochs: int = _f(6, "Training epochs per round.")
+    warmup_epochs: int = _f(3, "Epochs of plain cross-entropy before the GMM split starts.")
+    batch_size: int = _f(32, "Rows per training step, per worker.")
+    lr: float = _f(5e-5, "AdamW learning rate.")
+    num_workers: int = _f(1, "Ray Train workers (DDP).")
+    use_gpu: str = _f("auto", "auto | true | false: train on GPUs.")
+    gmm_threshold: float = _f(0.7, "A row is clean when P(low-loss GMM component) exceeds this.")
+    mixup_alpha: float = _f(4.0, "Mixup draws its weight from Beta(alpha, alpha).")
+    mixup_weight: float = _f(1.0, "Weight of the mixup loss on clean rows, after ramp-up.")
+    consistency_weight: float = _f(1.0, "Weight of the KL consistency loss on noisy rows, after ramp-up.")
+    ramp_epochs: int = _f(2, "Epochs over which the mixup and consistency weights ramp up.")
+    word_dropout: float = _f(0.15, "Share of words dropped to make the second view.")
+
+
+@dataclass
+class LoopConfig:
+    rounds: int = _f(2, "Refinement rounds after the initial annotation.")
+    prototypes: int = _f(20, "Q: unlabeled rows shown to the LLM as style prototypes in round 0.")
+    synth_per_class: int = _f(10, "Demos the LLM writes per class in round 0.")
+    shots: int = _f(10, "m: demos retrieved per row by kNN.")
+    top_ratio: float = _f(0.2, "R: per class, the share of clean agreeing rows kept as demo candidates.")
+    demos_per_class: int = _f(20, "k-medoids picks this many demos per class from the candidates.")
+    medoid_sample_cap: int = _f(2000, "Candidates per class are sampled down to this before k-medoids.")
+    min_change: float = _f(0.005, "Stop early when a refinery changes fewer than this share of labels.")
+    seed: int = _f(0, "Seed for sampling, training and the engine.")
+
+
+@dataclass
+class RunConfig:
+    task: Any = _f("sentiment", "A task preset name, or a mapping: name, labels, instruction, verbalizers.")
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    slm: SLMConfig = field(default_factory=SLMConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    output: str = _f("runs/freeal", "Output folder; re-running with the same folder resumes.")
+
+    def resolved_task(self) -> Task:
+        if isinstance(self.task, Task):
+            return self.task
+        if isinstance(self.task, str):
+            return get_preset(self.task)
+        if isinstance(self.task, dict):
+            return Task.from_dict(self.task)
+        raise ConfigError(f"task must be a preset name or a mapping, got {type(self.task).__name__}")
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        if isinstance(self.task, Task):
+            data["task"] = dataclasses.asdict(self.task)
+        return data
+
+
+_SECTIONS = {"corpus": CorpusConfig, "llm": LLMConfig, "slm": SLMConfig, "loop": LoopConfig}
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML config (or start from defaults), apply dotted overrides, validate."""
+    data: dict = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value)
+    config = from_dict(data)
+    validate(config)
+    return config
+
+
+def from_dict(data: dict) -> RunConfig:
+    top = {f.name for f in fields(RunConfig)}
+    unknown = set(data) - top
+    if unknown:
+        raise ConfigError(f"unknown config field(s) {sorted(unknown)}; known: {sorted(top)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        if name in _SECTIONS:
+            kwargs[name] = _section(name, _SECTIONS[name], value or {})
+        else:
+            kwargs[name] = value
+    return RunConfig(**kwargs)
+
+
+def _section(name: str, cls, values: dict):
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section `{name}` must be a mapping")
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ConfigError(f"unknown field(s) {sorted(unknown)} in `{name}`; known: {sorted(known)}")
+    out = {}
+    for key, value in values.items():
+        out[key] = _coerce(f"{name}.{key}", value, cls.__dataclass_fields__[key].default)
+    return cls(**out)
+
+
+def _coerce(name: str, value, default):
+    """Check a value against its default's type (YAML and --set give strings, ints, floats)."""
+    if value is None or default is None or default is dataclasses.MISSING:
+        return value
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                return value.lower() in ("1", "true", "yes")
+            return bool(value)
+        if isinstance(default, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, str):
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a {type(default).__name__}, got {value!r}") from None
+    return value
+
+
+def _set_dotted(data: dict, key: str, value) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {key}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
+
+
+def validate(c: RunConfig) -> None:
+    c.resolved_task()  # raises on a bad task
+    checks = [
+        (bool(c.corpus.path), "corpus.path is required: the file or folder with your texts"),
+        (c.corpus.format in ("auto", "jsonl", "csv", "parquet"), "corpus.format must be auto, jsonl, csv or parquet"),
+        (c.llm.engine in ("vllm",), "llm.engine must be vllm"),
+        (c.llm.use_gpu in ("auto", "true", "false"), "llm.use_gpu must be auto, true or false"),
+        (c.slm.use_gpu in ("auto", "true", "false"), "slm.use_gpu must be auto, true or false"),
+        (c.llm.replicas >= 1 and c.llm.batch_size >= 1, "llm.replicas and llm.batch_size must be >= 1"),
+        (c.slm.epochs >= 1, "slm.epochs must be >= 1"),
+        (0 <= c.slm.warmup_epochs <= c.slm.epochs, "slm.warmup_epochs must be between 0 and slm.epochs"),
+        (0.0 < c.slm.gmm_threshold < 1.0, "slm.gmm_threshold must be between 0 and 1"),
+        (c.slm.mixup_alpha > 0, "slm.mixup_alpha must be > 0"),
+        (0.0 <= c.slm.word_dropout < 1.0, "slm.word_dropout must be in [0, 1)"),
+        (c.slm.num_workers >= 1, "slm.num_workers must be >= 1"),
+        (c.loop.rounds >= 0, "loop.rounds must be >= 0"),
+        (0.0 < c.loop.top_ratio <= 1.0, "loop.top_ratio must be in (0, 1]"),
+        (c.loop.shots >= 1 and c.loop.demos_per_class >= 1, "loop.shots and loop.demos_per_class must be >= 1"),
+        (c.loop.synth_per_class >= 1 and c.loop.prototypes >= 1, "loop.synth_per_class and loop.prototypes must be >= 1"),
+        (c.corpus.limit is None or c.corpus.limit > 0, "corpus.limit must be a positive number of rows"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def reference() -> str:
+    """Markdown reference of every field with its default."""
+    lines = ["| field | default | meaning |", "|---|---|---|"]
+    lines.append(f"| `task` | `sentiment` | {RunConfig.__dataclass_fields__['task'].metadata['doc']} |")
+    for section, cls in _SECTIONS.items():
+        for f in fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else ""
+            shown = "null" if default is None else default
+            lines.append(f"| `{section}.{f.name}` | `{shown}` | {f.metadata['doc']} |")
+    lines.append(f"| `output` | `runs/freeal` | {RunConfig.__dataclass_fields__['output'].metadata['doc']} |")
+    return "\n".join(lines)

@@ -1,0 +1,250 @@
+"""Corpus IO on Ray Data: read JSONL/CSV/Parquet, check rows, write the stage tables as Parquet.
+
+Rows stream through Ray Data; the driver only ever sees counts and a few example rows for error
+messages. A row that cannot be labelled (malformed line, empty or non-text value) goes to a
+quarantine table with its reason instead of failing the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from freeal_ray.config import CorpusConfig
+from freeal_ray.errors import CorpusError
+
+_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+QUARANTINE_SCHEMA = pa.schema([("line", pa.string()), ("reason", pa.string())])
+
+
+def _corpus_files(path: str) -> list[str]:
+    root = Path(path).expanduser()
+    if root.is_dir():
+        files = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in _FORMATS)
+    elif root.exists():
+        files = [str(root)]
+    else:
+        raise CorpusError(f"corpus.path {path} does not exist")
+    if not files:
+        raise CorpusError(f"corpus.path {path} holds no .jsonl, .csv or .parquet file")
+    return files
+
+
+def _format(cfg: CorpusConfig, files: list[str]) -> str:
+    if cfg.format != "auto":
+        return cfg.format
+    kinds = {_FORMATS.get(Path(f).suffix.lower()) for f in files}
+    if len(kinds) != 1 or None in kinds:
+        raise CorpusError(
+            f"cannot tell the corpus format from {files[:3]}; set corpus.format to jsonl, csv or parquet"
+        )
+    return kinds.pop()
+
+
+def read_raw(cfg: CorpusConfig) -> tuple[ray.data.Dataset, ray.data.Dataset | None]:
+    """Rows as read, plus a dataset of malformed JSONL lines (None for other formats)."""
+    files = _corpus_files(cfg.path)
+    fmt = _format(cfg, files)
+    try:
+        if fmt == "jsonl":
+            # Parse line by line ourselves: one bad line must not fail the whole read.
+            lines = ray.data.read_text(files, drop_empty_lines=True)
+            parsed = lines.map_batches(_parse_json_lines, batch_format="pandas")
+            good = parsed.filter(lambda r: r["__error"] is None)
+            bad = parsed.filter(lambda r: r["__error"] is not None)
+            good = good.map_batches(_unpack_json, batch_format="pandas")
+            return good, bad.map_batches(_bad_line_rows, batch_format="pyarrow")
+        if fmt == "csv":
+            return ray.data.read_csv(files), None
+        return ray.data.read_parquet(files), None
+    except Exception as exc:  # Ray wraps reader errors; surface the file and the cause
+        raise CorpusError(f"cannot read corpus {cfg.path} as {fmt}: {_root_cause(exc)}") from None
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def _parse_json_lines(batch: pd.DataFrame) -> pd.DataFrame:
+    payloads, errors = [], []
+    for line in batch["text"]:
+        try:
+            value = json.loads(line)
+            if not isinstance(value, dict):
+                raise ValueError("line is not a JSON object")
+            payloads.append(json.dumps(value))
+            errors.append(None)
+        except ValueError as exc:
+            payloads.append(line)
+            errors.append(f"malformed JSON: {str(exc).splitlines()[0]}")
+    return pd.DataFrame({"__payload": payloads, "__error": errors})
+
+
+def _unpack_json(batch: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame([json.loads(p) for p in batch["__payload"]])
+
+
+def _bad_line_rows(batch: pa.Table) -> pa.Table:
+    lines = [str(p)[:300] for p in batch.column("__payload").to_pylist()]
+    return pa.table({"line": lines, "reason": batch.column("__error").to_pylist()}, schema=QUARANTINE_SCHEMA)
+
+
+def check_columns(cfg: CorpusConfig, ds: ray.data.Dataset) -> list[str]:
+    """The dataset's columns, after checking the configured ones are there."""
+    try:
+        schema = ds.schema()
+    except Exception as exc:
+        raise CorpusError(f"cannot read corpus {cfg.path}: {_root_cause(exc)}") from None
+    if schema is None:
+        raise CorpusError(f"corpus {cfg.path} has no rows")
+    columns = list(schema.names)
+    wanted = {
+        "corpus.text_column": cfg.text_column,
+        "corpus.id_column": cfg.id_column,
+        "corpus.gold_column": cfg.gold_column,
+        "corpus.view_column": cfg.view_column,
+    }
+    for option, column in wanted.items():
+        if column is not None and column not in columns:
+            raise CorpusError(
+                f"corpus {cfg.path} has no column {column!r} (set by {option}); "
+                f"its columns are: {', '.join(columns)}"
+            )
+    return columns
+
+
+def normalise_rows(batch: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+    """Rename to the stage contract (id, text, gold, view) and flag rows that cannot be labelled."""
+    out = pd.DataFrame(index=batch.index)
+    text = batch[cfg["text_column"]]
+    if cfg["id_column"]:
+        ids = batch[cfg["id_column"]]
+        out["id"] = [None if _missing(v) else str(v) for v in ids]
+    else:
+        # A stable id from the text: the same row gets the same id on every re-run.
+        out["id"] = [hashlib.sha1(str(t).encode()).hexdigest()[:16] for t in text]
+    out["text"] = [t if isinstance(t, str) else None for t in text]
+    out["__error"] = [_text_problem(t, i) for t, i in zip(text, out["id"])]
+    if cfg["gold_column"]:
+        out["gold"] = [None if _missing(v) else str(v) for v in batch[cfg["gold_column"]]]
+    if cfg["view_column"]:
+        out["view"] = [v if isinstance(v, str) and v.strip() else None for v in batch[cfg["view_column"]]]
+    used = {c for c in (cfg["text_column"], cfg["id_column"], cfg["gold_column"], cfg["view_column"]) if c}
+    for column in batch.columns:
+        if column not in used and column not in out.columns:
+            out[column] = batch[column]
+    return out
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _text_problem(text, row_id) -> str | None:
+    if row_id is None:
+        return "missing id"
+    if not isinstance(text, str):
+        return f"text is {type(text).__name__}, not a string"
+    if not text.strip():
+        return "empty text"
+    return None
+
+
+def quarantine_rows(batch: pd.DataFrame) -> pd.DataFrame:
+    lines = [json.dumps({"id": i, "text": None if t is None else str(t)[:200]}) for i, t in zip(batch["id"], batch["text"])]
+    return pd.DataFrame({"line": lines, "reason": batch["__error"].astype(str)})
+
+
+def find_duplicate_ids(ds: ray.data.Dataset, limit: int = 5) -> list[tuple[str, int]]:
+    counts = ds.select_columns(["id"]).groupby("id").count()
+    dupes = counts.filter(lambda r: r["count()"] > 1).take(limit)
+    return [(d["id"], d["count()"]) for d in dupes]
+
+
+def drop_duplicate_ids(ds: ray.data.Dataset) -> ray.data.Dataset:
+    """Keep one row per id (used when ids are generated: the same text is one row)."""
+    return ds.groupby("id").map_groups(lambda g: g.iloc[:1], batch_format="pandas")
+
+
+# ---- Parquet tables ---------------------------------------------------------------------------
+
+
+def table_files(path: str | Path) -> list[str]:
+    root = Path(path)
+    return sorted(str(p) for p in root.rglob("*.parquet")) if root.exists() else []
+
+
+def read_table(path: str | Path, columns: list[str] | None = None) -> ray.data.Dataset | None:
+    """A stage table (a folder of Parquet files, read recursively), or None when it has no rows."""
+    files = table_files(path)
+    if not files:
+        return None
+    return ray.data.read_parquet(files, columns=columns)
+
+
+def write_table(ds: ray.data.Dataset, path: str | Path) -> None:
+    ds.write_parquet(str(path))
+
+
+def write_part(table: pa.Table | pd.DataFrame, folder: str | Path, name: str | None = None) -> Path:
+    """Write one Parquet part atomically, so a killed job never leaves a half-written file."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    final = folder / f"{name or uuid.uuid4().hex}.parquet"
+    tmp = folder / f".{final.name}.tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, final)
+    return final
+
+
+KNOWN_TYPES = {
+    "id": pa.string(),
+    "text": pa.string(),
+    "gold": pa.string(),
+    "view": pa.string(),
+    "label": pa.string(),
+    "prev_label": pa.string(),
+    "slm_pred": pa.string(),
+    "pred": pa.string(),
+    "confidence": pa.float64(),
+    "source": pa.string(),
+    "round": pa.int64(),
+    "demo_ids": pa.list_(pa.string()),
+    "prompt_tokens": pa.int64(),
+    "output_tokens": pa.int64(),
+    "loss": pa.float64(),
+    "p_clean": pa.float64(),
+    "clean": pa.bool_(),
+    "probs": pa.list_(pa.float32()),
+    "embedding": pa.list_(pa.float32()),
+}
+
+
+def conform(batch: pd.DataFrame) -> pa.Table:
+    """Fix column types and order, so parts written by different stages (or with all-null
+    columns, such as a batch where the LLM abstained on every row) read back as one table."""
+    table = pa.Table.from_pandas(batch, preserve_index=False)
+    names = sorted(table.column_names, key=lambda c: (c not in ("id", "text"), c))
+    columns = []
+    for name in names:
+        column = table.column(name)
+        target = KNOWN_TYPES.get(name, pa.string() if pa.types.is_null(column.type) else None)
+        columns.append(column.cast(target) if target is not None and column.type != target else column)
+    return pa.table(columns, names=names)
+
+
+def count_rows(path: str | Path) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in table_files(path))

@@ -1,0 +1,379 @@
+"""The FreeAL loop: stages in order, each written to disk and recorded in the manifest.
+
+round 0:  ingest -> synthesize (demo pool) -> annotate (every row, LLM)
+round r:  train (SLM) -> score (loss, GMM clean split) -> select (next demos) -> refine (LLM, noisy rows only)
+final:    labels (abstentions filled by the SLM), the SLM checkpoint, the report
+
+Every table carries the row's text and pass-through columns along, so no stage needs a join:
+round r's labels are its clean rows as they were plus its noisy rows as the LLM re-labelled them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import ray
+
+from freeal_ray import corpus as cio
+from freeal_ray import metrics as M
+from freeal_ray.annotation import LLMSettings, annotate, synthesize_demos
+from freeal_ray.config import RunConfig
+from freeal_ray.engines import EngineConfig
+from freeal_ray.errors import CorpusError
+from freeal_ray.manifest import Manifest
+from freeal_ray.model_store import resolve_encoder, resolve_llm
+from freeal_ray.noise import fit_loss_gmm
+from freeal_ray.selection import select_demos
+from freeal_ray.slm import SLMScorer
+from freeal_ray.training import TrainSettings, train_slm
+
+log = logging.getLogger(__name__)
+SLM_COLUMNS = ["pred", "probs", "loss", "embedding", "p_clean", "clean"]
+
+
+@dataclass
+class RunResult:
+    output: Path
+    rounds: dict
+    labels_path: Path
+    slm_path: Path | None
+
+
+def ensure_ray() -> None:
+    if ray.is_initialized():
+        return
+    env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
+    env.update({k: v for k, v in os.environ.items() if k.startswith(("VLLM_", "FREEAL_RAY_"))})
+    address = os.environ.get("RAY_ADDRESS")
+    kwargs = {} if address else {"num_cpus": max(4, os.cpu_count() or 1)}  # stages overlap; see README
+    ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True, logging_level="WARNING", **kwargs)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # our own bars count rows; Ray's per-operator bars are noise here
+    ctx.print_on_execution_start = False
+
+
+class FreeALRun:
+    def __init__(self, config: RunConfig):
+        self.cfg = config
+        self.task = config.resolved_task()
+        self.out = Path(config.output).expanduser()
+        self.manifest = Manifest(self.out, config.to_dict())
+
+    # ---- plumbing ------------------------------------------------------------------------
+    @contextmanager
+    def _stage(self, name: str):
+        """Run the body unless the stage finished before; record it when it finishes."""
+        if self.manifest.done(name):
+            log.info("stage %s already finished, skipping", name)
+            yield None
+            return
+        print(f"[freeal_ray] {name} ...", flush=True)
+        started = time.time()
+        info: dict = {}
+        yield info
+        self.manifest.finish(name, time.time() - started, **info)
+        if os.environ.get("FREEAL_RAY_CRASH_AFTER") == name:  # test hook: a kill between stages
+            os._exit(17)
+
+    def _path(self, *parts) -> Path:
+        return self.out.joinpath(*[str(p) for p in parts])
+
+    def _llm(self) -> LLMSettings:
+        c = self.cfg.llm
+        use_gpu = _want_gpu(c.use_gpu)
+        engine = EngineConfig(
+            model_path=str(resolve_llm(c.model)),
+            max_model_len=c.max_model_len,
+            kv_cache_gib=c.kv_cache_gib,
+            tensor_parallel_size=c.tensor_parallel_size,
+            use_gpu=use_gpu,
+            seed=self.cfg.loop.seed,
+        )
+        return LLMSettings(c.engine, engine, c.replicas, c.batch_size, c.max_text_chars)
+
+    def _table(self, *parts) -> ray.data.Dataset:
+        ds = cio.read_table(self._path(*parts))
+        if ds is None:
+            raise RuntimeError(f"table {self._path(*parts)} is empty")
+        return ds
+
+    # ---- the loop ------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        ensure_ray()
+        self.ingest()
+        n_rows = self.manifest.stage("ingest")["rows"]
+        llm = None
+        with self._stage("synthesize") as info:
+            if info is not None:
+                llm = llm or self._llm()
+                demos = synthesize_demos(
+                    self._table("corpus"), n_rows, self.task, llm, self.cfg.loop.prototypes,
+                    self.cfg.loop.synth_per_class, self.cfg.llm.synth_temperature,
+                    self.cfg.llm.synth_max_tokens, self.cfg.loop.seed,
+                )
+                _require_demos(demos, self.task)
+                shutil.rmtree(self._path("round-0", "demos"), ignore_errors=True)
+                cio.write_part(demos, self._path("round-0", "demos"), "demos")
+                info.update(demos=len(demos))
+        with self._stage("annotate-0") as info:
+            if info is not None:
+                llm = llm or self._llm()
+                annotate(
+                    self._table("corpus"), self._demos(0), self.task, llm,
+                    str(resolve_encoder(self.cfg.slm.model)), self.cfg.loop.shots, 0,
+                    str(self._path("round-0", "labels")), total=n_rows,
+                )
+                info.update(self._llm_usage(self._path("round-0", "labels"), 0))
+                self.manifest.round_metrics(0, **info, **self._label_metrics(self._table("round-0", "labels"), "label", "llm"))
+        last = 0
+        for r in range(1, self.cfg.loop.rounds + 1):
+            self.train(r)
+            self.score(r)
+            self.select(r)
+            llm = self.refine(r, llm)
+            last = r
+            changed = self.manifest.data["rounds"][str(r)].get("changed_fraction", 1.0)
+            if changed < self.cfg.loop.min_change:
+                print(f"[freeal_ray] labels changed for {changed:.2%} of rows in round {r}: stopping early")
+                break
+        return self.finalize(last)
+
+    def ingest(self) -> None:
+        with self._stage("ingest") as info:
+            if info is None:
+                return
+            c = self.cfg.corpus
+            raw, bad_lines = cio.read_raw(c)
+            if c.limit:
+                raw = raw.limit(c.limit)
+            cio.check_columns(c, raw)
+            opts = {"text_column": c.text_column, "id_column": c.id_column, "gold_column": c.gold_column, "view_column": c.view_column}
+            rows = raw.map_batches(cio.normalise_rows, fn_kwargs={"cfg": opts}, batch_format="pandas")
+            for folder in ("corpus", "quarantine"):
+                shutil.rmtree(self._path(folder), ignore_errors=True)
+            rows = rows.materialize()
+            bad = rows.filter(lambda r: r["__error"] is not None)
+            good = rows.filter(lambda r: r["__error"] is None).drop_columns(["__error"])
+            if c.id_column is None:
+                good = cio.drop_duplicate_ids(good)
+            else:
+                dupes = cio.find_duplicate_ids(good)
+                if dupes:
+                    shown = ", ".join(f"{i!r} ({n} rows)" for i, n in dupes)
+                    raise CorpusError(
+                        f"corpus {c.path} has duplicate ids in column {c.id_column!r}: {shown}. Ids must be "
+                        "unique; fix them, or set corpus.id_column: null to derive ids from the text"
+                    )
+            quarantined = bad.map_batches(cio.quarantine_rows, batch_format="pandas")
+            if bad_lines is not None:
+                quarantined = quarantined.union(bad_lines.map_batches(lambda b: b.to_pandas(), batch_format="pyarrow"))
+            cio.write_table(good.map_batches(cio.conform, batch_format="pandas"), self._path("corpus"))
+            cio.write_table(quarantined, self._path("quarantine"))
+            n_rows, n_bad = cio.count_rows(self._path("corpus")), cio.count_rows(self._path("quarantine"))
+            if n_rows == 0:
+                raise CorpusError(f"corpus {c.path} has no usable rows ({n_bad} quarantined: see {self._path('quarantine')})")
+            if n_bad:
+                print(f"[freeal_ray] {n_bad} rows quarantined with their reasons in {self._path('quarantine')}")
+            self._check_gold()
+            info.update(rows=n_rows, quarantined=n_bad)
+
+    def _check_gold(self) -> None:
+        if not self.cfg.corpus.gold_column:
+            return
+        unknown = self._table("corpus").filter(
+            lambda r, labels=set(self.task.labels): r["gold"] is not None and r["gold"] not in labels
+        ).take(3)
+        if unknown:
+            raise CorpusError(
+                f"gold column {self.cfg.corpus.gold_column!r} holds labels outside the task's label set, "
+                f"e.g. row {unknown[0]['id']!r} has {unknown[0]['gold']!r}; labels: {', '.join(self.task.labels)}"
+            )
+
+    def _demos(self, round_: int) -> pd.DataFrame:
+        return self._table(f"round-{round_}", "demos").to_pandas()
+
+    def train(self, r: int) -> None:
+        with self._stage(f"train-{r}") as info:
+            if info is None:
+                return
+            s = self.cfg.slm
+            labels = {label: i for i, label in enumerate(self.task.labels)}
+
+            def to_training_rows(batch: pd.DataFrame) -> pd.DataFrame:
+                out = pd.DataFrame({"text": batch["text"]})
+                out["label_idx"] = [labels.get(x, -1) if isinstance(x, str) else -1 for x in batch["label"]]
+                if "view" in batch:
+                    out["view"] = batch["view"]
+                return out
+
+            rows = self._table(f"round-{r - 1}", "labels").map_batches(to_training_rows, batch_format="pandas")
+            settings = TrainSettings(
+                encoder_path=str(resolve_encoder(s.model)), labels=self.task.labels, max_length=s.max_length,
+                epochs=s.epochs, warmup_epochs=s.warmup_epochs, batch_size=s.batch_size, lr=s.lr,
+                gmm_threshold=s.gmm_threshold, mixup_alpha=s.mixup_alpha, mixup_weight=s.mixup_weight,
+                consistency_weight=s.consistency_weight, ramp_epochs=s.ramp_epochs,
+                word_dropout=s.word_dropout, seed=self.cfg.loop.seed + r,
+            )
+            result = train_slm(rows, settings, str(self._path(f"round-{r}", "slm")), s.num_workers, _want_gpu(s.use_gpu))
+            info.update({k: result[k] for k in ("train_loss", "clean_fraction") if k in result})
+
+    def score(self, r: int) -> None:
+        with self._stage(f"score-{r}") as info:
+            if info is None:
+                return
+            partial, final = self._path(f"round-{r}", "scores.partial"), self._path(f"round-{r}", "scores")
+            for p in (partial, final):
+                shutil.rmtree(p, ignore_errors=True)
+            scored = self._table(f"round-{r - 1}", "labels").map_batches(
+                SLMScorer, fn_constructor_kwargs={"folder": str(self._path(f"round-{r}", "slm"))},
+                batch_format="pandas", batch_size=64, concurrency=1, num_cpus=1,
+            )
+            cio.write_table(scored.map_batches(cio.conform, batch_format="pandas"), partial)
+            losses = cio.read_table(partial, columns=["loss"]).to_pandas()["loss"].to_numpy()
+            gmm = fit_loss_gmm(losses[np.isfinite(losses)], seed=self.cfg.loop.seed)
+            threshold = self.cfg.slm.gmm_threshold
+
+            def add_clean(batch: pd.DataFrame) -> pd.DataFrame:
+                loss = batch["loss"].to_numpy(dtype=float)
+                p = np.where(np.isfinite(loss), gmm.p_clean(np.nan_to_num(loss, nan=gmm.hi)), 0.0)
+                batch["p_clean"] = p
+                batch["clean"] = p > threshold
+                return batch
+
+            cio.write_table(cio.read_table(partial).map_batches(add_clean, batch_format="pandas").map_batches(cio.conform, batch_format="pandas"), final)
+            shutil.rmtree(partial)
+            scores = self._table(f"round-{r}", "scores")
+            clean = scores.filter(lambda row: bool(row["clean"]))
+            n, n_clean = scores.count(), clean.count()
+            info.update(gmm=gmm.__dict__, clean=n_clean, rows=n)
+            metrics = {"clean_fraction": n_clean / max(n, 1)}
+            if self.cfg.corpus.gold_column:
+                metrics["slm_acc"] = M.label_quality(scores, "pred", self.task.labels)["acc"]
+                metrics["clean_precision"] = M.label_quality(clean, "label", self.task.labels)["acc"] if n_clean else None
+            self.manifest.round_metrics(r, **metrics)
+
+    def select(self, r: int) -> None:
+        with self._stage(f"select-{r}") as info:
+            if info is None:
+                return
+            loop = self.cfg.loop
+            candidates = self._table(f"round-{r}", "scores").filter(
+                lambda row: bool(row["clean"]) and row["label"] is not None and row["pred"] == row["label"]
+            ).select_columns(["id", "text", "label", "loss", "embedding"])
+            demos = candidates.groupby("label").map_groups(
+                select_demos, fn_kwargs=dict(top_ratio=loop.top_ratio, k=loop.demos_per_class,
+                                             sample_cap=loop.medoid_sample_cap, seed=loop.seed),
+                batch_format="pandas",
+            ).to_pandas()
+            if demos.empty or demos["label"].nunique() < len(self.task.labels):
+                # A class with no clean agreeing row keeps its previous demos, so no class goes unshown.
+                previous = self._demos(r - 1)
+                missing = previous[~previous["label"].isin(set(demos["label"]))]
+                demos = pd.concat([demos, missing], ignore_index=True)
+            shutil.rmtree(self._path(f"round-{r}", "demos"), ignore_errors=True)
+            cio.write_part(demos[["id", "text", "label", "origin"]], self._path(f"round-{r}", "demos"), "demos")
+            info.update(demos=len(demos), per_class=demos["label"].value_counts().to_dict())
+
+    def refine(self, r: int, llm: LLMSettings | None) -> LLMSettings | None:
+        labels_dir = self._path(f"round-{r}", "labels")
+        with self._stage(f"refine-{r}") as info:
+            if info is None:
+                return llm
+            scores = self._table(f"round-{r}", "scores")
+
+            def carry(batch: pd.DataFrame) -> pd.DataFrame:
+                batch = batch.rename(columns={"pred": "slm_pred"})
+                batch["prev_label"] = batch["label"]
+                return batch.drop(columns=[c for c in SLM_COLUMNS if c in batch])
+
+            clean_dir = labels_dir / "clean"
+            shutil.rmtree(clean_dir, ignore_errors=True)
+            clean = scores.filter(lambda row: bool(row["clean"]))
+            cio.write_table(clean.map_batches(carry, batch_format="pandas").map_batches(cio.conform, batch_format="pandas"), clean_dir)
+            noisy = scores.filter(lambda row: not bool(row["clean"])).map_batches(carry, batch_format="pandas")
+            n_noisy = noisy.count()
+            if n_noisy:
+                llm = llm or self._llm()
+                annotate(
+                    noisy, self._demos(r), self.task, llm, str(self._path(f"round-{r}", "slm", "encoder")),
+                    self.cfg.loop.shots, r, str(labels_dir / "refined"), total=n_noisy,
+                )
+            usage = self._llm_usage(labels_dir / "refined", r)
+            table = self._table(f"round-{r}", "labels")
+            changed = table.filter(lambda row: row["label"] != row["prev_label"]).count()
+            n = table.count()
+            info.update(noisy=n_noisy, changed=changed, **usage)
+            metrics = {"noisy_rows": n_noisy, "changed": changed, "changed_fraction": changed / max(n, 1), **usage}
+            metrics.update(self._label_metrics(table, "label", "llm"))
+            if self.cfg.corpus.gold_column:
+                final = table.map_batches(_fill_abstentions, batch_format="pandas")
+                metrics["final_acc"] = M.label_quality(final, "label", self.task.labels)["acc"]
+            self.manifest.round_metrics(r, **metrics)
+        return llm
+
+    def _llm_usage(self, folder: Path, round_: int) -> dict:
+        ds = cio.read_table(folder, columns=["prompt_tokens", "output_tokens"])
+        if ds is None:
+            return {"llm_calls": 0, "prompt_tokens": 0, "output_tokens": 0}
+        df = ds.to_pandas()  # two integer columns of the rows this stage sent; small
+        return {"llm_calls": len(df), "prompt_tokens": int(df["prompt_tokens"].sum()), "output_tokens": int(df["output_tokens"].sum())}
+
+    def _label_metrics(self, ds: ray.data.Dataset, column: str, prefix: str) -> dict:
+        if not self.cfg.corpus.gold_column:
+            return {}
+        q = M.label_quality(ds, column, self.task.labels)
+        return {f"{prefix}_acc": q["acc"], f"{prefix}_coverage": q["coverage"], f"{prefix}_macro_f1": q["macro_f1"]}
+
+    def finalize(self, last: int) -> RunResult:
+        labels_out, slm_out = self._path("labels"), self._path("slm")
+        with self._stage("finalize") as info:
+            if info is not None:
+                shutil.rmtree(labels_out, ignore_errors=True)
+                final = self._table(f"round-{last}", "labels").map_batches(_fill_abstentions, batch_format="pandas")
+                drop = [c for c in ("demo_ids", "prompt_tokens", "output_tokens", "prev_label") if c in final.columns()]
+                cio.write_table(final.drop_columns(drop).map_batches(cio.conform, batch_format="pandas"), labels_out)
+                if last:
+                    shutil.rmtree(slm_out, ignore_errors=True)
+                    shutil.copytree(self._path(f"round-{last}", "slm"), slm_out)
+                info.update(rounds=last)
+        from freeal_ray.report import write_report
+
+        write_report(self.out, self.manifest.data)
+        return RunResult(self.out, self.manifest.data["rounds"], labels_out, slm_out if slm_out.exists() else None)
+
+
+def _fill_abstentions(batch: pd.DataFrame) -> pd.DataFrame:
+    """Where the LLM abstained, the SLM's prediction becomes the label (source 'slm')."""
+    if "slm_pred" not in batch:
+        return batch
+    missing = batch["label"].isna()
+    batch.loc[missing, "label"] = batch.loc[missing, "slm_pred"]
+    batch.loc[missing, "source"] = "slm"
+    return batch
+
+
+def _require_demos(demos: pd.DataFrame, task) -> None:
+    missing = [label for label in task.labels if label not in set(demos["label"])]
+    if missing:
+        log.warning("the LLM wrote no usable demo for %s; those classes start with no demos", missing)
+    if demos.empty:
+        raise RuntimeError("demo synthesis produced no usable demo: the annotator wrote only empty texts")
+
+
+def _want_gpu(setting: str) -> bool:
+    if setting in ("true", "false"):
+        return setting == "true"
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def run_freeal(config: RunConfig) -> RunResult:
+    """Run (or resume) the whole loop for `config`; the one obvious call."""
+    return FreeALRun(config).run()

@@ -1,0 +1,42 @@
+"""Label quality against a gold column, counted batch by batch so the driver holds a KxK matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+import ray
+
+
+def confusion(ds: ray.data.Dataset, column: str, labels, gold: str = "gold") -> tuple[np.ndarray, int]:
+    """(confusion matrix gold x predicted, rows with no prediction). Rows with unknown gold are skipped."""
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    abstained = 0
+    for batch in ds.select_columns([gold, column]).iter_batches(batch_format="pandas", batch_size=4096):
+        for g, p in zip(batch[gold], batch[column]):
+            if g not in index:
+                continue
+            if p not in index:
+                abstained += 1
+            else:
+                matrix[index[g], index[p]] += 1
+    return matrix, abstained
+
+
+def scores(matrix: np.ndarray, abstained: int) -> dict:
+    """Accuracy (abstentions count as wrong), coverage, and macro-F1."""
+    total = int(matrix.sum()) + abstained
+    correct = int(np.trace(matrix))
+    tp = np.diag(matrix).astype(float)
+    precision = tp / np.maximum(matrix.sum(0), 1)
+    recall = tp / np.maximum(matrix.sum(1), 1)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    return {
+        "acc": correct / total if total else None,
+        "coverage": (total - abstained) / total if total else None,
+        "macro_f1": float(f1.mean()) if total else None,
+        "n": total,
+    }
+
+
+def label_quality(ds: ray.data.Dataset, column: str, labels, gold: str = "gold") -> dict:
+    return scores(*confusion(ds, column, labels, gold))

@@ -1,0 +1,43 @@
+"""Prompt text. Plain few-shot prompts, because small instruct models score higher on them than
+on chat-wrapped ones. The instruction comes first and never varies, so every prompt of a run
+shares a prefix that vLLM's prefix cache reuses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from freeal_ray.task import Task
+
+
+def _header(task: Task) -> str:
+    words = ", ".join(task.word(label) for label in task.labels)
+    return f"{task.instruction}\nAnswer with one word: {words}.\n\n"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def classification_prompt(task: Task, demos: Sequence[tuple[str, str]], text: str) -> str:
+    """A prompt ending in 'Label:'; demos come least similar first so the nearest sits closest."""
+    shots = "".join(
+        f"{task.input_name}: {_one_line(t)}\nLabel: {task.word(label)}\n\n" for t, label in demos
+    )
+    return f"{_header(task)}{shots}{task.input_name}: {_one_line(text)}\nLabel:"
+
+
+def answer_choices(task: Task) -> list[str]:
+    """What the engine may answer after 'Label:' (the leading space matches how BPE tokenises)."""
+    return [" " + task.word(label) for label in task.labels]
+
+
+def synthesis_prompt(task: Task, label: str, prototypes: Sequence[str]) -> str:
+    """Ask for one new example of `label`, written in the style of unlabeled corpus rows."""
+    style = "".join(f"{task.input_name}: {_one_line(t)}\n" for t in prototypes)
+    return (
+        f"{task.instruction}\n"
+        f"Here are some unlabeled examples of the kind of text to classify:\n\n{style}\n"
+        f"Write one new, different {task.input_name.lower()} in the same style whose label is "
+        f"{task.word(label)}. Write only the text, on one line.\n"
+        f"{task.input_name}:"
+    )

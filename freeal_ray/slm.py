@@ -1,0 +1,89 @@
+"""The small model: a pretrained encoder, mean pooling, a linear head. Saving, loading, scoring.
+
+The head sits on the pooled sentence embedding so mixup can mix embeddings inside the same
+forward call (DDP needs every parameter use to go through one forward).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from freeal_ray.embedding import mean_pool
+
+
+class SLMClassifier(nn.Module):
+    def __init__(self, encoder_path: str, n_labels: int, dropout: float = 0.1):
+        super().__init__()
+        from transformers import AutoModel
+
+        self.encoder = AutoModel.from_pretrained(encoder_path)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.encoder.config.hidden_size, n_labels)
+
+    def forward(self, input_ids, attention_mask, mix_index=None, mix_perm=None, mix_lam: float = 1.0):
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        pooled = mean_pool(hidden, attention_mask)
+        logits = self.head(self.dropout(pooled))
+        if mix_index is None:
+            return logits, pooled, None
+        clean = pooled[mix_index]
+        mixed = mix_lam * clean + (1.0 - mix_lam) * clean[mix_perm]
+        return logits, pooled, self.head(self.dropout(mixed))
+
+
+def save_slm(model: SLMClassifier, tokenizer, labels, max_length: int, folder: str | Path) -> Path:
+    folder = Path(folder)
+    (folder / "encoder").mkdir(parents=True, exist_ok=True)
+    model.encoder.save_pretrained(folder / "encoder")
+    tokenizer.save_pretrained(folder / "encoder")
+    torch.save(model.head.state_dict(), folder / "head.pt")
+    (folder / "slm.json").write_text(json.dumps({"labels": list(labels), "max_length": max_length}))
+    return folder
+
+
+def load_slm(folder: str | Path):
+    """(model in eval mode, tokenizer, labels, max_length) from a folder written by save_slm."""
+    from transformers import AutoTokenizer
+
+    folder = Path(folder)
+    meta = json.loads((folder / "slm.json").read_text())
+    model = SLMClassifier(str(folder / "encoder"), len(meta["labels"]))
+    model.head.load_state_dict(torch.load(folder / "head.pt", weights_only=True))
+    tokenizer = AutoTokenizer.from_pretrained(folder / "encoder")
+    return model.eval(), tokenizer, meta["labels"], meta["max_length"]
+
+
+def tokenize(tokenizer, texts, max_length: int):
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+    return enc["input_ids"], enc["attention_mask"]
+
+
+class SLMScorer:
+    """Ray Data actor: per row, the SLM's prediction, class probabilities, loss against the
+    current label (NaN when the row has none) and its sentence embedding."""
+
+    def __init__(self, folder: str, batch_size: int = 64):
+        self.model, self.tokenizer, self.labels, self.max_length = load_slm(folder)
+        self.index = {label: i for i, label in enumerate(self.labels)}
+        self.batch_size = batch_size
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        with torch.inference_mode():
+            ids, mask = tokenize(self.tokenizer, batch["text"], self.max_length)
+            logits, pooled, _ = self.model(ids, mask)
+        log_probs = torch.log_softmax(logits.float(), dim=-1).numpy()
+        targets = np.array([self.index.get(lab, -1) if isinstance(lab, str) else -1 for lab in batch["label"]])
+        rows = np.arange(len(targets))
+        loss = np.where(targets >= 0, -log_probs[rows, targets.clip(min=0)], np.nan)
+        batch = batch.copy()
+        batch["pred"] = [self.labels[i] for i in log_probs.argmax(1)]
+        batch["probs"] = list(np.exp(log_probs).astype(np.float32))
+        batch["loss"] = loss
+        batch["embedding"] = list(torch.nn.functional.normalize(pooled, dim=-1).numpy().astype(np.float32))
+        return batch

@@ -1,0 +1,149 @@
+"""A labelling task is data: label names, an instruction, and the words the LLM answers with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from freeal_ray.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Task:
+    """A single-label text classification task.
+
+    `verbalizers` maps a label to the word the LLM writes for it (default: the label name).
+    `examples` are optional hand-written (text, label) pairs used as extra round-0 demos.
+    """
+
+    name: str
+    labels: tuple[str, ...]
+    instruction: str
+    verbalizers: dict[str, str] = field(default_factory=dict)
+    examples: tuple[tuple[str, str], ...] = ()
+    input_name: str = "Text"
+
+    def __post_init__(self):
+        if len(self.labels) < 2:
+            raise ConfigError(f"task {self.name!r} needs at least two labels, got {list(self.labels)}")
+        if len(set(self.labels)) != len(self.labels):
+            raise ConfigError(f"task {self.name!r} lists a label twice: {list(self.labels)}")
+        for label in self.verbalizers:
+            if label not in self.labels:
+                raise ConfigError(
+                    f"task {self.name!r}: verbalizer given for unknown label {label!r} "
+                    f"(labels: {', '.join(self.labels)})"
+                )
+        words = [self.word(label) for label in self.labels]
+        if len(set(words)) != len(words):
+            raise ConfigError(f"task {self.name!r}: two labels share a verbalizer word: {words}")
+        for text, label in self.examples:
+            if label not in self.labels:
+                raise ConfigError(f"task {self.name!r}: example {text[:40]!r} has unknown label {label!r}")
+
+    def word(self, label: str) -> str:
+        return self.verbalizers.get(label, label)
+
+    def label_of_word(self, word: str) -> str | None:
+        """The label an LLM answer names, or None when it is outside the label set."""
+        cleaned = word.strip().strip(".").lower()
+        for label in self.labels:
+            if self.word(label).lower() == cleaned:
+                return label
+        return None
+
+    def index(self, label: str) -> int:
+        return self.labels.index(label)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Task":
+        known = {"name", "labels", "instruction", "verbalizers", "examples", "input_name"}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"task has unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+        if "labels" not in data or "instruction" not in data:
+            raise ConfigError("a task needs `labels` (a list of names) and `instruction` (a sentence)")
+        examples = tuple((e["text"], e["label"]) for e in data.get("examples", []))
+        return cls(
+            name=data.get("name", "custom"),
+            labels=tuple(str(x) for x in data["labels"]),
+            instruction=data["instruction"],
+            verbalizers=dict(data.get("verbalizers", {})),
+            examples=examples,
+            input_name=data.get("input_name", "Text"),
+        )
+
+
+PRESETS: dict[str, Task] = {
+    t.name: t
+    for t in [
+        Task(
+            name="sentiment",
+            labels=("negative", "positive"),
+            instruction="Classify the sentiment of the movie review as negative or positive.",
+            input_name="Review",
+        ),
+        Task(
+            name="subjectivity",
+            labels=("subjective", "objective"),
+            instruction=(
+                "Classify the sentence as subjective (an opinion or judgement) or objective "
+                "(a plain statement of fact or plot)."
+            ),
+            input_name="Sentence",
+        ),
+        Task(
+            name="question-type",
+            labels=("abbreviation", "description", "entity", "human", "location", "number"),
+            instruction=(
+                "Classify what the question asks for: abbreviation, description (a definition, "
+                "reason or manner), entity (a thing), human (a person or group), location, or "
+                "number (a count, date, amount)."
+            ),
+            input_name="Question",
+        ),
+        Task(
+            name="news-topic",
+            labels=("world", "sports", "business", "science/technology"),
+            instruction="Classify the topic of the news article as world, sports, business or technology.",
+            verbalizers={"science/technology": "technology"},
+            input_name="Article",
+        ),
+        Task(
+            name="medical-topic",
+            labels=(
+                "neoplasms",
+                "digestive system diseases",
+                "nervous system diseases",
+                "cardiovascular diseases",
+                "general pathological conditions",
+            ),
+            instruction=(
+                "Classify the medical abstract by the disease class it is about: neoplasms, "
+                "digestive, nervous, cardiovascular, or general (general pathological conditions)."
+            ),
+            verbalizers={
+                "digestive system diseases": "digestive",
+                "nervous system diseases": "nervous",
+                "cardiovascular diseases": "cardiovascular",
+                "general pathological conditions": "general",
+            },
+            input_name="Abstract",
+        ),
+    ]
+}
+
+# The benchmark folders in ../shared/data and the preset each uses.
+BENCHMARK_TASKS = {
+    "mr": "sentiment",
+    "sst2": "sentiment",
+    "subj": "subjectivity",
+    "trec": "question-type",
+    "agnews": "news-topic",
+    "medabs": "medical-topic",
+}
+
+
+def get_preset(name: str) -> Task:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown task preset {name!r}; presets: {', '.join(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,207 @@
+"""Robust self-training of the SLM on the LLM's noisy labels, in a Ray Train TorchTrainer.
+
+Per epoch: warm-up epochs use plain cross-entropy. After them, each batch is split with the
+previous epoch's loss GMM: clean rows get cross-entropy plus mixup on their embeddings; noisy and
+unlabelled rows get a consistency loss (KL between the predictions on two views of the text).
+Only the GMM's five numbers cross between workers and epochs, never per-row state, so the data
+can stream and reshuffle freely.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import ray
+
+from freeal_ray.noise import LossGMM, fit_loss_gmm, ramp
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    encoder_path: str
+    labels: tuple[str, ...]
+    max_length: int
+    epochs: int
+    warmup_epochs: int
+    batch_size: int
+    lr: float
+    gmm_threshold: float
+    mixup_alpha: float
+    mixup_weight: float
+    consistency_weight: float
+    ramp_epochs: int
+    word_dropout: float
+    seed: int
+
+
+def word_dropout(text: str, p: float, rng: random.Random) -> str:
+    """The cheap second view: drop each word with probability p (never all of them)."""
+    words = text.split()
+    kept = [w for w in words if rng.random() >= p]
+    return " ".join(kept or words[:1])
+
+
+def _train_loop(config: dict) -> None:
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoTokenizer
+
+    import ray.train
+    from ray.train.torch import get_device, prepare_model
+
+    from freeal_ray.slm import SLMClassifier, save_slm, tokenize
+
+    s = TrainSettings(**config["settings"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(s.seed)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, ctx.get_local_world_size())))
+    rng = random.Random(s.seed + rank)
+    device = get_device()
+    tokenizer = AutoTokenizer.from_pretrained(s.encoder_path)
+    model = prepare_model(SLMClassifier(s.encoder_path, len(s.labels)))
+    optim = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.01)
+    shard = ray.train.get_dataset_shard("train")
+    gmm: LossGMM | None = None
+
+    def encode(texts):
+        ids, mask = tokenize(tokenizer, texts, s.max_length)
+        return ids.to(device), mask.to(device)
+
+    for epoch in range(s.epochs):
+        w = ramp(epoch, s.warmup_epochs, s.ramp_epochs)
+        robust = gmm is not None and epoch >= s.warmup_epochs
+        losses, n_clean, n_labelled, total = [], 0, 0, 0.0
+        model.train()
+        for batch in shard.iter_batches(
+            batch_size=s.batch_size, batch_format="numpy", local_shuffle_buffer_size=4 * s.batch_size,
+            local_shuffle_seed=s.seed + epoch,
+        ):
+            texts = [str(t) for t in batch["text"]]
+            target = torch.as_tensor(batch["label_idx"].astype(np.int64), device=device)
+            labelled = target >= 0
+            ids, mask = encode(texts)
+            if not robust:
+                logits, _, _ = model(ids, mask)
+                per_row = F.cross_entropy(logits[labelled], target[labelled], reduction="none")
+                losses.append(per_row.detach().cpu().numpy())
+                loss = per_row.mean() if labelled.any() else logits.sum() * 0.0
+                n_clean += int(labelled.sum())
+            else:
+                with torch.no_grad():  # the loss that decides clean/noisy is measured, not trained on
+                    model.eval()
+                    eval_logits, _, _ = model(ids, mask)
+                    model.train()
+                    per_row = F.cross_entropy(eval_logits[labelled], target[labelled], reduction="none").cpu().numpy()
+                losses.append(per_row)
+                clean = torch.zeros_like(labelled)
+                clean[labelled] = torch.as_tensor(gmm.p_clean(per_row) > s.gmm_threshold, device=device)
+                loss = _robust_loss(model, texts, batch, ids, mask, target, clean, w, s, rng, encode, F, torch)
+                n_clean += int(clean.sum())
+            n_labelled += int(labelled.sum())
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            total += float(loss.detach())
+        all_losses = _gather(np.concatenate(losses) if losses else np.zeros(0), world)
+        if len(all_losses) >= 2 and np.ptp(all_losses) > 0:
+            gmm = fit_loss_gmm(all_losses, seed=s.seed)
+        metrics = {
+            "epoch": epoch,
+            "train_loss": total,
+            "clean_fraction": n_clean / max(n_labelled, 1),
+            "robust": robust,
+        }
+        if epoch < s.epochs - 1:
+            ray.train.report(metrics)
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                inner = model.module if hasattr(model, "module") else model
+                save_slm(inner.cpu(), tokenizer, s.labels, s.max_length, tmp)
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _robust_loss(model, texts, batch, ids, mask, target, clean, w, s, rng, encode, F, torch):
+    """Cross-entropy + mixup on clean rows, consistency on the rest, in one forward call."""
+    noisy = ~clean
+    views = batch["view"] if "view" in batch else [None] * len(texts)
+    second = [
+        str(v) if isinstance(v, str) and v else word_dropout(t, s.word_dropout, rng)
+        for t, v, n in zip(texts, views, noisy.tolist())
+        if n
+    ]
+    n = len(texts)
+    if second:
+        ids2, mask2 = encode(second)
+        width = max(ids.shape[1], ids2.shape[1])
+        ids = torch.cat([F.pad(ids, (0, width - ids.shape[1])), F.pad(ids2, (0, width - ids2.shape[1]))])
+        mask = torch.cat([F.pad(mask, (0, width - mask.shape[1])), F.pad(mask2, (0, width - mask2.shape[1]))])
+    clean_idx = clean.nonzero().squeeze(1)
+    perm = torch.randperm(len(clean_idx), device=ids.device)
+    lam = float(np.random.default_rng(rng.randrange(1 << 30)).beta(s.mixup_alpha, s.mixup_alpha))
+    lam = max(lam, 1.0 - lam)
+    logits, _, mixed_logits = model(ids, mask, mix_index=clean_idx, mix_perm=perm, mix_lam=lam)
+    loss = logits.sum() * 0.0
+    if len(clean_idx):
+        y = target[clean_idx]
+        loss = loss + F.cross_entropy(logits[:n][clean_idx], y)
+        soft = lam * F.one_hot(y, logits.shape[1]).float() + (1 - lam) * F.one_hot(y[perm], logits.shape[1]).float()
+        mix = -(soft * F.log_softmax(mixed_logits, dim=-1)).sum(-1).mean()
+        loss = loss + w * s.mixup_weight * mix
+    if second:
+        first = F.softmax(logits[:n][noisy].detach(), dim=-1)
+        kl = F.kl_div(F.log_softmax(logits[n:], dim=-1), first, reduction="batchmean")
+        loss = loss + w * s.consistency_weight * kl
+    return loss
+
+
+def _gather(values: np.ndarray, world: int) -> np.ndarray:
+    if world == 1:
+        return values
+    import torch.distributed as dist
+
+    parts = [None] * world
+    dist.all_gather_object(parts, values)
+    return np.concatenate(parts)
+
+
+def train_slm(
+    rows: ray.data.Dataset,
+    settings: TrainSettings,
+    out_dir: str,
+    num_workers: int,
+    use_gpu: bool,
+) -> dict:
+    """Fit the SLM on `rows` (text, label_idx[, view]); write the checkpoint to `out_dir`."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    out = Path(out_dir)
+    storage = Path(tempfile.mkdtemp(prefix="freeal-train-"))
+    trainer = TorchTrainer(
+        _train_loop,
+        train_loop_config={"settings": asdict(settings)},
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=RunConfig(storage_path=str(storage), name="slm"),
+        datasets={"train": rows},
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"SLM training ended without a checkpoint: {result.error}")
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    with result.checkpoint.as_directory() as ckpt:
+        shutil.copytree(ckpt, staging)
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    shutil.rmtree(storage, ignore_errors=True)
+    return dict(result.metrics or {})
