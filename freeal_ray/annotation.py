@@ -1,12 +1,13 @@
 """LLM annotation on Ray Data: retrieve demos, build prompts, ask the engine, save as we go.
 
-rows -> PromptBuilder actors (encoder + FAISS over the demo pool) -> LLMWorker actors (one engine
-each) -> Parquet parts written as batches finish. A re-run skips ids that already have a part, so
+rows -> PromptBuilder actors (encoder + FAISS over the demo pool) -> LLMWorker clients -> the run's
+engine actors (one engine each, loaded once per run) -> Parquet parts written as batches finish. A re-run skips ids that already have a part, so
 paid LLM work is never repeated, even after a kill mid-stage.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -64,15 +65,17 @@ class PromptBuilder:
 
 
 class LLMWorker:
-    """Ray Data actor holding one engine for its whole life (loading it is the slow part)."""
+    """Ray Data actor: a thin client that sends each batch to one of the run's engine actors."""
 
-    def __init__(self, task: Task, settings: LLMSettings, round_: int):
+    def __init__(self, task: Task, engines: list, round_: int):
         self.task, self.round = task, round_
-        self.engine = build_engine(settings.engine, settings.engine_config)
+        self.engines = engines
+        self.turn = random.randrange(len(engines))
         self.choices = answer_choices(task)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        answers = self.engine.choose(batch["prompt"].tolist(), self.choices)
+        self.turn = (self.turn + 1) % len(self.engines)
+        answers = ray.get(self.engines[self.turn].choose.remote(batch["prompt"].tolist(), self.choices))
         batch = batch.drop(columns=["prompt"])
         batch["label"] = [self.task.labels[a.index] if a.index is not None else None for a in answers]
         batch["confidence"] = [a.confidence for a in answers]
@@ -83,20 +86,32 @@ class LLMWorker:
         return batch
 
 
-class SynthesisWorker:
-    def __init__(self, settings: LLMSettings, temperature: float, max_tokens: int, seed: int):
-        self.engine = build_engine(settings.engine, settings.engine_config)
-        self.temperature, self.max_tokens, self.seed = temperature, max_tokens, seed
+@ray.remote
+class EngineActor:
+    """Holds one engine for the whole run: loading it is the slow part, so every stage reuses it."""
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        texts = self.engine.generate(batch["prompt"].tolist(), self.max_tokens, self.temperature, self.seed)
-        return pd.DataFrame({"label": batch["label"], "text": texts})
+    def __init__(self, kind: str, config: EngineConfig):
+        self.engine = build_engine(kind, config)
+
+    def choose(self, prompts, choices):
+        return self.engine.choose(prompts, choices)
+
+    def generate(self, prompts, max_tokens, temperature, seed):
+        return self.engine.generate(prompts, max_tokens, temperature, seed)
 
 
-def _actor_args(settings: LLMSettings) -> dict:
+def engine_pool(settings: LLMSettings) -> list:
+    """The run's engine actors, started on first use and found by name afterwards."""
+    key = hashlib.sha1(repr((settings.engine, settings.engine_config)).encode()).hexdigest()[:12]
+    resources = {"num_cpus": 1}
     if settings.engine_config.use_gpu:
-        return {"num_gpus": settings.engine_config.tensor_parallel_size, "num_cpus": 1}
-    return {"num_cpus": 1}
+        resources["num_gpus"] = settings.engine_config.tensor_parallel_size
+    return [
+        EngineActor.options(name=f"freeal-engine-{key}-{i}", get_if_exists=True, **resources).remote(
+            settings.engine, settings.engine_config
+        )
+        for i in range(settings.replicas)
+    ]
 
 
 def annotate(
@@ -128,11 +143,11 @@ def annotate(
     )
     labelled = prompts.map_batches(
         LLMWorker,
-        fn_constructor_kwargs=dict(task=task, settings=settings, round_=round_),
+        fn_constructor_kwargs=dict(task=task, engines=engine_pool(settings), round_=round_),
         batch_format="pandas",
         batch_size=settings.batch_size,
         concurrency=settings.replicas,
-        **_actor_args(settings),
+        num_cpus=0.1,
     )
     crash_after = int(os.environ.get("FREEAL_RAY_CRASH_AFTER_PARTS", "0"))  # test hook: a kill mid-stage
     with tqdm(total=total, desc=f"LLM annotation, round {round_}", unit="row") as bar:
@@ -177,18 +192,15 @@ def synthesize_demos(
         for _ in range(per_class):
             shown = rng.sample(pool, min(5, len(pool)))
             jobs.append({"label": label, "prompt": synthesis_prompt(task, label, shown)})
-    out = (
-        ray.data.from_items(jobs)
-        .map_batches(
-            SynthesisWorker,
-            fn_constructor_kwargs=dict(settings=settings, temperature=temperature, max_tokens=max_tokens, seed=seed),
-            batch_format="pandas",
-            batch_size=settings.batch_size,
-            concurrency=1,
-            **_actor_args(settings),
-        )
-        .to_pandas()
-    )
+    engines = engine_pool(settings)
+    prompts = [j["prompt"] for j in jobs]
+    step = settings.batch_size
+    calls = [
+        engines[(i // step) % len(engines)].generate.remote(prompts[i : i + step], max_tokens, temperature, seed + i)
+        for i in range(0, len(prompts), step)
+    ]
+    texts = [t for chunk in ray.get(calls) for t in chunk]
+    out = pd.DataFrame({"label": [j["label"] for j in jobs], "text": texts})
     out = out[out["text"].str.strip().str.len() > 0].drop_duplicates("text")
     demos = pd.DataFrame(
         {

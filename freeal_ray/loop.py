@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,11 +51,13 @@ class RunResult:
 def ensure_ray() -> None:
     if ray.is_initialized():
         return
-    env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
+    env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "ERROR"}
     env.update({k: v for k, v in os.environ.items() if k.startswith(("VLLM_", "FREEAL_RAY_"))})
     address = os.environ.get("RAY_ADDRESS")
     kwargs = {} if address else {"num_cpus": max(4, os.cpu_count() or 1)}  # stages overlap; see README
     ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True, logging_level="WARNING", **kwargs)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message="Use 'expr' instead of 'fn'")
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # our own bars count rows; Ray's per-operator bars are noise here
     ctx.print_on_execution_start = False
