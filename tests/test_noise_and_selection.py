@@ -1,0 +1,57 @@
+import numpy as np
+
+from freeal_ray.noise import fit_loss_gmm, ramp, split_clean_noisy
+from freeal_ray.retrieval import FaissIndex, nearest_demos
+from freeal_ray.selection import select_class_demos
+
+
+def test_gmm_split_recovers_planted_noisy_rows():
+    rng = np.random.default_rng(0)
+    clean = rng.gamma(2.0, 0.05, size=900)  # learned rows: small losses
+    noisy = rng.normal(2.5, 0.5, size=100).clip(0.5)  # mislabelled rows: large losses
+    losses = np.concatenate([clean, noisy])
+    p, is_clean = split_clean_noisy(losses, threshold=0.7)
+    planted = np.r_[np.ones(900, bool), np.zeros(100, bool)]
+    precision = (is_clean & planted).sum() / is_clean.sum()
+    recall = (is_clean & planted).sum() / planted.sum()
+    assert precision > 0.98 and recall > 0.95
+    assert (~is_clean[900:]).mean() > 0.95
+    order = np.argsort(losses)
+    assert np.all(np.diff(p[order]) <= 1e-9)  # higher loss never means more likely clean
+
+
+def test_gmm_parameters_travel_and_agree():
+    losses = np.r_[np.full(50, 0.1), np.full(50, 2.0)] + np.random.default_rng(1).normal(0, 0.01, 100)
+    gmm = fit_loss_gmm(losses)
+    assert gmm.p_clean([0.1])[0] > 0.99 and gmm.p_clean([2.0])[0] < 0.01
+
+
+def test_ramp():
+    assert [ramp(e, 3, 2) for e in range(6)] == [0.0, 0.0, 0.0, 0.5, 1.0, 1.0]
+
+
+def test_kmedoids_picks_one_demo_per_cluster():
+    rng = np.random.default_rng(0)
+    centres = np.eye(8)[:3] * 10
+    points = np.concatenate([c + rng.normal(0, 0.1, (30, 8)) for c in centres])
+    losses = rng.random(90)
+    picks = select_class_demos(losses, points, top_ratio=1.0, k=3)
+    assert sorted(set(p // 30 for p in picks)) == [0, 1, 2]
+
+
+def test_top_ratio_keeps_lowest_losses():
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(100, 4))
+    losses = np.arange(100, dtype=float)
+    picks = select_class_demos(losses, points, top_ratio=0.2, k=5)
+    assert len(picks) == 5 and picks.max() < 20
+
+
+def test_faiss_exact_and_ivf_find_true_neighbours():
+    rng = np.random.default_rng(0)
+    demos = rng.normal(size=(500, 16)).astype(np.float32)
+    demos /= np.linalg.norm(demos, axis=1, keepdims=True)
+    queries = demos[:20] + rng.normal(0, 0.01, (20, 16)).astype(np.float32)
+    for index in (FaissIndex(demos), FaissIndex(demos, ivf_threshold=100)):
+        picks = nearest_demos(index, queries, 3)
+        assert [p[-1] for p in picks] == list(range(20))  # nearest sits last, next to the query
