@@ -123,6 +123,10 @@ def main(argv=None) -> int:
                 print(model_store.describe_presets())
             return 0
     except FreeALError as exc:
+        if args.verbose and exc.__cause__ is not None:
+            import traceback
+
+            traceback.print_exception(exc.__cause__)
         print(f"freeal-ray: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -190,7 +190,11 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> ray.data.D
     files = table_files(path)
     if not files:
         return None
-    return ray.data.read_parquet(files, columns=columns)
+    # Parts may differ in columns (a JSON key absent from a whole block) or hold an all-null
+    # column; read every part with the union of their schemas, from the files' footers only.
+    schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
+    schema = pa.schema([f for f in schema if f.name != "__index_level_0__"])
+    return ray.data.read_parquet(files, columns=columns, schema=schema)
 
 
 def write_table(ds: ray.data.Dataset, path: str | Path) -> None:
@@ -241,7 +245,7 @@ def conform(batch: pd.DataFrame) -> pa.Table:
     columns = []
     for name in names:
         column = table.column(name)
-        target = KNOWN_TYPES.get(name, pa.string() if pa.types.is_null(column.type) else None)
+        target = KNOWN_TYPES.get(name)
         columns.append(column.cast(target) if target is not None and column.type != target else column)
     return pa.table(columns, names=names)
 

@@ -90,7 +90,8 @@ class VLLMEngine(Engine):
             max_tokens=max_tokens,
             min_tokens=2,
             stop=["\n"],
-            seed=seed,
+            # no per-request seed: vLLM-CPU cannot offset a request's generator across a chunked
+            # prefill ("CPU Generator does not use offset"); the engine-level seed still applies
         )
         outputs = self._llm.generate(list(prompts), params, use_tqdm=False)
         return [out.outputs[0].text.strip() for out in outputs]

@@ -74,4 +74,4 @@ def test_missing_file_and_unreadable_file(ray_session, tmp_path):
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"not parquet at all")
     with pytest.raises(CorpusError, match="cannot read corpus"):
-        ingest(bad, tmp_path)
+        ingest(bad, tmp_path / "second")
