@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from freeal_ray.corpus import conform, count_rows, read_table, write_part
 from freeal_ray.embedding import Encoder
 from freeal_ray.engines import EngineConfig, build_engine
-from freeal_ray.errors import FreeALError
+from freeal_ray.errors import FreeALError, short_reason
 from freeal_ray.prompts import answer_choices, classification_prompt, synthesis_prompt
 from freeal_ray.retrieval import FaissIndex, nearest_demos
 from freeal_ray.task import Task
@@ -161,14 +161,9 @@ def annotate(
             raise
         except Exception as exc:
             raise FreeALError(
-                f"LLM annotation failed in round {round_}: {_short(exc)}. The {count_rows(out_dir)} rows "
+                f"LLM annotation failed in round {round_}: {short_reason(exc)}. The {count_rows(out_dir)} rows "
                 f"finished so far are saved in {out_dir}; re-run the same command to resume."
             ) from exc
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1][:500] if text else type(exc).__name__
 
 
 def synthesize_demos(

@@ -11,3 +11,9 @@ class ConfigError(FreeALError):
 
 class CorpusError(FreeALError):
     """The corpus cannot be read or lacks what the task needs."""
+
+
+def short_reason(exc: BaseException) -> str:
+    """The exception's type and last non-empty line: what a user needs, without the stack."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[-1][:400]}" if lines else type(exc).__name__

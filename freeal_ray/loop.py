@@ -28,7 +28,7 @@ from freeal_ray import metrics as M
 from freeal_ray.annotation import LLMSettings, annotate, synthesize_demos
 from freeal_ray.config import RunConfig
 from freeal_ray.engines import EngineConfig
-from freeal_ray.errors import CorpusError, FreeALError
+from freeal_ray.errors import CorpusError, FreeALError, short_reason
 from freeal_ray.manifest import Manifest
 from freeal_ray.model_store import resolve_encoder, resolve_llm
 from freeal_ray.noise import fit_loss_gmm
@@ -88,7 +88,7 @@ class FreeALRun:
         except Exception as exc:
             log.debug("stage %s failed", name, exc_info=True)
             raise FreeALError(
-                f"stage {name} failed: {_short(exc)}. Finished stages are saved in {self.out}; "
+                f"stage {name} failed: {short_reason(exc)}. Finished stages are saved in {self.out}; "
                 "fix the cause and re-run the same command to resume (-v shows the full trace)"
             ) from exc
         self.manifest.finish(name, time.time() - started, **info)
@@ -360,11 +360,6 @@ class FreeALRun:
 
         write_report(self.out, self.manifest.data)
         return RunResult(self.out, self.manifest.data["rounds"], labels_out, slm_out if slm_out.exists() else None)
-
-
-def _short(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[-1][:400]}" if lines else type(exc).__name__
 
 
 def _fill_abstentions(batch: pd.DataFrame) -> pd.DataFrame:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import logging
 import os
 import shutil
@@ -222,6 +221,3 @@ def describe_presets() -> str:
     lines += [f"  {k}: {d}" for k, (_, d) in ENCODER_PRESETS.items()]
     return "\n".join(lines)
 
-
-def model_info(path: Path) -> dict:
-    return json.loads((path / "config.json").read_text())
