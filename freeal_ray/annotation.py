@@ -22,7 +22,7 @@ from freeal_ray.corpus import conform, count_rows, read_table, write_part
 from freeal_ray.embedding import Encoder
 from freeal_ray.engines import EngineConfig, build_engine
 from freeal_ray.errors import FreeALError, short_reason
-from freeal_ray.prompts import answer_choices, classification_prompt, synthesis_prompt
+from freeal_ray.prompts import answer_choices, classification_prompt, clean_synthetic, synthesis_prompt, synthesis_stops
 from freeal_ray.retrieval import FaissIndex, nearest_demos
 from freeal_ray.task import Task
 
@@ -47,14 +47,18 @@ class PromptBuilder:
 
     def __init__(self, task: Task, demos: pd.DataFrame, encoder_path: str, shots: int, max_chars: int):
         self.task, self.shots, self.max_chars = task, shots, max_chars
-        self.encoder = Encoder(encoder_path)
         self.demo_ids = demos["id"].tolist()
         self.demos = list(zip(demos["text"], demos["label"]))
-        self.index = FaissIndex(self.encoder.embed(demos["text"].tolist()))
+        zero_shot = shots == 0 or not self.demos
+        self.encoder = None if zero_shot else Encoder(encoder_path)
+        self.index = None if zero_shot else FaissIndex(self.encoder.embed(demos["text"].tolist()))
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         texts = [t[: self.max_chars] for t in batch["text"]]
-        picks = nearest_demos(self.index, self.encoder.embed(texts), self.shots)
+        if self.index is None:
+            picks = [[] for _ in texts]
+        else:
+            picks = nearest_demos(self.index, self.encoder.embed(texts), self.shots)
         batch = batch.copy()
         batch["prompt"] = [
             classification_prompt(self.task, [self.demos[i] for i in pick], text)
@@ -96,22 +100,34 @@ class EngineActor:
     def choose(self, prompts, choices):
         return self.engine.choose(prompts, choices)
 
-    def generate(self, prompts, max_tokens, temperature, seed):
-        return self.engine.generate(prompts, max_tokens, temperature, seed)
+    def generate(self, prompts, max_tokens, temperature, stop):
+        return self.engine.generate(prompts, max_tokens, temperature, stop)
+
+
+_POOLS: dict[tuple, list] = {}
 
 
 def engine_pool(settings: LLMSettings) -> list:
-    """The run's engine actors, started on first use and found by name afterwards."""
+    """The run's engine actors, started on first use and reused by every later stage.
+
+    The driver keeps their handles here: Ray ends an actor whose last handle goes away, and
+    reloading a model costs minutes on a CPU.
+    """
     key = hashlib.sha1(repr((settings.engine, settings.engine_config)).encode()).hexdigest()[:12]
+    job = ray.get_runtime_context().get_job_id()
+    if (job, key, settings.replicas) in _POOLS:
+        return _POOLS[(job, key, settings.replicas)]
     resources = {"num_cpus": 1}
     if settings.engine_config.use_gpu:
         resources["num_gpus"] = settings.engine_config.tensor_parallel_size
-    return [
+    pool = [
         EngineActor.options(name=f"freeal-engine-{key}-{i}", get_if_exists=True, **resources).remote(
             settings.engine, settings.engine_config
         )
         for i in range(settings.replicas)
     ]
+    _POOLS[(job, key, settings.replicas)] = pool
+    return pool
 
 
 def annotate(
@@ -191,10 +207,18 @@ def synthesize_demos(
     prompts = [j["prompt"] for j in jobs]
     step = settings.batch_size
     calls = [
-        engines[(i // step) % len(engines)].generate.remote(prompts[i : i + step], max_tokens, temperature, seed + i)
+        engines[(i // step) % len(engines)].generate.remote(prompts[i : i + step], max_tokens, temperature, synthesis_stops(task))
         for i in range(0, len(prompts), step)
     ]
-    texts = [t for chunk in ray.get(calls) for t in chunk]
+    with tqdm(total=len(prompts), desc="LLM demo synthesis", unit="demo") as bar:
+        pending = {call: i for i, call in enumerate(calls)}
+        chunks: dict[int, list[str]] = {}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            chunk = ray.get(ready[0])
+            chunks[pending.pop(ready[0])] = chunk
+            bar.update(len(chunk))
+        texts = [clean_synthetic(t) for i in sorted(chunks) for t in chunks[i]]
     out = pd.DataFrame({"label": [j["label"] for j in jobs], "text": texts})
     out = out[out["text"].str.strip().str.len() > 0].drop_duplicates("text")
     demos = pd.DataFrame(

@@ -39,6 +39,12 @@ class CorpusConfig:
         "Column with a second view of each text (e.g. a back-translation) for the consistency "
         "loss; null uses word dropout as the second view.",
     )
+    llm_label_column: str | None = _f(
+        None,
+        "Column with labels an LLM already gave (e.g. from an earlier run or another tool): the loop "
+        "starts from them instead of synthesising demos and annotating round 0. Values outside the "
+        "label set count as abstentions.",
+    )
     limit: int | None = _f(None, "Use only the first N rows (for a quick look).")
 
 

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import ray
 
 from freeal_ray.config import CorpusConfig
-from freeal_ray.errors import CorpusError
+from freeal_ray.errors import CorpusError, short_reason
 
 _FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 QUARANTINE_SCHEMA = pa.schema([("line", pa.string()), ("reason", pa.string())])
@@ -67,13 +67,13 @@ def read_raw(cfg: CorpusConfig) -> tuple[ray.data.Dataset, ray.data.Dataset | No
             return ray.data.read_csv(files), None
         return ray.data.read_parquet(files), None
     except Exception as exc:  # Ray wraps reader errors; surface the file and the cause
-        raise CorpusError(f"cannot read corpus {cfg.path} as {fmt}: {_root_cause(exc)}") from None
+        raise CorpusError(f"cannot read corpus {cfg.path} as {fmt}: {short_reason(_root_cause(exc))}") from None
 
 
-def _root_cause(exc: BaseException) -> str:
+def _root_cause(exc: BaseException) -> BaseException:
     while exc.__cause__ is not None:
         exc = exc.__cause__
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return exc
 
 
 def _parse_json_lines(batch: pd.DataFrame) -> pd.DataFrame:
@@ -105,7 +105,7 @@ def check_columns(cfg: CorpusConfig, ds: ray.data.Dataset) -> list[str]:
     try:
         schema = ds.schema()
     except Exception as exc:
-        raise CorpusError(f"cannot read corpus {cfg.path}: {_root_cause(exc)}") from None
+        raise CorpusError(f"cannot read corpus {cfg.path}: {short_reason(_root_cause(exc))}") from None
     if schema is None:
         raise CorpusError(f"corpus {cfg.path} has no rows")
     columns = list(schema.names)
@@ -114,6 +114,7 @@ def check_columns(cfg: CorpusConfig, ds: ray.data.Dataset) -> list[str]:
         "corpus.id_column": cfg.id_column,
         "corpus.gold_column": cfg.gold_column,
         "corpus.view_column": cfg.view_column,
+        "corpus.llm_label_column": cfg.llm_label_column,
     }
     for option, column in wanted.items():
         if column is not None and column not in columns:
@@ -125,7 +126,7 @@ def check_columns(cfg: CorpusConfig, ds: ray.data.Dataset) -> list[str]:
 
 
 def normalise_rows(batch: pd.DataFrame, cfg: dict) -> pd.DataFrame:
-    """Rename to the stage contract (id, text, gold, view) and flag rows that cannot be labelled."""
+    """Rename to the stage contract (id, text, gold, view, given_label) and flag rows that cannot be labelled."""
     out = pd.DataFrame(index=batch.index)
     text = batch[cfg["text_column"]]
     if cfg["id_column"]:
@@ -140,7 +141,9 @@ def normalise_rows(batch: pd.DataFrame, cfg: dict) -> pd.DataFrame:
         out["gold"] = [None if _missing(v) else str(v) for v in batch[cfg["gold_column"]]]
     if cfg["view_column"]:
         out["view"] = [v if isinstance(v, str) and v.strip() else None for v in batch[cfg["view_column"]]]
-    used = {c for c in (cfg["text_column"], cfg["id_column"], cfg["gold_column"], cfg["view_column"]) if c}
+    if cfg.get("llm_label_column"):
+        out["given_label"] = [None if _missing(v) else str(v) for v in batch[cfg["llm_label_column"]]]
+    used = {cfg[k] for k in ("text_column", "id_column", "gold_column", "view_column", "llm_label_column") if cfg.get(k)}
     for column in batch.columns:
         if column not in used and column not in out.columns:
             out[column] = batch[column]
@@ -218,6 +221,7 @@ KNOWN_TYPES = {
     "id": pa.string(),
     "text": pa.string(),
     "gold": pa.string(),
+    "given_label": pa.string(),
     "view": pa.string(),
     "label": pa.string(),
     "prev_label": pa.string(),

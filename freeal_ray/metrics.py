@@ -8,17 +8,27 @@ import ray
 
 def confusion(ds: ray.data.Dataset, column: str, labels, gold: str = "gold") -> tuple[np.ndarray, int]:
     """(confusion matrix gold x predicted, rows with no prediction). Rows with unknown gold are skipped."""
-    index = {label: i for i, label in enumerate(labels)}
     matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
     abstained = 0
     for batch in ds.select_columns([gold, column]).iter_batches(batch_format="pandas", batch_size=4096):
-        for g, p in zip(batch[gold], batch[column]):
-            if g not in index:
-                continue
-            if p not in index:
-                abstained += 1
-            else:
-                matrix[index[g], index[p]] += 1
+        m, a = confusion_of(batch[gold], batch[column], labels)
+        matrix += m
+        abstained += a
+    return matrix, abstained
+
+
+def confusion_of(gold, pred, labels) -> tuple[np.ndarray, int]:
+    """The same counts from two plain sequences (None or an unknown label in `pred` abstains)."""
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    abstained = 0
+    for g, p in zip(gold, pred):
+        if g not in index:
+            continue
+        if p not in index:
+            abstained += 1
+        else:
+            matrix[index[g], index[p]] += 1
     return matrix, abstained
 
 

@@ -41,3 +41,17 @@ def synthesis_prompt(task: Task, label: str, prototypes: Sequence[str]) -> str:
         f"{task.word(label)}. Write only the text, on one line.\n"
         f"{task.input_name}:"
     )
+
+
+def synthesis_stops(task: Task) -> list[str]:
+    """Where a written example ends: small models run on into a next example or the instructions."""
+    return ["\n", f"{task.input_name}:", "Label:", "Human:", "Write one", "Write a"]
+
+
+def clean_synthetic(text: str) -> str:
+    """One line of text; a trailing fragment cut off by the token limit is dropped."""
+    text = _one_line(text)
+    last = max(text.rfind(c) for c in ".!?")
+    if not text.endswith((".", "!", "?")) and last >= 10:  # keep whole sentences only
+        text = text[: last + 1]
+    return text

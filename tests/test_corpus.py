@@ -75,3 +75,29 @@ def test_missing_file_and_unreadable_file(ray_session, tmp_path):
     bad.write_bytes(b"not parquet at all")
     with pytest.raises(CorpusError, match="cannot read corpus"):
         ingest(bad, tmp_path / "second")
+
+
+def test_given_llm_labels_start_round_zero_without_an_llm(ray_session, tmp_path):
+    import ray
+
+    rows = [
+        {"id": "a", "text": "good film", "llm": "positive", "gold": "positive"},
+        {"id": "b", "text": "bad film", "llm": "negative", "gold": "negative"},
+        {"id": "c", "text": "odd film", "llm": "maybe", "gold": "negative"},  # outside the label set
+        {"id": "d", "text": "long film", "llm": None, "gold": "positive"},  # the LLM abstained
+    ]
+    path = write_jsonl(tmp_path / "c.jsonl", rows)
+    config = load_config(None, {
+        "corpus.path": str(path), "output": str(tmp_path / "run"), "corpus.gold_column": "gold",
+        "corpus.llm_label_column": "llm", "task": "sentiment",
+    })
+    run = FreeALRun(config)
+    run.ingest()
+    run.start_from_given_labels()
+    labels = cio.read_table(tmp_path / "run" / "round-0" / "labels").to_pandas().set_index("id")
+    assert labels["label"].to_dict() == {"a": "positive", "b": "negative", "c": None, "d": None}
+    assert set(labels["source"]) == {"given"}
+    metrics = run.manifest.data["rounds"]["0"]
+    assert metrics["llm_calls"] == 0 and metrics["given_outside_label_set"] == 1
+    assert metrics["llm_acc"] == 0.5 and metrics["llm_coverage"] == 0.5
+    assert not any(a["name"].startswith("freeal-engine") for a in ray.util.list_named_actors(all_namespaces=True) if isinstance(a, dict))

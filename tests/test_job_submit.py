@@ -1,0 +1,66 @@
+"""`ray job submit` against a real local cluster started with `ray start --head`."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import write_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def head_node():
+    """A one-node cluster from the project's environment, stopped afterwards."""
+    temp = tempfile.mkdtemp(prefix="/tmp/frj")  # Ray's socket paths must stay short
+    gcs, dashboard = free_port(), free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("RAY_ADDRESS", None)
+    start = [RAY, "start", "--head", f"--port={gcs}", "--num-cpus=4", "--include-dashboard=true",
+             f"--dashboard-port={dashboard}", f"--temp-dir={temp}", "--disable-usage-stats"]
+    started = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180)
+    assert started.returncode == 0, started.stderr[-2000:]
+    try:
+        yield f"http://127.0.0.1:{dashboard}", env
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env={**env, "RAY_ADDRESS": f"127.0.0.1:{gcs}"}, capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_ray_job_submit_labels_a_corpus(head_node, tmp_path):
+    address, env = head_node
+    rows = [{"id": f"r{i}", "text": f"film number {i}", "llm": ["negative", "positive"][i % 2]} for i in range(30)]
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", rows)
+    out = tmp_path / "run"
+    entry = [
+        sys.executable, str(ROOT / "jobs" / "label_corpus.py"), "--corpus", str(corpus), "--task", "sentiment",
+        "--set", "corpus.llm_label_column=llm", "--set", "loop.rounds=0", "--set", f"output={out}",
+    ]
+    deadline = time.time() + 120
+    while True:  # the dashboard's job API comes up a little after `ray start` returns
+        submitted = subprocess.run([RAY, "job", "submit", "--address", address, "--", *entry],
+                                   env=env, capture_output=True, text=True, timeout=600)
+        if submitted.returncode == 0 or time.time() > deadline or "Connection" not in submitted.stderr + submitted.stdout:
+            break
+        time.sleep(3)
+    log = submitted.stdout + submitted.stderr
+    assert submitted.returncode == 0 and "SUCCEEDED" in log, log[-3000:]
+    labels = pd.read_parquet(out / "labels").set_index("id")
+    assert labels["label"].to_dict() == {r["id"]: r["llm"] for r in rows}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {"ingest", "annotate-0", "finalize"} <= set(manifest["stages"])

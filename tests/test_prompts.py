@@ -1,0 +1,30 @@
+"""Prompt text: what the annotator sees and how synthesised demos are cleaned."""
+
+from freeal_ray.prompts import answer_choices, classification_prompt, clean_synthetic, synthesis_stops
+from freeal_ray.task import get_preset
+
+
+def test_classification_prompt_puts_demos_before_the_row_and_ends_at_the_label():
+    task = get_preset("sentiment")
+    prompt = classification_prompt(task, [("far demo", "negative"), ("near demo", "positive")], "the row\nsplit")
+    assert prompt.index("far demo") < prompt.index("near demo") < prompt.index("the row split")
+    assert prompt.endswith("the row split\nLabel:")
+    assert prompt.startswith(task.instruction)
+
+
+def test_zero_shot_prompt_has_no_demos():
+    task = get_preset("sentiment")
+    prompt = classification_prompt(task, [], "the row")
+    assert prompt.count("Label:") == 1
+
+
+def test_answer_choices_carry_the_leading_space_of_the_next_token():
+    assert answer_choices(get_preset("sentiment")) == [" negative", " positive"]
+
+
+def test_synthetic_demos_keep_whole_sentences_on_one_line():
+    assert clean_synthetic("I was charged twice. Thanks.A ticket in the billing class") == "I was charged twice. Thanks."
+    assert clean_synthetic("  two\nlines.  ") == "two lines."
+    assert clean_synthetic("no sentence end") == "no sentence end"
+    stops = synthesis_stops(get_preset("sentiment"))
+    assert "\n" in stops and any(s.endswith(":") for s in stops)
