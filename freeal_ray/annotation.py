@@ -147,6 +147,9 @@ def annotate(
         done_ids = set(done.to_pandas()["id"])  # ids only; small next to the rows themselves
         rows = rows.filter(lambda r, ids=done_ids: r["id"] not in ids)
         total = None if total is None else max(0, total - len(done_ids))
+    # Blocks of one engine batch each: a block is the unit written to disk, so this is what a
+    # killed job can lose at most, and what the progress bar counts in.
+    rows = rows.repartition(target_num_rows_per_block=settings.batch_size)
     prompts = rows.map_batches(
         PromptBuilder,
         fn_constructor_kwargs=dict(

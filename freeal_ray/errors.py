@@ -15,5 +15,7 @@ class CorpusError(FreeALError):
 
 def short_reason(exc: BaseException) -> str:
     """The exception's type and last non-empty line: what a user needs, without the stack."""
+    while getattr(exc, "cause", None) is not None and exc.cause is not exc:  # Ray wraps the task's own error
+        exc = exc.cause
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     return f"{type(exc).__name__}: {lines[-1][:400]}" if lines else type(exc).__name__

@@ -334,16 +334,11 @@ class FreeALRun:
                 return llm
             scores = self._table(f"round-{r}", "scores")
 
-            def carry(batch: pd.DataFrame) -> pd.DataFrame:
-                batch = batch.rename(columns={"pred": "slm_pred"})
-                batch["prev_label"] = batch["label"]
-                return batch.drop(columns=[c for c in SLM_COLUMNS if c in batch])
-
             clean_dir = labels_dir / "clean"
             shutil.rmtree(clean_dir, ignore_errors=True)
             clean = scores.filter(lambda row: bool(row["clean"]))
-            cio.write_table(clean.map_batches(carry, batch_format="pandas").map_batches(cio.conform, batch_format="pandas"), clean_dir)
-            noisy = scores.filter(lambda row: not bool(row["clean"])).map_batches(carry, batch_format="pandas")
+            cio.write_table(clean.map_batches(carry_to_refinery, batch_format="pandas").map_batches(cio.conform, batch_format="pandas"), clean_dir)
+            noisy = scores.filter(lambda row: not bool(row["clean"])).map_batches(carry_to_refinery, batch_format="pandas")
             n_noisy = noisy.count()
             if n_noisy:
                 llm = llm or self._llm()
@@ -393,6 +388,15 @@ class FreeALRun:
 
         write_report(self.out, self.manifest.data)
         return RunResult(self.out, self.manifest.data["rounds"], labels_out, slm_out if slm_out.exists() else None)
+
+
+def carry_to_refinery(batch: pd.DataFrame) -> pd.DataFrame:
+    """A scored row as the refinery keeps or re-asks it: this round's SLM prediction and the
+    label it had, without the SLM's scratch columns (earlier rounds' copies are replaced)."""
+    batch = batch.drop(columns=[c for c in ("slm_pred", "prev_label") if c in batch])
+    batch = batch.rename(columns={"pred": "slm_pred"})
+    batch["prev_label"] = batch["label"]
+    return batch.drop(columns=[c for c in SLM_COLUMNS if c in batch])
 
 
 def _given_labels(batch: pd.DataFrame, labels: tuple[str, ...]) -> pd.DataFrame:

@@ -58,3 +58,12 @@ def test_task_from_dict_rejects_unknown_fields():
     with pytest.raises(ConfigError, match="unknown field"):
         Task.from_dict({"labels": ["a", "b"], "instruction": "x", "colour": "red"})
     assert set(PRESETS) >= {"sentiment", "subjectivity", "question-type", "news-topic", "medical-topic"}
+
+
+def test_readme_reference_is_the_code_reference():
+    from pathlib import Path
+
+    from freeal_ray.config import reference
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert reference() in readme, "README's configuration reference is stale: paste `freeal-ray config-reference`"

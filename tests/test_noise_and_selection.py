@@ -55,3 +55,19 @@ def test_faiss_exact_and_ivf_find_true_neighbours():
     for index in (FaissIndex(demos), FaissIndex(demos, ivf_threshold=100)):
         picks = nearest_demos(index, queries, 3)
         assert [p[-1] for p in picks] == list(range(20))  # nearest sits last, next to the query
+
+
+def test_refinery_rows_carry_one_copy_of_each_column_in_every_round():
+    import pandas as pd
+
+    from freeal_ray.loop import carry_to_refinery
+
+    round1 = pd.DataFrame({"id": ["a"], "text": ["t"], "label": ["positive"], "pred": ["negative"], "loss": [2.0],
+                           "probs": [[0.9, 0.1]], "embedding": [[0.0]], "p_clean": [0.1], "clean": [False]})
+    kept = carry_to_refinery(round1)
+    assert list(kept.columns) == ["id", "text", "label", "slm_pred", "prev_label"]
+    # round 2 scores rows that already carry round 1's slm_pred and prev_label
+    round2 = kept.assign(label="negative", pred="positive", loss=1.0, probs=[[0.2, 0.8]], embedding=[[0.0]], p_clean=0.9, clean=True)
+    again = carry_to_refinery(round2)
+    assert again.columns.is_unique
+    assert again.loc[0, "slm_pred"] == "positive" and again.loc[0, "prev_label"] == "negative"
