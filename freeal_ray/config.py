@@ -54,7 +54,16 @@ class LLMConfig:
         "qwen2.5-coder-1.5b",
         "Annotator: a preset (qwen2.5-coder-1.5b, qwen2.5-coder-0.5b) or a local HF model folder.",
     )
-    engine: str = _f("vllm", "Engine that serves the annotator: vllm.")
+    engine: str = _f(
+        "vllm",
+        "Engine that serves the annotator: vllm (in-process, CPU or GPU build), or openai (any "
+        "OpenAI-compatible endpoint: a vLLM server or a hosted API; llm.model is then the served model's name).",
+    )
+    api_base: str = _f("http://127.0.0.1:8000/v1", "openai engine: the endpoint's base URL.")
+    api_key_env: str = _f("OPENAI_API_KEY", "openai engine: environment variable holding the API key (never the key itself).")
+    max_concurrency: int = _f(8, "openai engine: requests in flight per annotator replica.")
+    requests_per_minute: int = _f(0, "openai engine: request rate limit per replica; 0 means no limit.")
+    max_retries: int = _f(6, "openai engine: retries of a failed request (rate limits, 5xx, timeouts), with exponential backoff.")
     replicas: int = _f(1, "Annotator actors running in parallel (one engine each).")
     batch_size: int = _f(32, "Rows per engine call.")
     max_model_len: int = _f(2048, "Longest prompt plus answer, in tokens.")
@@ -210,7 +219,9 @@ def validate(c: RunConfig) -> None:
     checks = [
         (bool(c.corpus.path), "corpus.path is required: the file or folder with your texts"),
         (c.corpus.format in ("auto", "jsonl", "csv", "parquet"), "corpus.format must be auto, jsonl, csv or parquet"),
-        (c.llm.engine in ("vllm",), "llm.engine must be vllm"),
+        (c.llm.engine in ("vllm", "openai"), "llm.engine must be vllm or openai"),
+        (c.llm.max_concurrency >= 1 and c.llm.requests_per_minute >= 0 and c.llm.max_retries >= 0,
+         "llm.max_concurrency must be >= 1; llm.requests_per_minute and llm.max_retries >= 0"),
         (c.llm.use_gpu in ("auto", "true", "false"), "llm.use_gpu must be auto, true or false"),
         (c.slm.use_gpu in ("auto", "true", "false"), "slm.use_gpu must be auto, true or false"),
         (c.llm.replicas >= 1 and c.llm.batch_size >= 1, "llm.replicas and llm.batch_size must be >= 1"),

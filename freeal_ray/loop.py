@@ -100,14 +100,16 @@ class FreeALRun:
 
     def _llm(self) -> LLMSettings:
         c = self.cfg.llm
-        use_gpu = _want_gpu(c.use_gpu)
+        use_gpu = _want_gpu(c.use_gpu) and c.engine != "openai"  # a remote endpoint brings its own
         engine = EngineConfig(
-            model_path=str(resolve_llm(c.model)),
+            model_path=c.model if c.engine == "openai" else str(resolve_llm(c.model)),
             max_model_len=c.max_model_len,
             kv_cache_gib=c.kv_cache_gib,
             tensor_parallel_size=c.tensor_parallel_size,
             use_gpu=use_gpu,
             seed=self.cfg.loop.seed,
+            api_base=c.api_base, api_key_env=c.api_key_env, max_concurrency=c.max_concurrency,
+            requests_per_minute=c.requests_per_minute, max_retries=c.max_retries,
         )
         return LLMSettings(c.engine, engine, c.replicas, c.batch_size, c.max_text_chars)
 
