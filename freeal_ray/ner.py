@@ -1,0 +1,171 @@
+"""Named-entity recognition on plain lists: tokens, spans, BIO tags, entity-level scores.
+
+The LLM answers with entities as (span text, type); `align_spans` turns them into BIO tags over
+the sentence's tokens. A span that does not occur in the sentence, has an unknown type, or
+overlaps an entity already placed is dropped and counted, never an error: one bad answer must not
+sink a batch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+_TOKEN = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")
+
+
+def tokenize(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """Words and punctuation marks, with their character offsets in `text`."""
+    tokens, offsets = [], []
+    for match in _TOKEN.finditer(text):
+        tokens.append(match.group())
+        offsets.append(match.span())
+    return tokens, offsets
+
+
+@dataclass
+class AlignStats:
+    placed: int = 0
+    dropped: Counter = field(default_factory=Counter)  # reason -> count
+
+    def add(self, other: "AlignStats") -> None:
+        self.placed += other.placed
+        self.dropped.update(other.dropped)
+
+
+def _squash(text: str) -> str:
+    return "".join(text.split()).lower()
+
+
+class _TokenText:
+    """The sentence with spaces removed, and where each token starts and ends in it, so a span
+    matches however the LLM spaced it ("U.S." vs "U.S .", "New York" vs "New  York")."""
+
+    def __init__(self, tokens: Sequence[str]):
+        self.text = ""
+        self.starts, self.ends = {}, {}
+        for i, token in enumerate(tokens):
+            self.starts[len(self.text)] = i
+            self.text += _squash(token)
+            self.ends[len(self.text)] = i + 1
+
+    def occurrences(self, span: str) -> list[tuple[int, int]]:
+        """(first token, end token) of each place `span` covers whole tokens exactly."""
+        needle = _squash(span)
+        found, at = [], self.text.find(needle)
+        while needle and at >= 0:
+            end = at + len(needle)
+            if at in self.starts and end in self.ends:
+                found.append((self.starts[at], self.ends[end]))
+            at = self.text.find(needle, at + 1)
+        return found
+
+
+def align_spans(
+    tokens: Sequence[str], spans: Iterable[tuple[str, str]], entity_types: Sequence[str]
+) -> tuple[list[str], AlignStats]:
+    """BIO tags for `tokens` from (span text, type) pairs, plus what was placed and dropped.
+
+    A span matches whole tokens, case-insensitive and ignoring whitespace, so "New York" finds
+    ["New", "York"] and "U.S." finds ["U.S."] or ["U.S", "."]. Every occurrence of a listed span is tagged: an entity string that
+    appears twice in a sentence is the same entity twice. Longer spans are placed first so
+    "New York Times" wins over "New York".
+    """
+    known = set(entity_types)
+    tags = ["O"] * len(tokens)
+    stats = AlignStats()
+    sentence = _TokenText(tokens)
+    parsed = []
+    for text, etype in spans:
+        if etype not in known:
+            stats.dropped["unknown type"] += 1
+            continue
+        if not _squash(str(text)):
+            stats.dropped["empty span"] += 1
+            continue
+        parsed.append((str(text), etype))
+    for text, etype in sorted(parsed, key=lambda p: -len(_squash(p[0]))):
+        places = sentence.occurrences(text)
+        if not places:
+            stats.dropped["not in sentence"] += 1
+            continue
+        placed = False
+        for start, end in places:
+            if any(tag != "O" for tag in tags[start:end]):
+                continue
+            tags[start] = f"B-{etype}"
+            for i in range(start + 1, end):
+                tags[i] = f"I-{etype}"
+            placed = True
+        if placed:
+            stats.placed += 1
+        else:
+            stats.dropped["overlaps another entity"] += 1
+    return tags, stats
+
+
+def is_valid_bio(tags: Sequence[str]) -> bool:
+    """Every I-X follows a B-X or an I-X."""
+    previous = "O"
+    for tag in tags:
+        if not (tag == "O" or tag.startswith(("B-", "I-"))):
+            return False
+        if tag.startswith("I-") and previous[2:] != tag[2:]:
+            return False
+        previous = tag
+    return True
+
+
+def entities(tags: Sequence[str]) -> list[tuple[int, int, str]]:
+    """(start, end, type) of each entity, end exclusive. A stray I-X starts a new entity, as
+    conlleval counts it."""
+    found, start, etype = [], None, None
+    for i, tag in enumerate([*tags, "O"]):
+        continues = tag.startswith("I-") and start is not None and tag[2:] == etype
+        if continues:
+            continue
+        if start is not None:
+            found.append((start, i, etype))
+            start, etype = None, None
+        if tag.startswith(("B-", "I-")):
+            start, etype = i, tag[2:]
+    return found
+
+
+def spans_of(tokens: Sequence[str], tags: Sequence[str]) -> list[tuple[str, str]]:
+    """The (span text, type) pairs a tagged sentence holds: how demos are shown to the LLM."""
+    return [(" ".join(tokens[s:e]), t) for s, e, t in entities(tags)]
+
+
+def entity_scores(gold: Iterable[Sequence[str]], pred: Iterable[Sequence[str]]) -> dict:
+    """Micro precision, recall and F1 over exact-match entities (span and type), seqeval-style."""
+    tp = n_gold = n_pred = 0
+    for g, p in zip(gold, pred):
+        gold_set, pred_set = set(entities(g)), set(entities(p))
+        tp += len(gold_set & pred_set)
+        n_gold += len(gold_set)
+        n_pred += len(pred_set)
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_gold if n_gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "gold_entities": n_gold, "predicted_entities": n_pred}
+
+
+def answer_schema(entity_types: Sequence[str]) -> dict:
+    """JSON schema the LLM's answer is constrained to: a list of (text, type) entities."""
+    return {
+        "type": "object",
+        "properties": {
+            "entities": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"text": {"type": "string"}, "type": {"type": "string", "enum": list(entity_types)}},
+                    "required": ["text", "type"],
+                },
+            }
+        },
+        "required": ["entities"],
+    }
