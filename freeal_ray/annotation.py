@@ -117,7 +117,7 @@ def engine_pool(settings: LLMSettings) -> list:
     job = ray.get_runtime_context().get_job_id()
     if (job, key, settings.replicas) in _POOLS:
         return _POOLS[(job, key, settings.replicas)]
-    resources = {"num_cpus": 0.25 if settings.engine == "openai" else 1}  # a remote endpoint needs a client only
+    resources = {"num_cpus": 1 if settings.engine == "vllm" else 0.25}  # other engines are clients or nothing
     if settings.engine_config.use_gpu:
         resources["num_gpus"] = settings.engine_config.tensor_parallel_size
     pool = [

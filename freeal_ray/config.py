@@ -57,7 +57,8 @@ class LLMConfig:
     engine: str = _f(
         "vllm",
         "Engine that serves the annotator: vllm (in-process, CPU or GPU build), or openai (any "
-        "OpenAI-compatible endpoint: a vLLM server or a hosted API; llm.model is then the served model's name).",
+        "OpenAI-compatible endpoint: a vLLM server or a hosted API; llm.model is then the served model's name), "
+        "or instant (no model, meaningless answers at once: for measuring the pipeline and dry runs).",
     )
     api_base: str = _f("http://127.0.0.1:8000/v1", "openai engine: the endpoint's base URL.")
     api_key_env: str = _f("OPENAI_API_KEY", "openai engine: environment variable holding the API key (never the key itself).")
@@ -219,7 +220,7 @@ def validate(c: RunConfig) -> None:
     checks = [
         (bool(c.corpus.path), "corpus.path is required: the file or folder with your texts"),
         (c.corpus.format in ("auto", "jsonl", "csv", "parquet"), "corpus.format must be auto, jsonl, csv or parquet"),
-        (c.llm.engine in ("vllm", "openai"), "llm.engine must be vllm or openai"),
+        (c.llm.engine in ("vllm", "openai", "instant"), "llm.engine must be vllm, openai or instant"),
         (c.llm.max_concurrency >= 1 and c.llm.requests_per_minute >= 0 and c.llm.max_retries >= 0,
          "llm.max_concurrency must be >= 1; llm.requests_per_minute and llm.max_retries >= 0"),
         (c.llm.use_gpu in ("auto", "true", "false"), "llm.use_gpu must be auto, true or false"),

@@ -202,7 +202,27 @@ def _choice_from_completion(completion, choices: Sequence[str]) -> Choice:
     return Choice(index, confidence, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0)
 
 
+class InstantEngine(Engine):
+    """No model: answers at once, from a hash of the prompt. For measuring the pipeline around
+    the LLM (bench/scale.py) and for dry runs of a config; its labels mean nothing."""
+
+    def __init__(self, config: EngineConfig):
+        self.config = config
+
+    def choose(self, prompts, choices):
+        import zlib
+
+        return [
+            Choice(zlib.crc32(p.encode()) % len(choices), 1.0, len(p.split()), 1) for p in prompts
+        ]
+
+    def generate(self, prompts, max_tokens, temperature, stop=("\n",)):
+        return [" ".join(p.split()[-max_tokens:-1]) or "text" for p in prompts]
+
+
 def build_engine(kind: str, config: EngineConfig) -> Engine:
+    if kind == "instant":
+        return InstantEngine(config)
     if kind == "vllm":
         return VLLMEngine(config)
     if kind == "openai":

@@ -100,9 +100,9 @@ class FreeALRun:
 
     def _llm(self) -> LLMSettings:
         c = self.cfg.llm
-        use_gpu = _want_gpu(c.use_gpu) and c.engine != "openai"  # a remote endpoint brings its own
+        use_gpu = _want_gpu(c.use_gpu) and c.engine == "vllm"  # an endpoint brings its own
         engine = EngineConfig(
-            model_path=c.model if c.engine == "openai" else str(resolve_llm(c.model)),
+            model_path=str(resolve_llm(c.model)) if c.engine == "vllm" else c.model,
             max_model_len=c.max_model_len,
             kv_cache_gib=c.kv_cache_gib,
             tensor_parallel_size=c.tensor_parallel_size,
@@ -284,7 +284,7 @@ class FreeALRun:
                 batch_format="pandas", batch_size=64, concurrency=1, num_cpus=1,
             )
             cio.write_table(scored.map_batches(cio.conform, batch_format="pandas"), partial)
-            losses = cio.read_table(partial, columns=["loss"]).to_pandas()["loss"].to_numpy()
+            losses = _loss_sample(cio.read_table(partial, columns=["loss"]), self.cfg.loop.seed)
             gmm = fit_loss_gmm(losses[np.isfinite(losses)], seed=self.cfg.loop.seed)
             threshold = self.cfg.slm.gmm_threshold
 
@@ -365,8 +365,9 @@ class FreeALRun:
         ds = cio.read_table(folder, columns=["prompt_tokens", "output_tokens"])
         if ds is None:
             return {"llm_calls": 0, "prompt_tokens": 0, "output_tokens": 0}
-        df = ds.to_pandas()  # two integer columns of the rows this stage sent; small
-        return {"llm_calls": len(df), "prompt_tokens": int(df["prompt_tokens"].sum()), "output_tokens": int(df["output_tokens"].sum())}
+        sums = ds.sum(["prompt_tokens", "output_tokens"]) or {}
+        return {"llm_calls": ds.count(), "prompt_tokens": int(sums.get("sum(prompt_tokens)") or 0),
+                "output_tokens": int(sums.get("sum(output_tokens)") or 0)}
 
     def _label_metrics(self, ds: ray.data.Dataset, column: str, prefix: str) -> dict:
         if not self.cfg.corpus.gold_column:
@@ -390,6 +391,14 @@ class FreeALRun:
 
         write_report(self.out, self.manifest.data)
         return RunResult(self.out, self.manifest.data["rounds"], labels_out, slm_out if slm_out.exists() else None)
+
+
+def _loss_sample(ds: ray.data.Dataset, seed: int, cap: int = 200_000) -> np.ndarray:
+    """Up to about `cap` losses for fitting the GMM: five numbers are learnt, so a sample does."""
+    n = ds.count()
+    if n > cap:
+        ds = ds.random_sample(cap / n, seed=seed)
+    return np.concatenate([b["loss"] for b in ds.iter_batches(batch_format="numpy", batch_size=65536)] or [np.zeros(0)])
 
 
 def carry_to_refinery(batch: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,154 @@
+"""The pipeline at scale: a synthetic corpus streamed through every stage of the loop.
+
+    python bench/scale.py --rows 100000 --rows 1000000
+
+The LLM is the `instant` engine (answers at once, no model), so what is measured is the pipeline
+itself: Ray Data reading and writing, kNN demo retrieval, Ray Train, scoring, the GMM split,
+k-medoids, the refinery's plumbing. The SLM is a tiny encoder built from scratch (tests/tiny_models.py),
+because the point is the data flow, not the encoder's speed. Per stage: rows/s; over the run:
+peak memory of the driver and of the largest Ray worker. Writes bench/results/scale.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+WORDS = {
+    "positive": ["great", "lovely", "superb", "wonderful", "excellent", "moving", "sharp"],
+    "negative": ["awful", "boring", "terrible", "dreadful", "dull", "clumsy", "flat"],
+}
+FILLER = "the a film movie story plot acting script ending cast was and but quite rather very".split()
+
+
+def synthetic_rows(batch: dict, seed: int) -> dict:
+    """Rows from ids alone, so the corpus is generated on the workers and never on the driver."""
+    import numpy as np
+
+    ids = batch["id"]
+    rng = np.random.default_rng(seed + int(ids[0]))
+    labels = np.where(ids % 2 == 0, "positive", "negative")
+    texts = []
+    for label in labels:
+        words = list(rng.choice(FILLER, size=8)) + list(rng.choice(WORDS[label], size=2))
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+    return {"id": [f"r{i}" for i in ids], "text": texts, "gold": labels}
+
+
+def write_corpus(rows: int, folder: Path) -> Path:
+    import ray
+
+    if folder.exists() and any(folder.glob("*.parquet")):
+        return folder
+    ray.data.range(rows, override_num_blocks=max(8, rows // 50_000)).map_batches(
+        synthetic_rows, fn_kwargs={"seed": 0}, batch_format="numpy", batch_size=10_000
+    ).write_parquet(str(folder))
+    return folder
+
+
+class PeakMemory:
+    """Samples the RSS of this process and of every Ray worker process every half second."""
+
+    def __init__(self):
+        self.driver = self.worker = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        me = psutil.Process()
+        while not self._stop.is_set():
+            self.driver = max(self.driver, me.memory_info().rss)
+            for proc in psutil.process_iter(["name", "cmdline", "memory_info"]):
+                cmd = " ".join(proc.info["cmdline"] or [])
+                if cmd.startswith("ray::") and proc.info["memory_info"]:
+                    self.worker = max(self.worker, proc.info["memory_info"].rss)
+            time.sleep(0.5)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def stage_rows(manifest: dict, rows: int, epochs: int) -> dict:
+    """How many rows each stage handled, from the manifest."""
+    r1 = manifest["rounds"].get("1", {})
+    out = {"ingest": rows, "synthesize": manifest["stages"].get("synthesize", {}).get("demos", 0), "annotate-0": rows}
+    out.update({"train-1": rows * epochs, "score-1": rows, "select-1": r1.get("clean_fraction", 0) * rows,
+                "refine-1": rows, "finalize": rows})
+    return out
+
+
+def run_one(rows: int, encoder: Path, epochs: int) -> dict:
+    from freeal_ray.config import load_config
+    from freeal_ray.loop import FreeALRun, ensure_ray
+
+    ensure_ray()
+    work = ROOT / "bench" / "work" / f"scale-{rows}"
+    corpus = write_corpus(rows, work / "corpus")
+    out = work / "run"
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    config = load_config(None, {
+        "task": "sentiment", "output": str(out), "corpus.path": str(corpus), "corpus.format": "parquet",
+        "corpus.gold_column": "gold", "llm.engine": "instant", "llm.model": "instant", "llm.batch_size": 512,
+        "slm.model": str(encoder), "slm.epochs": epochs, "slm.warmup_epochs": max(1, epochs - 1), "slm.batch_size": 256,
+        "slm.lr": 2e-3, "loop.rounds": 1, "loop.min_change": 0.0,
+    })
+    started = time.time()
+    with PeakMemory() as memory:
+        FreeALRun(config).run()
+    wall = time.time() - started
+    manifest = json.loads((out / "manifest.json").read_text())
+    handled = stage_rows(manifest, rows, epochs)
+    stages = {
+        name: {"seconds": round(info["seconds"], 1), "rows": int(handled.get(name, 0)),
+               "rows_per_s": round(handled.get(name, 0) / info["seconds"], 1) if info["seconds"] else None}
+        for name, info in manifest["stages"].items()
+    }
+    result = {"rows": rows, "wall_seconds": round(wall), "stages": stages,
+              "driver_peak_rss_mb": round(memory.driver / 2**20), "worker_peak_rss_mb": round(memory.worker / 2**20),
+              "noisy_rows_refined": manifest["rounds"]["1"].get("noisy_rows")}
+    print(json.dumps(result, indent=2))
+    return result
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, action="append", help="corpus size; repeat to compare (default 100000 and 1000000)")
+    parser.add_argument("--epochs", type=int, default=1, help="SLM epochs")
+    args = parser.parse_args(argv)
+    from tiny_models import build_tiny_encoder
+
+    encoder = build_tiny_encoder(ROOT / "bench" / "work" / "tiny-encoder")
+    runs = [run_one(n, encoder, args.epochs) for n in sorted(args.rows or [100_000, 1_000_000])]
+    largest = runs[-1]
+    result = {
+        "rows": largest["rows"], "stages": largest["stages"], "driver_peak_rss_mb": largest["driver_peak_rss_mb"],
+        "worker_peak_rss_mb": largest["worker_peak_rss_mb"], "runs": runs,
+        "machine": f"{os.cpu_count()} cores, {round(psutil.virtual_memory().total / 2**30)} GiB, no GPU",
+        "engine": "instant (no model)", "slm": "tiny 2-layer encoder built from scratch",
+    }
+    path = ROOT / "bench" / "results" / "scale.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
