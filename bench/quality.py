@@ -189,6 +189,19 @@ def run_mr_reference(args) -> None:
         methods[name] = {"test_acc": q["acc"], "test_macro_f1": q["macro_f1"], **judge(train, train_scored, clean),
                          "seconds": round(time.time() - started)}
         print(f"  {name}: {json.dumps(methods[name])}")
+        save()  # after every method: a long run that is stopped keeps what it finished
+
+    def save() -> None:
+        settings = {k: getattr(args, k) for k in ("epochs", "warmup_epochs", "lr", "max_length", "batch_size", "folds", "probe_epochs", "seed", "limit")}
+        path = RESULTS / "quality-mr-reference.json"
+        result = json.loads(path.read_text()) if path.exists() else {}
+        by_slm = result.get("by_slm", {})
+        previous = by_slm.get(args.slm, {})
+        if previous.get("settings") not in (None, settings):
+            previous = {}  # other settings: the earlier figures are not comparable
+        by_slm[args.slm] = {"given": given_q, "settings": settings, "machine": machine(),
+                            "methods": {**previous.get("methods", {}), **methods}}
+        write_result("mr-reference", mr_summary(by_slm, given_q), mr_table(by_slm, given_q))
 
     by_gmm = lambda scored: gmm_clean(scored, labelled)  # noqa: E731
     wanted = args.methods.split(",")
@@ -207,14 +220,6 @@ def run_mr_reference(args) -> None:
         t = time.time()
         gold_rows = train.assign(label_idx=label_indices(train["gold"], MR_LABELS))
         evaluate("gold", bench.fit(gold_rows, "gold"), by_gmm, t)
-
-    settings = {k: getattr(args, k) for k in ("epochs", "warmup_epochs", "lr", "max_length", "batch_size", "folds", "probe_epochs", "seed", "limit")}
-    detail = {"given": given_q, "settings": settings, "methods": methods, "machine": machine()}
-    path = RESULTS / "quality-mr-reference.json"
-    result = json.loads(path.read_text()) if path.exists() else {}
-    by_slm = result.get("by_slm", {})
-    by_slm[args.slm] = {**by_slm.get(args.slm, {}), **detail, "methods": {**by_slm.get(args.slm, {}).get("methods", {}), **methods}}
-    write_result("mr-reference", mr_summary(by_slm, given_q), mr_table(by_slm, given_q))
 
 
 def mr_summary(by_slm: dict, given_q: dict) -> dict:
