@@ -47,7 +47,8 @@ def summary(manifest: dict, output: Path) -> str:
             "",
             rounds_table(manifest),
             "",
-            f"labels: {output / 'labels'}   SLM: {output / 'slm'}   report: {output / 'report.md'}",
+            f"labels: {output / 'labels'}   SLM: {output / 'slm' if (output / 'slm').exists() else 'none (no round ran)'}   "
+            f"report: {output / 'report.md'}",
         ]
     )
 
@@ -67,8 +68,9 @@ def plot_rounds(manifest: dict, path: Path) -> Path | None:
         ys = [rounds[str(x)].get(key) for x in xs]
         if any(y is not None for y in ys):
             ax1.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", label=name)
-    ax1.set(xlabel="round", title="label quality per round", ylim=(0, 1.02))
-    ax1.legend(loc="lower right")
+    ax1.set(xlabel="round", title="label quality per round (needs corpus.gold_column)", ylim=(0, 1.02))
+    if ax1.get_lines():
+        ax1.legend(loc="lower right")
     ax1.set_xticks(xs)
     ax2.bar([x - 0.2 for x in xs], [rounds[str(x)].get("llm_calls", 0) for x in xs], width=0.4, label="LLM calls")
     ax2.bar([x + 0.2 for x in xs], [rounds[str(x)].get("changed", 0) for x in xs], width=0.4, label="labels changed")
