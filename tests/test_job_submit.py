@@ -32,8 +32,14 @@ def head_node():
     gcs, dashboard = free_port(), free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
+    # Every port explicit: the test session's own Ray holds the defaults (the dashboard agent's
+    # 52365 among them), and a second agent that cannot bind leaves the job API with no agent.
+    ports = {name: free_port() for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+        "runtime-env-agent-port", "node-manager-port", "object-manager-port", "ray-client-server-port")}
     start = [RAY, "start", "--head", "--block", f"--port={gcs}", "--num-cpus=4", "--include-dashboard=true",
-             f"--dashboard-port={dashboard}", f"--temp-dir={temp}", "--disable-usage-stats"]
+             f"--dashboard-port={dashboard}", f"--temp-dir={temp}", "--disable-usage-stats",
+             *(f"--{name}={port}" for name, port in ports.items())]
     # --block keeps this cluster's processes under one parent we can stop, leaving any other Ray
     # instance on the machine (the test session's own) alone; `ray stop` would end them all.
     head = subprocess.Popen(start, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
