@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from freeal_ray import metrics as M  # noqa: E402
 from freeal_ray.noise import split_clean_noisy  # noqa: E402
+from freeal_ray.slm import label_indices  # noqa: E402
 
 MR_LABELS = ("negative", "positive")
 
@@ -110,11 +111,6 @@ class SLMBench:
         train_slm(ray.data.from_pandas(rows[columns].reset_index(drop=True)), settings, str(out), 1, False)
         print(f"  trained {name} in {time.time() - started:.0f} s")
         return out
-
-
-def label_indices(values, labels) -> np.ndarray:
-    index = {label: i for i, label in enumerate(labels)}
-    return np.array([index.get(v, -1) if isinstance(v, str) else -1 for v in values], dtype=np.int64)
 
 
 def judge(train: pd.DataFrame, scored: pd.DataFrame, clean: np.ndarray) -> dict:

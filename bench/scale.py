@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -101,8 +102,6 @@ def run_one(rows: int, encoder: Path, epochs: int) -> dict:
     work = ROOT / "bench" / "work" / f"scale-{rows}"
     corpus = write_corpus(rows, work / "corpus")
     out = work / "run"
-    import shutil
-
     shutil.rmtree(out, ignore_errors=True)
     config = load_config(None, {
         "task": "sentiment", "output": str(out), "corpus.path": str(corpus), "corpus.format": "parquet",

@@ -114,9 +114,9 @@ def engine_pool(settings: LLMSettings) -> list:
     reloading a model costs minutes on a CPU.
     """
     key = hashlib.sha1(repr((settings.engine, settings.engine_config)).encode()).hexdigest()[:12]
-    job = ray.get_runtime_context().get_job_id()
-    if (job, key, settings.replicas) in _POOLS:
-        return _POOLS[(job, key, settings.replicas)]
+    pool_id = (ray.get_runtime_context().get_job_id(), key, settings.replicas)
+    if pool_id in _POOLS:
+        return _POOLS[pool_id]
     resources = {"num_cpus": 1 if settings.engine == "vllm" else 0.25}  # other engines are clients or nothing
     if settings.engine_config.use_gpu:
         resources["num_gpus"] = settings.engine_config.tensor_parallel_size
@@ -126,7 +126,7 @@ def engine_pool(settings: LLMSettings) -> list:
         )
         for i in range(settings.replicas)
     ]
-    _POOLS[(job, key, settings.replicas)] = pool
+    _POOLS[pool_id] = pool
     return pool
 
 
@@ -213,15 +213,12 @@ def synthesize_demos(
         engines[(i // step) % len(engines)].generate.remote(prompts[i : i + step], max_tokens, temperature, synthesis_stops(task))
         for i in range(0, len(prompts), step)
     ]
+    texts = []
     with tqdm(total=len(prompts), desc="LLM demo synthesis", unit="demo") as bar:
-        pending = {call: i for i, call in enumerate(calls)}
-        chunks: dict[int, list[str]] = {}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            chunk = ray.get(ready[0])
-            chunks[pending.pop(ready[0])] = chunk
+        for call in calls:  # in submission order, which is the order each engine works in
+            chunk = ray.get(call)
+            texts += [clean_synthetic(t) for t in chunk]
             bar.update(len(chunk))
-        texts = [clean_synthetic(t) for i in sorted(chunks) for t in chunks[i]]
     out = pd.DataFrame({"label": [j["label"] for j in jobs], "text": texts})
     out = out[out["text"].str.strip().str.len() > 0].drop_duplicates("text")
     demos = pd.DataFrame(

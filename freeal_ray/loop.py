@@ -33,7 +33,7 @@ from freeal_ray.manifest import Manifest
 from freeal_ray.model_store import resolve_encoder, resolve_llm
 from freeal_ray.noise import fit_loss_gmm
 from freeal_ray.selection import select_demos
-from freeal_ray.slm import SLMScorer
+from freeal_ray.slm import SLMScorer, label_indices
 from freeal_ray.training import TrainSettings, train_slm
 
 log = logging.getLogger(__name__)
@@ -252,11 +252,11 @@ class FreeALRun:
             if info is None:
                 return
             s = self.cfg.slm
-            labels = {label: i for i, label in enumerate(self.task.labels)}
+            labels = self.task.labels
 
             def to_training_rows(batch: pd.DataFrame) -> pd.DataFrame:
                 out = pd.DataFrame({"text": batch["text"]})
-                out["label_idx"] = [labels.get(x, -1) if isinstance(x, str) else -1 for x in batch["label"]]
+                out["label_idx"] = label_indices(batch["label"], labels)
                 if "view" in batch:
                     out["view"] = batch["view"]
                 return out

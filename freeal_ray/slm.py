@@ -59,6 +59,12 @@ def load_slm(folder: str | Path):
     return model.eval(), tokenizer, meta["labels"], meta["max_length"]
 
 
+def label_indices(values, labels) -> np.ndarray:
+    """Each value's index in `labels`; -1 for a missing label or one outside the set (an abstention)."""
+    index = {label: i for i, label in enumerate(labels)}
+    return np.array([index.get(v, -1) if isinstance(v, str) else -1 for v in values], dtype=np.int64)
+
+
 def tokenize(tokenizer, texts, max_length: int):
     enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
     return enc["input_ids"], enc["attention_mask"]
@@ -70,7 +76,6 @@ class SLMScorer:
 
     def __init__(self, folder: str, batch_size: int = 64):
         self.model, self.tokenizer, self.labels, self.max_length = load_slm(folder)
-        self.index = {label: i for i, label in enumerate(self.labels)}
         self.batch_size = batch_size
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -78,7 +83,7 @@ class SLMScorer:
             ids, mask = tokenize(self.tokenizer, batch["text"], self.max_length)
             logits, pooled, _ = self.model(ids, mask)
         log_probs = torch.log_softmax(logits.float(), dim=-1).numpy()
-        targets = np.array([self.index.get(lab, -1) if isinstance(lab, str) else -1 for lab in batch["label"]])
+        targets = label_indices(batch["label"], self.labels)
         rows = np.arange(len(targets))
         loss = np.where(targets >= 0, -log_probs[rows, targets.clip(min=0)], np.nan)
         batch = batch.copy()
