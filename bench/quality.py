@@ -4,6 +4,9 @@
         The SLM half of FreeAL on the labels gpt-3.5-turbo gave MR's training rows in the FreeAL
         reference release: plain training, cleanlab's filter, the robust self-training and the
         gold-label ceiling, on the same labels, SLM and epoch budget.
+    python bench/quality.py mr-refinery [--sample 200]
+        Re-asks the embedded LLM, with demos the robust SLM chose, about MR rows the SLM judged
+        noisy: what the refinery adds where the SLM alone cannot correct the LLM.
     python bench/quality.py loop --benchmark sst2 --rows 400
         The whole loop with the embedded LLM on a training subset, against the zero-shot LLM.
     python bench/quality.py docs
@@ -20,7 +23,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -68,14 +70,14 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {gpu}"
 
 
-def predict(folder: Path, texts, labels=None) -> pd.DataFrame:
+def predict(folder: Path, texts, labels=None, columns=("pred", "probs", "loss")) -> pd.DataFrame:
     """An SLM checkpoint's pred, probs and loss against `labels` (NaN where a row has none)."""
     from freeal_ray.slm import SLMScorer
 
     scorer = SLMScorer(str(folder))
     frame = pd.DataFrame({"text": list(texts), "label": list(labels) if labels is not None else None})
     parts = [scorer(frame.iloc[i : i + 128]) for i in range(0, len(frame), 128)]
-    return pd.concat(parts, ignore_index=True)[["pred", "probs", "loss"]]
+    return pd.concat(parts, ignore_index=True)[list(columns)]
 
 
 # ---- the SLM half on given labels ------------------------------------------------------------
@@ -90,7 +92,8 @@ class SLMBench:
         self.encoder = str(resolve_encoder(slm))
         self.labels, self.epochs, self.seed = tuple(labels), epochs, seed
         self.common = dict(max_length=max_length, batch_size=batch_size, lr=lr)
-        self.tmp = Path(tempfile.mkdtemp(prefix="freeal-bench-"))
+        # Checkpoints are kept: the refinery benchmark starts from the robust one.
+        self.folder = ROOT / "bench" / "work" / "mr-reference" / Path(slm).name
 
     def fit(self, rows: pd.DataFrame, name: str, warmup_epochs: int | None = None, epochs: int | None = None) -> Path:
         """Train; warm-up for every epoch (the default) means plain cross-entropy throughout."""
@@ -106,7 +109,7 @@ class SLMBench:
             ramp_epochs=1, word_dropout=0.15, seed=self.seed, **self.common,
         )
         columns = [c for c in ("text", "label_idx", "view") if c in rows]
-        out = self.tmp / name
+        out = self.folder / name
         started = time.time()
         train_slm(ray.data.from_pandas(rows[columns].reset_index(drop=True)), settings, str(out), 1, False)
         print(f"  trained {name} in {time.time() - started:.0f} s")
@@ -254,6 +257,115 @@ def mr_table(by_slm: dict, given_q: dict) -> str:
                                         "clean_fraction", "clean_precision", "clean_recall", "slm_right_on_noisy", "given_right_on_noisy", "seconds")]
             rows.append(f"| {slm} | {name} | " + " | ".join(fmt(c) for c in cells) + " |")
     return "\n".join(rows) + "\n"
+
+
+# ---- the refinery on MR's noisy rows ------------------------------------------------------------
+
+
+def run_mr_refinery(args) -> None:
+    """The loop's refinery on MR rows the robust SLM judged noisy, with the embedded LLM.
+
+    Demos are chosen as the loop chooses them (clean rows where the SLM agrees with the given
+    label, per class the lowest-loss R%, then k-medoids on SLM embeddings); each noisy row gets its
+    nearest `shots` of them. A random sample of the noisy rows keeps the run within budget on a CPU;
+    the zero-shot LLM is asked the same rows for comparison.
+    """
+    from freeal_ray import corpus as cio
+    from freeal_ray.annotation import annotate
+    from freeal_ray.config import load_config
+    from freeal_ray.loop import FreeALRun, ensure_ray
+    from freeal_ray.selection import select_demos
+
+    train = load_split("mr", "train")
+    if train is None:
+        return
+    checkpoint = Path(args.checkpoint or ROOT / "bench" / "work" / "mr-reference" / args.slm / "robust")
+    if not (checkpoint / "slm.json").exists():
+        sys.exit(f"no SLM checkpoint in {checkpoint}: run `python bench/quality.py mr-reference --methods robust` first")
+    ensure_ray()
+    train = train.rename(columns={"label": "gold", "llm_label": "given"})
+    train["id"] = train["id"].astype(str)
+    scored = predict(checkpoint, train["text"], train["given"], columns=("pred", "probs", "loss", "embedding"))
+    labelled = pd.notna(train["given"]).to_numpy()
+    clean = gmm_clean(scored, labelled)
+    rows = pd.concat([train, scored], axis=1)
+
+    work = ROOT / "bench" / "work" / "mr-refinery" / f"{checkpoint.parent.name}-{checkpoint.name}-{args.sample}"
+    overrides = {"task": "sentiment", "output": str(work / "run"), "llm.model": args.llm, "loop.seed": args.seed}
+    config = load_config(None, {**overrides, **dict(kv.split("=", 1) for kv in args.set)})
+    loop = config.loop
+    agreeing = rows[clean & labelled & (rows["pred"] == rows["given"])].assign(label=lambda d: d["given"])
+    demos = pd.concat([select_demos(g, loop.top_ratio, loop.demos_per_class, loop.medoid_sample_cap, loop.seed)
+                       for _, g in agreeing.groupby("label")], ignore_index=True)
+    noisy = rows[~clean]  # as the loop does: the rows judged noisy and the abstentions
+    sample = noisy.sample(n=min(args.sample, len(noisy)), random_state=args.seed)
+    print(f"{len(noisy)} rows judged noisy ({int((~clean & ~labelled).sum())} of them abstentions); "
+          f"asking the LLM about {len(sample)} with {len(demos)} SLM-chosen demos")
+
+    run = FreeALRun(config)
+    task, llm = run.task, run._llm()
+    asked = {}
+    for name, pool, shots in (("refined", demos, loop.shots), ("zero_shot", demos.iloc[:0], 0)):
+        folder = work / name
+        started = time.time()
+        annotate(ray_rows(sample), pool, task, llm, str(checkpoint / "encoder"), shots, 1, str(folder), total=len(sample))
+        answers = cio.read_table(folder).to_pandas().set_index("id")
+        asked[name] = (answers["label"].reindex(sample["id"]).to_numpy(object), time.time() - started,
+                       int(answers["prompt_tokens"].sum()))
+    write_result("mr-refinery", *refinery_summary(rows, clean, labelled, sample, asked, demos, loop.shots, args, checkpoint))
+
+
+def ray_rows(frame: pd.DataFrame):
+    import ray
+
+    return ray.data.from_pandas(frame[["id", "text"]].reset_index(drop=True))
+
+
+def refinery_summary(rows, clean, labelled, sample, asked, demos, shots, args, checkpoint) -> tuple[dict, str]:
+    gold = sample["gold"].to_numpy(object)
+    acc = lambda pred: float(np.mean(pred == gold))  # noqa: E731
+    on_sample = {"given": acc(sample["given"].to_numpy(object)), "slm": acc(sample["pred"].to_numpy(object))}
+    on_sample.update({name: acc(pred) for name, (pred, _, _) in asked.items()})
+    refined = asked["refined"][0]
+    # The refinery's answer where it gave one; an abstention keeps the row's label (or the SLM's).
+    kept = np.where(pd.isna(sample["given"]), sample["pred"], sample["given"]).astype(object)
+    on_sample["final"] = acc(np.where(pd.notna(refined), refined, kept))
+    n, n_noisy = len(rows), int((~clean).sum())
+    right_clean = int(((rows["given"] == rows["gold"]).to_numpy() & clean).sum())
+    half_width = 1.96 * np.sqrt(on_sample["final"] * (1 - on_sample["final"]) / len(sample)) * n_noisy / n
+    labelled_noisy = int((~clean & labelled).sum())
+    lab_sample = pd.notna(sample["given"]).to_numpy()
+    final_lab = float(np.mean((np.where(pd.notna(refined), refined, kept) == gold)[lab_sample])) if lab_sample.any() else 0.0
+    summary = {
+        "slm_checkpoint": str(checkpoint.relative_to(ROOT)) if checkpoint.is_relative_to(ROOT) else str(checkpoint),
+        "llm": args.llm, "rows": n, "noisy_rows": n_noisy, "noisy_labelled_rows": labelled_noisy,
+        "sample": len(sample), "demos": len(demos), "shots": shots,
+        "acc_on_sample": on_sample,
+        "final_acc_labelled_on_sample": final_lab,
+        # Clean rows keep the given label; noisy rows are estimated from the sample.
+        "estimated_final_transductive_acc": (right_clean + on_sample["final"] * n_noisy) / n,
+        "estimated_final_transductive_acc_ci95": half_width,
+        "estimated_final_transductive_acc_labelled": (
+            right_clean + final_lab * labelled_noisy) / max(int(labelled.sum()), 1),
+        "given_acc": float((rows["given"] == rows["gold"]).mean()),
+        "given_acc_labelled": float((rows["given"] == rows["gold"])[labelled].mean()),
+        "seconds": {name: round(t) for name, (_, t, _) in asked.items()},
+        "prompt_tokens": {name: tok for name, (_, _, tok) in asked.items()},
+        "machine": machine(),
+        "command": "python bench/quality.py mr-refinery " + " ".join(sys.argv[2:]),
+    }
+    fmt = lambda v: f"{v:.4f}"  # noqa: E731
+    table = "\n".join([
+        f"{n_noisy} of MR's {n} training rows judged noisy by the robust SLM ({checkpoint.name}); "
+        f"{len(sample)} of them, drawn at random, re-asked with {len(demos)} SLM-chosen demos.\n",
+        "| labels of the sampled noisy rows | accuracy |", "|---|---|",
+        *[f"| {k.replace('_', ' ')} | {fmt(v)} |" for k, v in on_sample.items()],
+        f"\nEstimated final-label accuracy over all {n} rows (clean rows keep the given label): "
+        f"{fmt(summary['estimated_final_transductive_acc'])} ± {fmt(half_width)} (given: {fmt(summary['given_acc'])}); "
+        f"on the LLM-labelled rows {fmt(summary['estimated_final_transductive_acc_labelled'])} "
+        f"(given: {fmt(summary['given_acc_labelled'])}).\n",
+    ])
+    return summary, table
 
 
 # ---- the whole loop with the embedded LLM ---------------------------------------------------------
@@ -425,6 +537,13 @@ def main(argv=None) -> None:
     mr.add_argument("--probe-epochs", type=int, default=1, help="cleanlab: epochs of each fold's model")
     mr.add_argument("--limit", type=int, default=None, help="use a random sample of this many training rows")
     mr.add_argument("--seed", type=int, default=0)
+    ref = sub.add_parser("mr-refinery", help="re-ask the embedded LLM about the MR rows the robust SLM judged noisy")
+    ref.add_argument("--slm", default="all-minilm-l6-v2", help="the SLM whose mr-reference robust checkpoint to use")
+    ref.add_argument("--checkpoint", default=None, help="an SLM folder instead (default: bench/work/mr-reference/SLM/robust)")
+    ref.add_argument("--sample", type=int, default=200, help="noisy rows to re-ask, drawn at random")
+    ref.add_argument("--llm", default="qwen2.5-coder-1.5b")
+    ref.add_argument("--seed", type=int, default=0)
+    ref.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any config override")
     loop = sub.add_parser("loop", help="the whole loop with the embedded LLM on a benchmark subset")
     loop.add_argument("--benchmark", required=True, choices=["mr", "sst2", "subj", "trec", "agnews", "medabs"])
     loop.add_argument("--rows", type=int, default=400, help="training rows, sampled at random")
@@ -439,6 +558,8 @@ def main(argv=None) -> None:
         write_docs()
     elif args.command == "mr-reference":
         run_mr_reference(args)
+    elif args.command == "mr-refinery":
+        run_mr_refinery(args)
     elif args.command == "loop":
         run_loop(args)
 

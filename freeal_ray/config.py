@@ -106,6 +106,15 @@ class LoopConfig:
     demos_per_class: int = _f(20, "k-medoids picks this many demos per class from the candidates.")
     medoid_sample_cap: int = _f(2000, "Candidates per class are sampled down to this before k-medoids.")
     min_change: float = _f(0.005, "Stop early when a refinery changes fewer than this share of labels.")
+    subset_fraction: float = _f(
+        1.0,
+        "P: share of the corpus the LLM annotates per round. 1 annotates every row in round 0. Below 1 "
+        "(incremental mode), round 0 annotates a random P, every later round but the last a fresh P, "
+        "the SLM's consistency loss also trains on unannotated rows, and the SLM labels the rest at the end.",
+    )
+    subset_strategy: str = _f(
+        "random", "Incremental mode: how later rounds pick fresh rows: random, or the SLM's least sure (entropy, margin)."
+    )
     seed: int = _f(0, "Seed for sampling, training and the engine.")
 
 
@@ -237,6 +246,10 @@ def validate(c: RunConfig) -> None:
         (c.loop.shots >= 1 and c.loop.demos_per_class >= 1, "loop.shots and loop.demos_per_class must be >= 1"),
         (c.loop.synth_per_class >= 1 and c.loop.prototypes >= 1, "loop.synth_per_class and loop.prototypes must be >= 1"),
         (c.corpus.limit is None or c.corpus.limit > 0, "corpus.limit must be a positive number of rows"),
+        (0.0 < c.loop.subset_fraction <= 1.0, "loop.subset_fraction must be in (0, 1]"),
+        (c.loop.subset_strategy in ("random", "entropy", "margin"), "loop.subset_strategy must be random, entropy or margin"),
+        (c.loop.subset_fraction == 1.0 or c.loop.rounds >= 1,
+         "loop.subset_fraction below 1 needs loop.rounds >= 1: the SLM labels the rows the LLM never saw"),
     ]
     for ok, message in checks:
         if not ok:

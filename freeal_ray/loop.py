@@ -4,6 +4,9 @@ round 0:  ingest -> synthesize (demo pool) -> annotate (every row, LLM)
 round r:  train (SLM) -> score (loss, GMM clean split) -> select (next demos) -> refine (LLM, noisy rows only)
 final:    labels (abstentions filled by the SLM), the SLM checkpoint, the report
 
+Incremental mode (loop.subset_fraction below 1) annotates a random P of the rows in round 0 and
+adds a fresh P after each refinery but the last (expand); the SLM labels the rest in finalize.
+
 Every table carries the row's text and pass-through columns along, so no stage needs a join:
 round r's labels are its clean rows as they were plus its noisy rows as the LLM re-labelled them.
 """
@@ -32,6 +35,7 @@ from freeal_ray.errors import CorpusError, FreeALError, short_reason
 from freeal_ray.manifest import Manifest
 from freeal_ray.model_store import resolve_encoder, resolve_llm
 from freeal_ray.noise import fit_loss_gmm
+from freeal_ray.sampling import row_draws, subset_size, uncertainty
 from freeal_ray.selection import select_demos
 from freeal_ray.slm import SLMScorer, label_indices
 from freeal_ray.training import TrainSettings, train_slm
@@ -69,6 +73,7 @@ class FreeALRun:
         self.task = config.resolved_task()
         self.out = Path(config.output).expanduser()
         self.manifest = Manifest(self.out, config.to_dict())
+        self.incremental = config.loop.subset_fraction < 1.0
 
     # ---- plumbing ------------------------------------------------------------------------
     @contextmanager
@@ -136,6 +141,10 @@ class FreeALRun:
             self.select(r)
             llm = self.refine(r, llm)
             last = r
+            if self.incremental:
+                if r < self.cfg.loop.rounds:
+                    llm = self.expand(r, n_rows, llm)
+                continue  # the annotated set grows every round: no early stop
             changed = self.manifest.data["rounds"][str(r)].get("changed_fraction", 1.0)
             if changed < self.cfg.loop.min_change:
                 print(f"[freeal_ray] labels changed for {changed:.2%} of rows in round {r}: stopping early")
@@ -160,10 +169,14 @@ class FreeALRun:
         with self._stage("annotate-0") as info:
             if info is not None:
                 llm = llm or self._llm()
+                rows, n = self._table("corpus"), n_rows
+                if self.incremental:
+                    n = subset_size(n_rows, self.cfg.loop.subset_fraction)
+                    rows = self._fresh_rows(0, n, "random")
                 annotate(
-                    self._table("corpus"), self._demos(0), self.task, llm,
+                    rows, self._demos(0), self.task, llm,
                     str(resolve_encoder(self.cfg.slm.model)), self.cfg.loop.shots, 0,
-                    str(self._path("round-0", "labels")), total=n_rows,
+                    str(self._path("round-0", "labels")), total=n,
                 )
                 info.update(self._llm_usage(self._path("round-0", "labels"), 0))
                 self.manifest.round_metrics(0, **info, **self._label_metrics(self._table("round-0", "labels"), "label", "llm"))
@@ -256,12 +269,14 @@ class FreeALRun:
 
             def to_training_rows(batch: pd.DataFrame) -> pd.DataFrame:
                 out = pd.DataFrame({"text": batch["text"]})
-                out["label_idx"] = label_indices(batch["label"], labels)
+                out["label_idx"] = label_indices(batch["label"] if "label" in batch else [None] * len(batch), labels)
                 if "view" in batch:
                     out["view"] = batch["view"]
                 return out
 
             rows = self._table(f"round-{r - 1}", "labels").map_batches(to_training_rows, batch_format="pandas")
+            if self.incremental:
+                rows = rows.union(self._unlabelled_sample(r - 1).map_batches(to_training_rows, batch_format="pandas"))
             settings = TrainSettings(
                 encoder_path=str(resolve_encoder(s.model)), labels=self.task.labels, max_length=s.max_length,
                 epochs=s.epochs, warmup_epochs=s.warmup_epochs, batch_size=s.batch_size, lr=s.lr,
@@ -361,6 +376,70 @@ class FreeALRun:
             self.manifest.round_metrics(r, **metrics)
         return llm
 
+    def expand(self, r: int, n_rows: int, llm: LLMSettings | None) -> LLMSettings | None:
+        """Incremental mode: the LLM annotates a fresh P of the corpus with round r's demos."""
+        labels_dir = self._path(f"round-{r}", "labels")
+        with self._stage(f"expand-{r}") as info:
+            if info is None:
+                return llm
+            remaining = n_rows - cio.count_rows(self._path(f"round-{r - 1}", "labels"))
+            n = min(subset_size(n_rows, self.cfg.loop.subset_fraction), remaining)
+            if n > 0:
+                llm = llm or self._llm()
+                annotate(
+                    self._fresh_rows(r, n, self.cfg.loop.subset_strategy), self._demos(r), self.task, llm,
+                    str(self._path(f"round-{r}", "slm", "encoder")), self.cfg.loop.shots, r,
+                    str(labels_dir / "added"), total=n,
+                )
+            added = self._llm_usage(labels_dir / "added", r)
+            refined = self._llm_usage(labels_dir / "refined", r)
+            info.update(added=added["llm_calls"])
+            self.manifest.round_metrics(
+                r, added_rows=added["llm_calls"], annotated_rows=cio.count_rows(labels_dir),
+                **{k: refined[k] + added[k] for k in added},
+            )
+        return llm
+
+    def _fresh_rows(self, r: int, n: int, strategy: str) -> ray.data.Dataset:
+        """The `n` rows round r adds, picked once and written, so a resumed stage asks about the
+        same rows (an SLM re-scoring could break ties differently)."""
+        folder = self._path(f"round-{r}", "fresh")
+        if not folder.exists():
+            partial = folder.with_name("fresh.partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            pool = self._unannotated(r - 1) if r > 0 else self._table("corpus")
+            if strategy == "random":
+                keyed = pool.map_batches(_with_draw, fn_kwargs={"seed": self.cfg.loop.seed}, batch_format="pandas")
+                picked = keyed.sort(["draw", "id"]).limit(n)
+            else:
+                scored = pool.map_batches(
+                    SLMScorer, fn_constructor_kwargs={"folder": str(self._path(f"round-{r}", "slm"))},
+                    batch_format="pandas", batch_size=64, concurrency=1, num_cpus=1,
+                )
+                keyed = scored.map_batches(_with_uncertainty, fn_kwargs={"strategy": strategy}, batch_format="pandas")
+                picked = keyed.sort(["draw", "id"], descending=[True, False]).limit(n)
+            cio.write_table(picked.drop_columns(["draw"]).map_batches(cio.conform, batch_format="pandas"), partial)
+            partial.rename(folder)
+        return self._table(f"round-{r}", "fresh")
+
+    def _unannotated(self, r: int) -> ray.data.Dataset:
+        """Corpus rows with no label in round r's table: a distributed anti-join, no id set in memory."""
+        corpus = self._table("corpus")
+        done = cio.read_table(self._path(f"round-{r}", "labels"), columns=["id"])
+        if done is None:
+            return corpus
+        n = self.manifest.stage("ingest")["rows"]
+        return corpus.join(done, "left_anti", num_partitions=max(1, min(64, n // 100_000 + 1)), on=("id",))
+
+    def _unlabelled_sample(self, r: int) -> ray.data.Dataset:
+        """About as many unannotated rows as annotated ones, for the consistency loss."""
+        n_rows = self.manifest.stage("ingest")["rows"]
+        n_labelled = cio.count_rows(self._path(f"round-{r}", "labels"))
+        n_rest = max(n_rows - n_labelled, 1)
+        rest = self._unannotated(r)
+        share = min(1.0, n_labelled / n_rest)
+        return rest if share >= 1.0 else rest.random_sample(share, seed=self.cfg.loop.seed + r)
+
     def _llm_usage(self, folder: Path, round_: int) -> dict:
         ds = cio.read_table(folder, columns=["prompt_tokens", "output_tokens"])
         if ds is None:
@@ -383,6 +462,8 @@ class FreeALRun:
                 final = self._table(f"round-{last}", "labels").map_batches(_fill_abstentions, batch_format="pandas")
                 drop = [c for c in ("demo_ids", "prompt_tokens", "output_tokens", "prev_label") if c in final.columns()]
                 cio.write_table(final.drop_columns(drop).map_batches(cio.conform, batch_format="pandas"), labels_out)
+                if self.incremental and last:
+                    info.update(self._label_the_rest(last, labels_out / "slm"))
                 if last:
                     shutil.rmtree(slm_out, ignore_errors=True)
                     shutil.copytree(self._path(f"round-{last}", "slm"), slm_out)
@@ -391,6 +472,41 @@ class FreeALRun:
 
         write_report(self.out, self.manifest.data)
         return RunResult(self.out, self.manifest.data["rounds"], labels_out, slm_out if slm_out.exists() else None)
+
+
+    def _label_the_rest(self, last: int, out: Path) -> dict:
+        """Incremental mode: the last SLM labels every row the LLM never saw (source 'slm')."""
+        rest = self._unannotated(last).map_batches(
+            SLMScorer, fn_constructor_kwargs={"folder": str(self._path(f"round-{last}", "slm"))},
+            batch_format="pandas", batch_size=64, concurrency=1, num_cpus=1,
+        )
+        labelled = rest.map_batches(_slm_labels, fn_kwargs={"round_": last}, batch_format="pandas")
+        cio.write_table(labelled.map_batches(cio.conform, batch_format="pandas"), out)
+        n = cio.count_rows(out)
+        metrics = {"slm_labelled_rows": n}
+        if self.cfg.corpus.gold_column:
+            metrics["final_acc"] = M.label_quality(self._table("labels"), "label", self.task.labels)["acc"]
+        self.manifest.round_metrics(last, **metrics)
+        return {"slm_labelled": n}
+
+
+def _with_draw(batch: pd.DataFrame, seed: int) -> pd.DataFrame:
+    batch["draw"] = row_draws(batch["id"], seed)
+    return batch
+
+
+def _with_uncertainty(batch: pd.DataFrame, strategy: str) -> pd.DataFrame:
+    """Scored rows back to corpus rows, keyed by how unsure the SLM is (sorted on as `draw`)."""
+    batch["draw"] = uncertainty(np.stack(batch["probs"].to_numpy()), strategy)
+    return batch.drop(columns=[c for c in SLM_COLUMNS if c in batch])
+
+
+def _slm_labels(batch: pd.DataFrame, round_: int) -> pd.DataFrame:
+    batch["label"] = batch["pred"]
+    batch["confidence"] = [float(np.max(p)) for p in batch["probs"]]
+    batch["source"] = "slm"
+    batch["round"] = round_
+    return batch.drop(columns=[c for c in SLM_COLUMNS if c in batch])
 
 
 def _loss_sample(ds: ray.data.Dataset, seed: int, cap: int = 200_000) -> np.ndarray:

@@ -83,7 +83,7 @@ class SLMScorer:
             ids, mask = tokenize(self.tokenizer, batch["text"], self.max_length)
             logits, pooled, _ = self.model(ids, mask)
         log_probs = torch.log_softmax(logits.float(), dim=-1).numpy()
-        targets = label_indices(batch["label"], self.labels)
+        targets = label_indices(batch["label"] if "label" in batch else [None] * len(batch), self.labels)
         rows = np.arange(len(targets))
         loss = np.where(targets >= 0, -log_probs[rows, targets.clip(min=0)], np.nan)
         batch = batch.copy()
