@@ -291,7 +291,8 @@ def run_mr_refinery(args) -> None:
     rows = pd.concat([train, scored], axis=1)
 
     work = ROOT / "bench" / "work" / "mr-refinery" / f"{checkpoint.parent.name}-{checkpoint.name}-{args.sample}"
-    overrides = {"task": "sentiment", "output": str(work / "run"), "llm.model": args.llm, "loop.seed": args.seed}
+    overrides = {"task": "sentiment", "output": str(work / "run"), "corpus.path": str(DATA / "mr" / "train.jsonl"),
+                 "llm.model": args.llm, "loop.seed": args.seed}
     config = load_config(None, {**overrides, **dict(kv.split("=", 1) for kv in args.set)})
     loop = config.loop
     agreeing = rows[clean & labelled & (rows["pred"] == rows["given"])].assign(label=lambda d: d["given"])
