@@ -94,6 +94,12 @@ class SLMConfig:
     consistency_weight: float = _f(1.0, "Weight of the KL consistency loss on noisy rows, after ramp-up.")
     ramp_epochs: int = _f(2, "Epochs over which the mixup and consistency weights ramp up.")
     word_dropout: float = _f(0.15, "Share of words dropped to make the second view.")
+    noisy_rows: str = _f(
+        "refine",
+        "What the SLM learns from rows the GMM calls noisy: refine trains on p_clean * label + (1 - p_clean) * "
+        "its own sharpened prediction (DivideMix), so a hard row whose label is right still teaches; drop "
+        "keeps only the consistency loss on them.",
+    )
 
 
 @dataclass
@@ -239,6 +245,7 @@ def validate(c: RunConfig) -> None:
         (0 <= c.slm.warmup_epochs <= c.slm.epochs, "slm.warmup_epochs must be between 0 and slm.epochs"),
         (0.0 < c.slm.gmm_threshold < 1.0, "slm.gmm_threshold must be between 0 and 1"),
         (c.slm.mixup_alpha > 0, "slm.mixup_alpha must be > 0"),
+        (c.slm.noisy_rows in ("refine", "drop"), "slm.noisy_rows must be refine or drop"),
         (0.0 <= c.slm.word_dropout < 1.0, "slm.word_dropout must be in [0, 1)"),
         (c.slm.num_workers >= 1, "slm.num_workers must be >= 1"),
         (c.loop.rounds >= 0, "loop.rounds must be >= 0"),

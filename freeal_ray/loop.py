@@ -275,14 +275,15 @@ class FreeALRun:
                 return out
 
             rows = self._table(f"round-{r - 1}", "labels").map_batches(to_training_rows, batch_format="pandas")
-            if self.incremental:
-                rows = rows.union(self._unlabelled_sample(r - 1).map_batches(to_training_rows, batch_format="pandas"))
+            unlabelled = self._unlabelled_sample(r) if self.incremental else None
+            if unlabelled is not None:
+                rows = rows.union(unlabelled.map_batches(to_training_rows, batch_format="pandas"))
             settings = TrainSettings(
                 encoder_path=str(resolve_encoder(s.model)), labels=self.task.labels, max_length=s.max_length,
                 epochs=s.epochs, warmup_epochs=s.warmup_epochs, batch_size=s.batch_size, lr=s.lr,
                 gmm_threshold=s.gmm_threshold, mixup_alpha=s.mixup_alpha, mixup_weight=s.mixup_weight,
                 consistency_weight=s.consistency_weight, ramp_epochs=s.ramp_epochs,
-                word_dropout=s.word_dropout, seed=self.cfg.loop.seed + r,
+                word_dropout=s.word_dropout, noisy_rows=s.noisy_rows, seed=self.cfg.loop.seed + r,
             )
             result = train_slm(rows, settings, str(self._path(f"round-{r}", "slm")), s.num_workers, _want_gpu(s.use_gpu))
             info.update({k: result[k] for k in ("train_loss", "clean_fraction") if k in result})
@@ -431,14 +432,24 @@ class FreeALRun:
         n = self.manifest.stage("ingest")["rows"]
         return corpus.join(done, "left_anti", num_partitions=max(1, min(64, n // 100_000 + 1)), on=("id",))
 
-    def _unlabelled_sample(self, r: int) -> ray.data.Dataset:
-        """About as many unannotated rows as annotated ones, for the consistency loss."""
-        n_rows = self.manifest.stage("ingest")["rows"]
-        n_labelled = cio.count_rows(self._path(f"round-{r}", "labels"))
-        n_rest = max(n_rows - n_labelled, 1)
-        rest = self._unannotated(r)
-        share = min(1.0, n_labelled / n_rest)
-        return rest if share >= 1.0 else rest.random_sample(share, seed=self.cfg.loop.seed + r)
+    def _unlabelled_sample(self, r: int) -> ray.data.Dataset | None:
+        """About as many rows round r - 1 left unannotated as it annotated, for round r's
+        consistency loss. Written once: Ray Train re-reads its dataset every epoch, and the
+        anti-join is the dear part."""
+        folder = self._path(f"round-{r}", "unlabelled")
+        if not folder.exists():
+            n_rows = self.manifest.stage("ingest")["rows"]
+            n_labelled = cio.count_rows(self._path(f"round-{r - 1}", "labels"))
+            share = min(1.0, n_labelled / max(n_rows - n_labelled, 1))
+            rest = self._unannotated(r - 1)
+            if share < 1.0:
+                rest = rest.random_sample(share, seed=self.cfg.loop.seed + r)
+            partial = folder.with_name("unlabelled.partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            cio.write_table(rest.select_columns([c for c in ("id", "text", "view") if c in rest.columns()]), partial)
+            partial.mkdir(parents=True, exist_ok=True)  # an empty sample is still a finished one
+            partial.rename(folder)
+        return cio.read_table(folder)
 
     def _llm_usage(self, folder: Path, round_: int) -> dict:
         ds = cio.read_table(folder, columns=["prompt_tokens", "output_tokens"])

@@ -1,8 +1,11 @@
 """Robust self-training of the SLM on the LLM's noisy labels, in a Ray Train TorchTrainer.
 
 Per epoch: warm-up epochs use plain cross-entropy. After them, each batch is split with the
-previous epoch's loss GMM: clean rows get cross-entropy plus mixup on their embeddings; noisy and
-unlabelled rows get a consistency loss (KL between the predictions on two views of the text).
+previous epoch's loss GMM. Clean rows get cross-entropy plus mixup on their embeddings. Noisy rows
+either keep a refined target, p_clean * given + (1 - p_clean) * the SLM's sharpened prediction
+(DivideMix's label refinement: a hard row whose label is right still teaches), or, with
+`noisy_rows="drop"`, lose their label. Noisy and unlabelled rows also get a consistency loss (KL
+between the predictions on two views of the text).
 Only the GMM's five numbers cross between workers and epochs, never per-row state, so the data
 can stream and reshuffle freely.
 """
@@ -38,6 +41,8 @@ class TrainSettings:
     ramp_epochs: int
     word_dropout: float
     seed: int
+    noisy_rows: str = "refine"
+    sharpen_temperature: float = 0.5
 
 
 def word_dropout(text: str, p: float, rng: random.Random) -> str:
@@ -100,9 +105,12 @@ def _train_loop(config: dict) -> None:
                     model.train()
                     per_row = F.cross_entropy(eval_logits[labelled], target[labelled], reduction="none").cpu().numpy()
                 losses.append(per_row)
-                clean = torch.zeros_like(labelled)
-                clean[labelled] = torch.as_tensor(gmm.p_clean(per_row) > s.gmm_threshold, device=device)
-                loss = _robust_loss(model, texts, batch, ids, mask, target, clean, w, s, rng, encode, F, torch)
+                p_clean = torch.zeros(len(texts), device=device)
+                p_clean[labelled] = torch.as_tensor(gmm.p_clean(per_row), dtype=torch.float32, device=device)
+                clean = labelled & (p_clean > s.gmm_threshold)
+                soft = refined_targets(target, p_clean, eval_logits, s.sharpen_temperature)
+                taught = labelled if s.noisy_rows == "refine" else clean
+                loss = _robust_loss(model, texts, batch, ids, mask, soft, taught, clean, w, s, rng, encode, F, torch)
                 n_clean += int(clean.sum())
             n_labelled += int(labelled.sum())
             optim.zero_grad()
@@ -130,8 +138,24 @@ def _train_loop(config: dict) -> None:
             ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def _robust_loss(model, texts, batch, ids, mask, target, clean, w, s, rng, encode, F, torch):
-    """Cross-entropy + mixup on clean rows, consistency on the rest, in one forward call."""
+def refined_targets(target, p_clean, logits, temperature: float):
+    """Per row, p_clean * one-hot(given) + (1 - p_clean) * the sharpened prediction; rows with
+    no label (target -1) get all zeros, so no cross-entropy."""
+    import torch
+    import torch.nn.functional as F
+
+    labelled = target >= 0
+    soft = torch.zeros(logits.shape, device=logits.device)
+    given = F.one_hot(target[labelled], logits.shape[1]).float()
+    guess = F.softmax(logits[labelled] / temperature, dim=-1)
+    p = p_clean[labelled].unsqueeze(1)
+    soft[labelled] = p * given + (1 - p) * guess
+    return soft
+
+
+def _robust_loss(model, texts, batch, ids, mask, soft, taught, clean, w, s, rng, encode, F, torch):
+    """Soft cross-entropy + mixup on the taught rows, consistency on the noisy and unlabelled
+    ones, in one forward call."""
     noisy = ~clean
     views = batch["view"] if "view" in batch else [None] * len(texts)
     second = [
@@ -145,17 +169,17 @@ def _robust_loss(model, texts, batch, ids, mask, target, clean, w, s, rng, encod
         width = max(ids.shape[1], ids2.shape[1])
         ids = torch.cat([F.pad(ids, (0, width - ids.shape[1])), F.pad(ids2, (0, width - ids2.shape[1]))])
         mask = torch.cat([F.pad(mask, (0, width - mask.shape[1])), F.pad(mask2, (0, width - mask2.shape[1]))])
-    clean_idx = clean.nonzero().squeeze(1)
-    perm = torch.randperm(len(clean_idx), device=ids.device)
+    taught_idx = taught.nonzero().squeeze(1)
+    perm = torch.randperm(len(taught_idx), device=ids.device)
     lam = float(np.random.default_rng(rng.randrange(1 << 30)).beta(s.mixup_alpha, s.mixup_alpha))
     lam = max(lam, 1.0 - lam)
-    logits, _, mixed_logits = model(ids, mask, mix_index=clean_idx, mix_perm=perm, mix_lam=lam)
+    logits, _, mixed_logits = model(ids, mask, mix_index=taught_idx, mix_perm=perm, mix_lam=lam)
     loss = logits.sum() * 0.0
-    if len(clean_idx):
-        y = target[clean_idx]
-        loss = loss + F.cross_entropy(logits[:n][clean_idx], y)
-        soft = lam * F.one_hot(y, logits.shape[1]).float() + (1 - lam) * F.one_hot(y[perm], logits.shape[1]).float()
-        mix = -(soft * F.log_softmax(mixed_logits, dim=-1)).sum(-1).mean()
+    if len(taught_idx):
+        y = soft[taught_idx]
+        loss = loss - (y * F.log_softmax(logits[:n][taught_idx], dim=-1)).sum(-1).mean()
+        mixed_y = lam * y + (1 - lam) * y[perm]
+        mix = -(mixed_y * F.log_softmax(mixed_logits, dim=-1)).sum(-1).mean()
         loss = loss + w * s.mixup_weight * mix
     if second:
         first = F.softmax(logits[:n][noisy].detach(), dim=-1)

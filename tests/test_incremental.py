@@ -59,6 +59,10 @@ def test_each_round_annotates_fresh_rows_and_the_slm_labels_the_rest(ray_session
     draws = dict(zip(all_ids, row_draws(all_ids, seed=0)))
     assert round0 == set(sorted(all_ids, key=draws.get)[:10])
 
+    # round 1's SLM also saw unannotated rows, for its consistency loss
+    unlabelled = ids("round-1", "unlabelled")
+    assert unlabelled and not unlabelled & round0
+
     # round 1 adds the 10 rows its SLM is least sure about, among those the LLM had not seen
     added = ids("round-1", "labels", "added")
     assert len(added) == 10 and not added & round0

@@ -7,7 +7,7 @@ import pandas as pd
 
 from freeal_ray.noise import fit_loss_gmm
 from freeal_ray.slm import SLMScorer
-from freeal_ray.training import TrainSettings, train_slm, word_dropout
+from freeal_ray.training import TrainSettings, refined_targets, train_slm, word_dropout
 from tiny_models import toy_corpus
 
 
@@ -42,3 +42,17 @@ def test_word_dropout_keeps_a_word():
     assert word_dropout("one", 0.99, rng) == "one"
     views = {word_dropout("a b c d e f g h", 0.3, rng) for _ in range(20)}
     assert len(views) > 1
+
+
+def test_refined_targets_trust_the_label_as_far_as_the_gmm_does():
+    import torch
+
+    target = torch.tensor([0, 1, -1])
+    p_clean = torch.tensor([1.0, 0.0, 0.0])
+    logits = torch.tensor([[0.0, 5.0], [4.0, 0.0], [1.0, 0.0]])
+    soft = refined_targets(target, p_clean, logits, temperature=0.5)
+    assert torch.allclose(soft[0], torch.tensor([1.0, 0.0]))  # clean: the given label
+    assert soft[1, 0] > 0.99  # noisy: the SLM's own (sharpened) guess
+    assert soft[2].sum() == 0  # unlabelled: nothing to learn from
+    half = refined_targets(target[:1], torch.tensor([0.5]), torch.tensor([[0.0, 0.0]]), 0.5)
+    assert torch.allclose(half, torch.tensor([[0.75, 0.25]]))
