@@ -219,7 +219,7 @@ def run_mr_reference(args) -> None:
         if name in wanted:
             t = time.time()
             folder = bench.fit(train, name, warmup_epochs=args.warmup_epochs, noisy_rows=noisy_rows)
-            evaluate(name, folder, by_gmm, t, warmup_epochs=args.warmup_epochs, noisy_rows=noisy_rows)
+            evaluate(name, folder, by_gmm, t, warmup_epochs=args.warmup_epochs, noisy_target=noisy_rows)
     if "gold" in wanted:
         t = time.time()
         gold_rows = train.assign(label_idx=label_indices(train["gold"], MR_LABELS))
