@@ -40,6 +40,7 @@ class LLMSettings:
     replicas: int
     batch_size: int
     max_text_chars: int
+    runner: str = "actors"  # or "ray_data_llm": see ray_llm.py
 
 
 class PromptBuilder:
@@ -81,13 +82,20 @@ class LLMWorker:
         self.turn = (self.turn + 1) % len(self.engines)
         answers = ray.get(self.engines[self.turn].choose.remote(batch["prompt"].tolist(), self.choices))
         batch = batch.drop(columns=["prompt"])
-        batch["label"] = [self.task.labels[a.index] if a.index is not None else None for a in answers]
+        batch["choice"] = [-1 if a.index is None else a.index for a in answers]
         batch["confidence"] = [a.confidence for a in answers]
-        batch["source"] = "llm"
-        batch["round"] = self.round
         batch["prompt_tokens"] = [a.prompt_tokens for a in answers]
         batch["output_tokens"] = [a.output_tokens for a in answers]
-        return batch
+        return label_answers(batch, self.task, self.round)
+
+
+def label_answers(batch: pd.DataFrame, task: Task, round_: int) -> pd.DataFrame:
+    """Answer indices (-1: abstained) to labels, with where and when each label came from."""
+    batch = batch.copy()
+    batch["label"] = [task.labels[i] if i >= 0 else None for i in batch.pop("choice").astype(int)]
+    batch["source"] = "llm"
+    batch["round"] = round_
+    return batch
 
 
 @ray.remote
@@ -160,14 +168,21 @@ def annotate(
         concurrency=1,
         num_cpus=0.5,
     )
-    labelled = prompts.map_batches(
-        LLMWorker,
-        fn_constructor_kwargs=dict(task=task, engines=engine_pool(settings), round_=round_),
-        batch_format="pandas",
-        batch_size=settings.batch_size,
-        concurrency=settings.replicas,
-        num_cpus=0.1,
-    )
+    if settings.runner == "ray_data_llm":
+        from freeal_ray.ray_llm import choose_labels
+
+        labelled = choose_labels(prompts, settings, answer_choices(task)).map_batches(
+            label_answers, fn_kwargs=dict(task=task, round_=round_), batch_format="pandas", num_cpus=0.1
+        )
+    else:
+        labelled = prompts.map_batches(
+            LLMWorker,
+            fn_constructor_kwargs=dict(task=task, engines=engine_pool(settings), round_=round_),
+            batch_format="pandas",
+            batch_size=settings.batch_size,
+            concurrency=settings.replicas,
+            num_cpus=0.1,
+        )
     crash_after = int(os.environ.get("FREEAL_RAY_CRASH_AFTER_PARTS", "0"))  # test hook: a kill mid-stage
     with tqdm(total=total, desc=f"LLM annotation, round {round_}", unit="row") as bar:
         try:
@@ -206,19 +221,13 @@ def synthesize_demos(
         for _ in range(per_class):
             shown = rng.sample(pool, min(5, len(pool)))
             jobs.append({"label": label, "prompt": synthesis_prompt(task, label, shown)})
-    engines = engine_pool(settings)
     prompts = [j["prompt"] for j in jobs]
-    step = settings.batch_size
-    calls = [
-        engines[(i // step) % len(engines)].generate.remote(prompts[i : i + step], max_tokens, temperature, synthesis_stops(task))
-        for i in range(0, len(prompts), step)
-    ]
-    texts = []
-    with tqdm(total=len(prompts), desc="LLM demo synthesis", unit="demo") as bar:
-        for call in calls:  # in submission order, which is the order each engine works in
-            chunk = ray.get(call)
-            texts += [clean_synthetic(t) for t in chunk]
-            bar.update(len(chunk))
+    if settings.runner == "ray_data_llm":
+        from freeal_ray.ray_llm import generate_texts
+
+        texts = [clean_synthetic(t) for t in generate_texts(prompts, settings, max_tokens, temperature, synthesis_stops(task))]
+    else:
+        texts = _generate_on_actors(prompts, settings, max_tokens, temperature, synthesis_stops(task))
     out = pd.DataFrame({"label": [j["label"] for j in jobs], "text": texts})
     out = out[out["text"].str.strip().str.len() > 0].drop_duplicates("text")
     demos = pd.DataFrame(
@@ -234,3 +243,19 @@ def synthesize_demos(
         columns=DEMO_SCHEMA.names,
     )
     return pd.concat([given, demos], ignore_index=True)
+
+
+def _generate_on_actors(prompts: list[str], settings: LLMSettings, max_tokens: int, temperature: float, stop) -> list[str]:
+    engines = engine_pool(settings)
+    step = settings.batch_size
+    calls = [
+        engines[(i // step) % len(engines)].generate.remote(prompts[i : i + step], max_tokens, temperature, stop)
+        for i in range(0, len(prompts), step)
+    ]
+    texts = []
+    with tqdm(total=len(prompts), desc="LLM demo synthesis", unit="demo") as bar:
+        for call in calls:  # in submission order, which is the order each engine works in
+            chunk = ray.get(call)
+            texts += [clean_synthetic(t) for t in chunk]
+            bar.update(len(chunk))
+    return texts

@@ -65,7 +65,13 @@ class LLMConfig:
     max_concurrency: int = _f(8, "openai engine: requests in flight per annotator replica.")
     requests_per_minute: int = _f(0, "openai engine: request rate limit per replica; 0 means no limit.")
     max_retries: int = _f(6, "openai engine: retries of a failed request (rate limits, 5xx, timeouts), with exponential backoff.")
-    replicas: int = _f(1, "Annotator actors running in parallel (one engine each).")
+    runner: str = _f(
+        "auto",
+        "How rows reach a vllm engine: actors (one long-lived engine per replica, shared by every stage; "
+        "a CPU loads a model in minutes), ray_data_llm (ray.data.llm's vLLM processor, replicas x "
+        "tensor_parallel_size GPUs, started per stage), or auto (ray_data_llm on GPUs, actors otherwise).",
+    )
+    replicas: int = _f(1, "Annotator engines running in parallel.")
     batch_size: int = _f(32, "Rows per engine call.")
     max_model_len: int = _f(2048, "Longest prompt plus answer, in tokens.")
     kv_cache_gib: float = _f(2.0, "CPU engine: GiB of memory for the KV cache.")
@@ -214,7 +220,8 @@ def _coerce(name: str, value, default):
         if isinstance(default, float):
             return float(value)
         if isinstance(default, str):
-            return str(value)
+            # YAML reads `use_gpu: true` as a bool; the field's choices are spelled in lower case
+            return str(value).lower() if isinstance(value, bool) else str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a {type(default).__name__}, got {value!r}") from None
     return value
@@ -239,6 +246,8 @@ def validate(c: RunConfig) -> None:
         (c.llm.max_concurrency >= 1 and c.llm.requests_per_minute >= 0 and c.llm.max_retries >= 0,
          "llm.max_concurrency must be >= 1; llm.requests_per_minute and llm.max_retries >= 0"),
         (c.llm.use_gpu in ("auto", "true", "false"), "llm.use_gpu must be auto, true or false"),
+        (c.llm.runner in ("auto", "actors", "ray_data_llm"), "llm.runner must be auto, actors or ray_data_llm"),
+        (c.llm.runner != "ray_data_llm" or c.llm.engine == "vllm", "llm.runner ray_data_llm needs llm.engine vllm"),
         (c.slm.use_gpu in ("auto", "true", "false"), "slm.use_gpu must be auto, true or false"),
         (c.llm.replicas >= 1 and c.llm.batch_size >= 1, "llm.replicas and llm.batch_size must be >= 1"),
         (c.slm.epochs >= 1, "slm.epochs must be >= 1"),

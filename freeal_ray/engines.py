@@ -74,17 +74,21 @@ class VLLMEngine(Engine):
             **config.extra,
         )
 
-    def choose(self, prompts, choices):
+    @staticmethod
+    def choice_params(choices):
+        """Greedy, constrained to `choices`, with the answer's log-probs for its confidence."""
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        params = SamplingParams(
+        return SamplingParams(
             temperature=0.0,
             max_tokens=16,
             logprobs=1,
             structured_outputs=StructuredOutputsParams(choice=list(choices)),
         )
-        outputs = self._llm.generate(list(prompts), params, use_tqdm=False)
+
+    def choose(self, prompts, choices):
+        outputs = self._llm.generate(list(prompts), self.choice_params(choices), use_tqdm=False)
         return [_to_choice(out, choices) for out in outputs]
 
     def generate(self, prompts, max_tokens, temperature, stop=("\n",)):

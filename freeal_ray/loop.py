@@ -116,7 +116,8 @@ class FreeALRun:
             api_base=c.api_base, api_key_env=c.api_key_env, max_concurrency=c.max_concurrency,
             requests_per_minute=c.requests_per_minute, max_retries=c.max_retries,
         )
-        return LLMSettings(c.engine, engine, c.replicas, c.batch_size, c.max_text_chars)
+        runner = c.runner if c.runner != "auto" else ("ray_data_llm" if use_gpu else "actors")
+        return LLMSettings(c.engine, engine, c.replicas, c.batch_size, c.max_text_chars, runner)
 
     def _table(self, *parts) -> ray.data.Dataset:
         ds = cio.read_table(self._path(*parts))

@@ -67,3 +67,28 @@ def test_readme_reference_is_the_code_reference():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert reference() in readme, "README's configuration reference is stale: paste `freeal-ray config-reference`"
+
+
+def test_gpu_runs_reach_vllm_through_ray_data_llm_with_the_configured_parallelism(tmp_path):
+    """llm.runner auto: ray.data.llm on GPUs (TP x replicas from the config), engine actors on CPUs."""
+    import dataclasses
+
+    from freeal_ray.loop import FreeALRun
+    from freeal_ray.ray_llm import processor_config
+
+    (tmp_path / "config.json").write_text("{}")  # a model folder, as far as resolving it goes
+    base = {"corpus.path": "x.jsonl", "output": str(tmp_path), "llm.model": str(tmp_path),
+            "llm.replicas": 3, "llm.tensor_parallel_size": 2, "llm.batch_size": 64}
+    gpu = FreeALRun(load_config(None, {**base, "llm.use_gpu": "true"}))._llm()  # YAML reads it as a bool
+    cpu = FreeALRun(load_config(None, {**base, "llm.use_gpu": "false"}))._llm()
+    assert (gpu.runner, cpu.runner) == ("ray_data_llm", "actors")
+
+    config = processor_config(gpu)
+    assert config.engine_kwargs["tensor_parallel_size"] == 2 and config.engine_kwargs["enable_prefix_caching"]
+    assert (config.concurrency, config.batch_size, config.model_source) == (3, 64, str(tmp_path))
+    assert config.placement_group_config is None  # Ray asks for TP GPUs per replica itself
+    on_cpu = processor_config(dataclasses.replace(cpu, runner="ray_data_llm"))
+    bundles = on_cpu.placement_group_config["bundles"]  # one CPU per TP rank, never a GPU
+    assert [(b["CPU"], b.get("GPU", 0)) for b in bundles] == [(1, 0), (1, 0)]
+    with pytest.raises(ConfigError, match="ray_data_llm needs llm.engine vllm"):
+        load_config(None, {**base, "llm.runner": "ray_data_llm", "llm.engine": "openai"})

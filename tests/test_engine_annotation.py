@@ -71,3 +71,34 @@ def test_every_llm_stage_reuses_one_engine(ray_session, settings):
     names = [a.name for a in engines]
     assert engines and len(names) == len(set(names)), f"an engine was loaded twice: {names}"
     assert {a.state for a in engines} == {"ALIVE"}
+
+
+def test_ray_data_llm_runner_answers_as_the_engine_actors_do(ray_session, tiny_models, settings, tmp_path):
+    """The GPU cluster's runner (ray.data.llm's vLLM processor), here on one CPU bundle: the same
+    prompts through the same greedy model give the same labels, and synthesis works through it."""
+    import dataclasses
+
+    import ray
+
+    task = get_preset("sentiment")
+    rows = pd.DataFrame(toy_corpus(16, seed=3))
+    demos = pd.DataFrame(
+        [{"id": f"d{i}", "text": r["text"], "label": r["gold"], "origin": "corpus"} for i, r in enumerate(toy_corpus(6, seed=9))]
+    )
+    processor = dataclasses.replace(settings, runner="ray_data_llm")
+    got = {}
+    for name, runner in (("actors", settings), ("ray_data_llm", processor)):
+        out = tmp_path / name
+        annotate(ray.data.from_pandas(rows), demos, task, runner, str(tiny_models["encoder"]), 3, 1, str(out), total=16)
+        got[name] = cio.read_table(out).to_pandas().set_index("id").loc[rows["id"]]
+    a, b = got["actors"], got["ray_data_llm"]
+    assert (b["source"] == "llm").all() and (b["round"] == 1).all() and set(b["label"].dropna()) <= set(task.labels)
+    assert (a["label"] == b["label"]).mean() >= 0.9
+    assert (b["prompt_tokens"] == a["prompt_tokens"]).all()  # the very same prompts reached the engine
+    assert [list(x) for x in b["demo_ids"]] == [list(x) for x in a["demo_ids"]]
+    same = a["label"] == b["label"]
+    assert abs(a["confidence"][same] - b["confidence"][same]).max() < 0.05
+
+    demos = synthesize_demos(ray.data.from_pandas(rows), 16, task, processor, prototypes=4, per_class=3,
+                             temperature=0.9, max_tokens=16, seed=0)
+    assert set(demos["label"]) == set(task.labels) and demos["text"].str.len().min() > 0
