@@ -27,7 +27,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 DATA = Path(os.environ.get("FREEAL_RAY_DATA", ROOT.parent / "shared" / "data"))
-WARMUP_ROWS = 32
+WARMUP_ROWS = 8
 
 
 def read_mr(split: str, n: int, seed: int = 0) -> pd.DataFrame:
