@@ -230,6 +230,10 @@ class FreeALRun:
                         f"corpus {c.path} has duplicate ids in column {c.id_column!r}: {shown}. Ids must be "
                         "unique; fix them, or set corpus.id_column: null to derive ids from the text"
                     )
+            good, duplicates = cio.split_duplicate_texts(good)
+            shutil.rmtree(self._path("duplicates"), ignore_errors=True)
+            if duplicates is not None:
+                cio.write_table(duplicates, self._path("duplicates"))
             quarantined = bad.map_batches(cio.quarantine_rows, batch_format="pandas")
             if bad_lines is not None:
                 quarantined = quarantined.union(bad_lines.map_batches(lambda b: b.to_pandas(), batch_format="pyarrow"))
@@ -240,8 +244,12 @@ class FreeALRun:
                 raise CorpusError(f"corpus {c.path} has no usable rows ({n_bad} quarantined: see {self._path('quarantine')})")
             if n_bad:
                 print(f"[freeal_ray] {n_bad} rows quarantined with their reasons in {self._path('quarantine')}")
+            n_dupes = cio.count_rows(self._path("duplicates"))
+            if n_dupes:
+                print(f"[freeal_ray] {n_dupes} rows repeat another row's text: each text is labelled once, "
+                      "and the output copies its label to the repeats (column duplicate_of)")
             self._check_gold()
-            info.update(rows=n_rows, quarantined=n_bad)
+            info.update(rows=n_rows, quarantined=n_bad, duplicate_texts=n_dupes)
 
     def _check_gold(self) -> None:
         if not self.cfg.corpus.gold_column:
@@ -431,7 +439,7 @@ class FreeALRun:
         if done is None:
             return corpus
         n = self.manifest.stage("ingest")["rows"]
-        return corpus.join(done, "left_anti", num_partitions=max(1, min(64, n // 100_000 + 1)), on=("id",))
+        return corpus.join(done, "left_anti", num_partitions=cio.join_partitions(n), on=("id",))
 
     def _unlabelled_sample(self, r: int) -> ray.data.Dataset | None:
         """About as many rows round r - 1 left unannotated as it annotated, for round r's
@@ -476,6 +484,7 @@ class FreeALRun:
                 cio.write_table(final.drop_columns(drop).map_batches(cio.conform, batch_format="pandas"), labels_out)
                 if self.incremental and last:
                     info.update(self._label_the_rest(last, labels_out / "slm"))
+                info.update(self._label_the_duplicates(labels_out / "duplicates"))
                 if last:
                     shutil.rmtree(slm_out, ignore_errors=True)
                     shutil.copytree(self._path(f"round-{last}", "slm"), slm_out)
@@ -485,6 +494,18 @@ class FreeALRun:
         write_report(self.out, self.manifest.data)
         return RunResult(self.out, self.manifest.data["rounds"], labels_out, slm_out if slm_out.exists() else None)
 
+
+    def _label_the_duplicates(self, out: Path) -> dict:
+        """Rows that repeat a labelled row's text get its label (a distributed join on its id)."""
+        duplicates = cio.read_table(self._path("duplicates"))
+        if duplicates is None:
+            return {}
+        canonical = self._table("labels").rename_columns({"id": "duplicate_of"})  # read before `out` is written
+        copies = duplicates.rename_columns({"canonical_id": "duplicate_of"}).join(
+            canonical, "inner", num_partitions=cio.join_partitions(cio.count_rows(self._path("duplicates"))), on=("duplicate_of",)
+        )
+        cio.write_table(copies.map_batches(cio.conform, batch_format="pandas"), out)
+        return {"duplicates_labelled": cio.count_rows(out)}
 
     def _label_the_rest(self, last: int, out: Path) -> dict:
         """Incremental mode: the last SLM labels every row the LLM never saw (source 'slm')."""

@@ -40,6 +40,20 @@ def test_bad_rows_are_quarantined_with_reasons(ray_session, tmp_path):
     assert any('"id": "b"' in line for line in quarantine["line"])
 
 
+def test_repeated_texts_are_kept_aside_for_labelling_once(ray_session, tmp_path):
+    path = write_jsonl(
+        tmp_path / "c.jsonl",
+        [{"id": "b", "text": "same words"}, {"id": "a", "text": "same  words "}, {"id": "c", "text": "other"},
+         {"id": "d", "text": "same words"}, {"id": "e", "text": "Same words"}],  # case is a different text
+    )
+    corpus, _ = ingest(path, tmp_path)
+    assert sorted(corpus["id"]) == ["a", "c", "e"]  # the smallest id of each text is its canonical row
+    duplicates = cio.read_table(tmp_path / "run" / "duplicates").to_pandas()
+    assert dict(zip(duplicates["id"], duplicates["canonical_id"])) == {"b": "a", "d": "a"}
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["stages"]["ingest"]["duplicate_texts"] == 2 and manifest["stages"]["ingest"]["rows"] == 3
+
+
 def test_missing_column_names_the_columns(ray_session, tmp_path):
     path = write_jsonl(tmp_path / "c.jsonl", [{"id": "a", "body": "x"}])
     with pytest.raises(CorpusError, match="no column 'text'.*columns are: id, body|no column 'text'.*body"):

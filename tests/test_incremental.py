@@ -40,7 +40,7 @@ def test_subset_needs_a_round_for_the_slm():
 
 @pytest.mark.slow
 def test_each_round_annotates_fresh_rows_and_the_slm_labels_the_rest(ray_session, tiny_models, tmp_path):
-    corpus = write_jsonl(tmp_path / "corpus.jsonl", toy_corpus(40))
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", toy_corpus(40, seed=2))  # 40 distinct texts
     out = tmp_path / "run"
     overrides = {
         **tiny_overrides(tiny_models, out),
@@ -55,7 +55,7 @@ def test_each_round_annotates_fresh_rows_and_the_slm_labels_the_rest(ray_session
 
     # round 0: the 10 rows with the smallest hashed draws, nothing else
     round0 = ids("round-0", "labels")
-    all_ids = [r["id"] for r in toy_corpus(40)]
+    all_ids = [r["id"] for r in toy_corpus(40, seed=2)]
     draws = dict(zip(all_ids, row_draws(all_ids, seed=0)))
     assert round0 == set(sorted(all_ids, key=draws.get)[:10])
 
@@ -66,7 +66,7 @@ def test_each_round_annotates_fresh_rows_and_the_slm_labels_the_rest(ray_session
     # round 1 adds the 10 rows its SLM is least sure about, among those the LLM had not seen
     added = ids("round-1", "labels", "added")
     assert len(added) == 10 and not added & round0
-    rest = pd.DataFrame([r for r in toy_corpus(40) if r["id"] not in round0])
+    rest = pd.DataFrame([r for r in toy_corpus(40, seed=2) if r["id"] not in round0])
     scored = SLMScorer(str(out / "round-1" / "slm"))(rest)
     entropy = uncertainty(np.stack(scored["probs"].to_numpy()), "entropy")
     assert added == set(rest["id"].to_numpy()[np.argsort(-entropy, kind="stable")[:10]])
