@@ -1,6 +1,7 @@
 """The pipeline at scale: a synthetic corpus streamed through every stage of the loop.
 
     python bench/scale.py --rows 100000 --rows 1000000
+    python bench/scale.py --rows 1000000 --keep     # one size at a time, keeping the others' figures
 
 The LLM is the `instant` engine (answers at once, no model), so what is measured is the pipeline
 itself: Ray Data reading and writing, kNN demo retrieval, Ray Train, scoring, the GMM split,
@@ -131,11 +132,17 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, action="append", help="corpus size; repeat to compare (default 100000 and 1000000)")
     parser.add_argument("--epochs", type=int, default=1, help="SLM epochs")
+    parser.add_argument("--keep", action="store_true", help="keep earlier runs of other sizes in scale.json")
     args = parser.parse_args(argv)
     from tiny_models import build_tiny_encoder
 
     encoder = build_tiny_encoder(ROOT / "bench" / "work" / "tiny-encoder")
-    runs = [run_one(n, encoder, args.epochs) for n in sorted(args.rows or [100_000, 1_000_000])]
+    sizes = sorted(args.rows or [100_000, 1_000_000])
+    runs = [run_one(n, encoder, args.epochs) for n in sizes]
+    path = ROOT / "bench" / "results" / "scale.json"
+    if args.keep and path.exists():  # earlier runs of other sizes stay, so sizes can be measured one at a time
+        runs += [r for r in json.loads(path.read_text()).get("runs", []) if r["rows"] not in sizes]
+    runs.sort(key=lambda r: r["rows"])
     largest = runs[-1]
     result = {
         "rows": largest["rows"], "stages": largest["stages"], "driver_peak_rss_mb": largest["driver_peak_rss_mb"],
@@ -143,7 +150,6 @@ def main(argv=None) -> None:
         "machine": f"{os.cpu_count()} cores, {round(psutil.virtual_memory().total / 2**30)} GiB, no GPU",
         "engine": "instant (no model)", "slm": "tiny 2-layer encoder built from scratch",
     }
-    path = ROOT / "bench" / "results" / "scale.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")
