@@ -18,7 +18,7 @@ import pyarrow as pa
 import ray
 from tqdm.auto import tqdm
 
-from freeal_ray.corpus import conform, count_rows, read_table, write_part
+from freeal_ray.corpus import conform, count_rows, join_partitions, read_table, write_part
 from freeal_ray.embedding import Encoder
 from freeal_ray.engines import EngineConfig, build_engine
 from freeal_ray.errors import FreeALError, short_reason
@@ -152,9 +152,10 @@ def annotate(
     """Label `rows` with the LLM into Parquet parts under `out_dir`, skipping ids done before."""
     done = read_table(out_dir, columns=["id"])
     if done is not None:
-        done_ids = set(done.to_pandas()["id"])  # ids only; small next to the rows themselves
-        rows = rows.filter(lambda r, ids=done_ids: r["id"] not in ids)
-        total = None if total is None else max(0, total - len(done_ids))
+        # A distributed anti-join: a resumed million-row stage never gathers its ids on the driver.
+        n_done = count_rows(out_dir)
+        rows = rows.join(done, "left_anti", num_partitions=join_partitions(n_done), on=("id",))
+        total = None if total is None else max(0, total - n_done)
     # Blocks of one engine batch each: a block is the unit written to disk, so this is what a
     # killed job can lose at most, and what the progress bar counts in.
     rows = rows.repartition(target_num_rows_per_block=settings.batch_size)

@@ -102,3 +102,21 @@ def test_ray_data_llm_runner_answers_as_the_engine_actors_do(ray_session, tiny_m
     demos = synthesize_demos(ray.data.from_pandas(rows), 16, task, processor, prototypes=4, per_class=3,
                              temperature=0.9, max_tokens=16, seed=0)
     assert set(demos["label"]) == set(task.labels) and demos["text"].str.len().min() > 0
+
+
+def test_a_resumed_annotation_asks_only_rows_without_an_answer(ray_session, tmp_path):
+    """Resume is an anti-join against the parts on disk, list columns (as refinery rows carry) included."""
+    import ray
+
+    task = get_preset("sentiment")
+    rows = pd.DataFrame(toy_corpus(30)).assign(demo_ids=[["d1", "d2"]] * 30)
+    settings = LLMSettings("instant", EngineConfig(model_path="instant"), replicas=1, batch_size=8, max_text_chars=200)
+    no_demos = pd.DataFrame(columns=["id", "text", "label", "origin"])
+    out = tmp_path / "labels"
+    annotate(ray.data.from_pandas(rows.iloc[:10]), no_demos, task, settings, "", 0, 1, str(out))
+    before = set(cio.table_files(out))
+    annotate(ray.data.from_pandas(rows), no_demos, task, settings, "", 0, 1, str(out), total=30)
+    got = cio.read_table(out).to_pandas()
+    assert sorted(got["id"]) == sorted(rows["id"]) and got["id"].is_unique
+    added = pd.concat(pd.read_parquet(p) for p in set(cio.table_files(out)) - before)
+    assert set(added["id"]) == set(rows["id"].iloc[10:])
