@@ -1,4 +1,5 @@
 """LLM annotation on Ray Data: retrieve demos, build prompts, ask the engine, save as we go.
+Text classification and NER share the stage; they differ in the prompt and how answers are read.
 
 rows -> PromptBuilder actors (encoder + FAISS over the demo pool) -> LLMWorker clients -> the run's
 engine actors (one engine each, loaded once per run) -> Parquet parts written as batches finish. A re-run skips ids that already have a part, so
@@ -22,9 +23,18 @@ from freeal_ray.corpus import conform, count_rows, join_partitions, read_table, 
 from freeal_ray.embedding import Encoder
 from freeal_ray.engines import EngineConfig, build_engine
 from freeal_ray.errors import FreeALError, short_reason
-from freeal_ray.prompts import answer_choices, classification_prompt, clean_synthetic, synthesis_prompt, synthesis_stops
+from freeal_ray.ner import align_spans, answer_schema, spans_of
+from freeal_ray.prompts import (
+    answer_choices,
+    classification_prompt,
+    clean_synthetic,
+    entity_prompt,
+    parse_entities,
+    synthesis_prompt,
+    synthesis_stops,
+)
 from freeal_ray.retrieval import FaissIndex, nearest_demos
-from freeal_ray.task import Task
+from freeal_ray.task import EntityTask, Task
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +79,63 @@ class PromptBuilder:
         return batch
 
 
+class EntityPromptBuilder(PromptBuilder):
+    """NER rows (`tokens`): nearest demo sentences, shown as the entity JSON they should get."""
+
+    def __init__(self, task: EntityTask, demos: pd.DataFrame, encoder_path: str, shots: int, max_chars: int):
+        demos = demos.assign(text=[" ".join(t) for t in demos["tokens"]],
+                             label=[spans_of(list(t), list(g)) for t, g in zip(demos["tokens"], demos["tags"])])
+        super().__init__(task, demos, encoder_path, shots, max_chars)
+        self.demos = [(list(t), spans) for t, spans in zip(demos["tokens"], demos["label"])]
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        batch = batch.copy()
+        batch["text"] = [" ".join(t) for t in batch["tokens"]]
+        texts = [t[: self.max_chars] for t in batch["text"]]
+        picks = [[] for _ in texts] if self.index is None else nearest_demos(self.index, self.encoder.embed(texts), self.shots)
+        batch["prompt"] = [entity_prompt(self.task, [self.demos[i] for i in pick], list(tokens))
+                           for pick, tokens in zip(picks, batch["tokens"])]
+        batch["demo_ids"] = [[self.demo_ids[i] for i in pick] for pick in picks]
+        return batch
+
+
+class EntityWorker:
+    """Ray Data actor: asks an engine for each sentence's entities and aligns them to BIO tags.
+    An answer that is not the JSON asked for, or spans that are not in the sentence or have an
+    unknown type, are dropped and counted per row, never an error for the batch."""
+
+    def __init__(self, task: EntityTask, engines: list, round_: int):
+        self.task, self.round, self.engines = task, round_, engines
+        self.turn = random.randrange(len(engines))
+        self.schema = answer_schema(task.entity_types)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        self.turn = (self.turn + 1) % len(self.engines)
+        longest = max(len(t) for t in batch["tokens"])
+        answers = ray.get(self.engines[self.turn].extract.remote(batch["prompt"].tolist(), self.schema, answer_tokens(longest)))
+        batch = batch.drop(columns=["prompt"])
+        tags, placed, dropped, unparsed = [], [], [], []
+        for tokens, answer in zip(batch["tokens"], answers):
+            spans = parse_entities(answer.text)
+            row_tags, stats = align_spans(list(tokens), spans or [], self.task.entity_types)
+            tags.append(row_tags)
+            placed.append(stats.placed)
+            dropped.append(sum(stats.dropped.values()))
+            unparsed.append(spans is None)
+        batch["tags"], batch["spans_placed"], batch["spans_dropped"], batch["answer_unparsed"] = tags, placed, dropped, unparsed
+        batch["source"] = "llm"
+        batch["round"] = self.round
+        batch["prompt_tokens"] = [a.prompt_tokens for a in answers]
+        batch["output_tokens"] = [a.output_tokens for a in answers]
+        return batch
+
+
+def answer_tokens(n_tokens: int) -> int:
+    """Room for a JSON entity list over a sentence of `n_tokens`: about one entity per two
+    tokens at worst, each about a dozen tokens of JSON."""
+    return min(1024, 32 + 6 * n_tokens)
+
+
 class LLMWorker:
     """Ray Data actor: a thin client that sends each batch to one of the run's engine actors."""
 
@@ -111,6 +178,9 @@ class EngineActor:
     def generate(self, prompts, max_tokens, temperature, stop):
         return self.engine.generate(prompts, max_tokens, temperature, stop)
 
+    def extract(self, prompts, schema, max_tokens):
+        return self.engine.extract(prompts, schema, max_tokens)
+
 
 _POOLS: dict[tuple, list] = {}
 
@@ -141,7 +211,7 @@ def engine_pool(settings: LLMSettings) -> list:
 def annotate(
     rows: ray.data.Dataset,
     demos: pd.DataFrame,
-    task: Task,
+    task: Task | EntityTask,
     settings: LLMSettings,
     encoder_path: str,
     shots: int,
@@ -149,7 +219,10 @@ def annotate(
     out_dir: str,
     total: int | None = None,
 ) -> None:
-    """Label `rows` with the LLM into Parquet parts under `out_dir`, skipping ids done before."""
+    """Label `rows` with the LLM into Parquet parts under `out_dir`, skipping ids done before.
+
+    Classification rows get `label` and `confidence`; NER rows (an `EntityTask`, rows with
+    `tokens`, demos with `tokens` and `tags`) get BIO `tags` and per-row span counts."""
     done = read_table(out_dir, columns=["id"])
     if done is not None:
         # A distributed anti-join: a resumed million-row stage never gathers its ids on the driver.
@@ -159,8 +232,11 @@ def annotate(
     # Blocks of one engine batch each: a block is the unit written to disk, so this is what a
     # killed job can lose at most, and what the progress bar counts in.
     rows = rows.repartition(target_num_rows_per_block=settings.batch_size)
+    entities = isinstance(task, EntityTask)
+    if entities and settings.runner != "actors":
+        raise FreeALError("NER annotation runs on llm.runner: actors for now; set it in the config")
     prompts = rows.map_batches(
-        PromptBuilder,
+        EntityPromptBuilder if entities else PromptBuilder,
         fn_constructor_kwargs=dict(
             task=task, demos=demos, encoder_path=encoder_path, shots=shots, max_chars=settings.max_text_chars
         ),
@@ -177,7 +253,7 @@ def annotate(
         )
     else:
         labelled = prompts.map_batches(
-            LLMWorker,
+            EntityWorker if entities else LLMWorker,
             fn_constructor_kwargs=dict(task=task, engines=engine_pool(settings), round_=round_),
             batch_format="pandas",
             batch_size=settings.batch_size,

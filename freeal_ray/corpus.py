@@ -262,6 +262,8 @@ KNOWN_TYPES = {
     "duplicate_of": pa.string(),
     "round": pa.int64(),
     "demo_ids": pa.list_(pa.string()),
+    "tokens": pa.list_(pa.string()),
+    "tags": pa.list_(pa.string()),
     "prompt_tokens": pa.int64(),
     "output_tokens": pa.int64(),
     "loss": pa.float64(),

@@ -42,6 +42,15 @@ class Choice:
     output_tokens: int
 
 
+@dataclass(frozen=True)
+class Extraction:
+    """One structured answer: JSON text in the schema asked for, and its token counts."""
+
+    text: str
+    prompt_tokens: int
+    output_tokens: int
+
+
 class Engine(ABC):
     @abstractmethod
     def choose(self, prompts: Sequence[str], choices: Sequence[str]) -> list[Choice]:
@@ -52,6 +61,10 @@ class Engine(ABC):
         self, prompts: Sequence[str], max_tokens: int, temperature: float, stop: Sequence[str] = ("\n",)
     ) -> list[str]:
         """Free text, one completion a prompt, cut before the first of `stop`."""
+
+    @abstractmethod
+    def extract(self, prompts: Sequence[str], schema: dict, max_tokens: int) -> list[Extraction]:
+        """For each prompt, a greedy answer constrained to the JSON `schema` (entity lists)."""
 
 
 class VLLMEngine(Engine):
@@ -90,6 +103,14 @@ class VLLMEngine(Engine):
     def choose(self, prompts, choices):
         outputs = self._llm.generate(list(prompts), self.choice_params(choices), use_tqdm=False)
         return [_to_choice(out, choices) for out in outputs]
+
+    def extract(self, prompts, schema, max_tokens):
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        params = SamplingParams(temperature=0.0, max_tokens=max_tokens, structured_outputs=StructuredOutputsParams(json=schema))
+        outputs = self._llm.generate(list(prompts), params, use_tqdm=False)
+        return [Extraction(o.outputs[0].text, len(o.prompt_token_ids or ()), len(o.outputs[0].token_ids)) for o in outputs]
 
     def generate(self, prompts, max_tokens, temperature, stop=("\n",)):
         from vllm import SamplingParams
@@ -173,6 +194,24 @@ class OpenAIEngine(Engine):
         return self._map(one, prompts)
 
 
+    def extract(self, prompts, schema, max_tokens):
+        from openai import BadRequestError
+
+        def one(prompt):
+            kwargs = dict(prompt=prompt, max_tokens=max_tokens, temperature=0.0)
+            out = None
+            if self._constrain:
+                try:
+                    out = self._complete(extra_body={"structured_outputs": {"json": schema}}, **kwargs)
+                except BadRequestError:
+                    self._constrain = False  # unconstrained answers are parsed, and counted where they fail
+            out = out or self._complete(**kwargs)
+            usage = out.usage
+            return Extraction(out.choices[0].text or "", usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0)
+
+        return self._map(one, prompts)
+
+
 class RateLimiter:
     """Spaces calls at least 60/rpm seconds apart across threads (0: no limit)."""
 
@@ -222,6 +261,9 @@ class InstantEngine(Engine):
 
     def generate(self, prompts, max_tokens, temperature, stop=("\n",)):
         return [" ".join(p.split()[-max_tokens:-1]) or "text" for p in prompts]
+
+    def extract(self, prompts, schema, max_tokens):
+        return [Extraction('{"entities": []}', len(p.split()), 1) for p in prompts]
 
 
 def build_engine(kind: str, config: EngineConfig) -> Engine:

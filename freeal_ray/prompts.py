@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from freeal_ray.task import Task
+from freeal_ray.task import EntityTask, Task
 
 
 def _header(task: Task) -> str:
@@ -55,3 +55,33 @@ def clean_synthetic(text: str) -> str:
     if not text.endswith((".", "!", "?")) and last >= 10:  # keep whole sentences only
         text = text[: last + 1]
     return text
+
+
+def _entities_json(spans: Sequence[tuple[str, str]]) -> str:
+    import json
+
+    return json.dumps({"entities": [{"text": text, "type": etype} for text, etype in spans]}, ensure_ascii=False)
+
+
+def entity_prompt(task: EntityTask, demos: Sequence[tuple[Sequence[str], Sequence[tuple[str, str]]]], tokens: Sequence[str]) -> str:
+    """A prompt ending in 'Entities:', answered with the JSON the answer schema allows; demos are
+    (tokens, spans) pairs, least similar first."""
+    kinds = "".join(f"- {t}: {about}\n" for t, about in task.types.items())
+    header = (f"{task.instruction}\nEntity types:\n{kinds}"
+              'Answer in JSON as {"entities": [{"text": ..., "type": ...}]}, copying each entity\'s words from the sentence.\n\n')
+    shots = "".join(
+        f"{task.input_name}: {' '.join(t)}\nEntities: {_entities_json(spans)}\n\n" for t, spans in demos
+    )
+    return f"{header}{shots}{task.input_name}: {' '.join(tokens)}\nEntities:"
+
+
+def parse_entities(answer: str) -> list[tuple[str, str]] | None:
+    """(span text, type) pairs from the LLM's JSON answer, or None when it is not that JSON
+    (a truncated or unconstrained answer): the caller counts it, the batch goes on."""
+    import json
+
+    try:
+        data = json.loads(answer)
+        return [(str(e["text"]), str(e["type"])) for e in data["entities"]]
+    except (ValueError, TypeError, KeyError):
+        return None

@@ -73,6 +73,54 @@ class Task:
         )
 
 
+@dataclass(frozen=True)
+class EntityTask:
+    """A named-entity task: entity types with a description each, BIO tags out.
+
+    Rows carry `tokens` (or raw text the project tokenises, keeping offsets); the LLM lists
+    entities as (span text, type), which are aligned back to the tokens.
+    """
+
+    name: str
+    types: dict[str, str]  # type -> what it covers, shown to the LLM
+    instruction: str = "List the named entities in the sentence."
+    input_name: str = "Sentence"
+
+    def __post_init__(self):
+        if not self.types:
+            raise ConfigError(f"entity task {self.name!r} needs at least one entity type")
+        bad = [t for t in self.types if not t or any(c.isspace() for c in t) or t == "O"]
+        if bad:
+            raise ConfigError(f"entity task {self.name!r}: type names must be single words other than O, got {bad}")
+
+    @property
+    def entity_types(self) -> tuple[str, ...]:
+        return tuple(self.types)
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """The BIO tag set, O first: the token classifier's classes."""
+        return ("O",) + tuple(f"{p}-{t}" for t in self.types for p in ("B", "I"))
+
+
+ENTITY_PRESETS: dict[str, EntityTask] = {
+    "conll03": EntityTask(
+        name="conll03",
+        types={
+            "PER": "names of people",
+            "ORG": "companies, institutions, teams, parties and other organisations",
+            "LOC": "countries, cities, regions, rivers, mountains and other places",
+            "MISC": "nationalities, events, languages, works and other named things",
+        },
+    ),
+    "bc5cdr": EntityTask(
+        name="bc5cdr",
+        types={"Chemical": "chemicals and drugs", "Disease": "diseases, disorders and symptoms"},
+        instruction="List the chemicals and diseases named in the sentence from a biomedical abstract.",
+    ),
+}
+
+
 PRESETS: dict[str, Task] = {
     t.name: t
     for t in [

@@ -120,3 +120,61 @@ def test_a_resumed_annotation_asks_only_rows_without_an_answer(ray_session, tmp_
     assert sorted(got["id"]) == sorted(rows["id"]) and got["id"].is_unique
     added = pd.concat(pd.read_parquet(p) for p in set(cio.table_files(out)) - before)
     assert set(added["id"]) == set(rows["id"].iloc[10:])
+
+
+NER_TASK = {"POS": "words of praise", "NEG": "words of blame"}
+
+
+def ner_rows(n: int, seed: int = 0) -> pd.DataFrame:
+    rows = toy_corpus(n, seed=seed)
+    return pd.DataFrame({"id": [r["id"] for r in rows], "tokens": [r["text"].split() for r in rows]})
+
+
+def test_entity_answers_outside_the_sentence_or_schema_are_dropped_and_counted(ray_session):
+    """The worker's reading of answers, from an engine actor that answers what the test scripts
+    (what is under test is the alignment and bookkeeping, not a model)."""
+    import ray
+
+    from freeal_ray.annotation import EntityWorker
+    from freeal_ray.engines import Extraction
+    from freeal_ray.ner import is_valid_bio
+    from freeal_ray.task import EntityTask
+
+    @ray.remote
+    class ScriptedEngine:
+        def extract(self, prompts, schema, max_tokens):
+            assert schema["properties"]["entities"]["items"]["properties"]["type"]["enum"] == ["POS", "NEG"]
+            script = [
+                '{"entities": [{"text": "great", "type": "POS"}, {"text": "awful", "type": "NEG"}, {"text": "film", "type": "MOVIE"}]}',
+                '{"entities": [{"text": "gre',  # cut off by the token limit
+                '{"entities": [{"text": "the film", "type": "POS"}, {"text": "film was", "type": "NEG"}]}',
+            ]
+            return [Extraction(script[i % 3], 10, 5) for i in range(len(prompts))]
+
+    task = EntityTask("toy", NER_TASK)
+    batch = pd.DataFrame({"id": ["a", "b", "c"], "tokens": [["the", "film", "was", "great"]] * 3, "prompt": ["p"] * 3})
+    out = EntityWorker(task, [ScriptedEngine.remote()], round_=1)(batch)
+    assert list(out["tags"][0]) == ["O", "O", "O", "B-POS"] and (out["spans_placed"][0], out["spans_dropped"][0]) == (1, 2)
+    assert list(out["tags"][1]) == ["O"] * 4 and bool(out["answer_unparsed"][1]) and out["spans_dropped"][1] == 0
+    assert list(out["tags"][2]) == ["B-POS", "I-POS", "O", "O"] and out["spans_dropped"][2] == 1  # overlap
+    assert all(is_valid_bio(t) for t in out["tags"]) and (out["round"] == 1).all() and "prompt" not in out
+
+
+def test_ner_annotation_on_the_real_engine_gives_valid_bio_for_every_row(ray_session, tiny_models, settings, tmp_path):
+    import ray
+
+    from freeal_ray.ner import is_valid_bio
+    from freeal_ray.task import EntityTask
+    from tiny_models import POSITIVE
+
+    task = EntityTask("toy", NER_TASK)
+    demos = ner_rows(6, seed=9).assign(origin="corpus")
+    demos["tags"] = [["B-POS" if w in POSITIVE else "O" for w in t] for t in demos["tokens"]]
+    rows = ner_rows(12)
+    out = tmp_path / "ner"
+    annotate(ray.data.from_pandas(rows), demos, task, settings, str(tiny_models["encoder"]), 3, 0, str(out), total=12)
+    got = cio.read_table(out).to_pandas().set_index("id").loc[rows["id"]]
+    assert [len(t) for t in got["tags"]] == [len(t) for t in rows["tokens"]]
+    assert all(is_valid_bio(list(t)) for t in got["tags"])
+    assert (got["prompt_tokens"] > 0).all() and (got["spans_placed"] >= 0).all() and (got["spans_dropped"] >= 0).all()
+    assert all(len(d) == 3 for d in got["demo_ids"]) and set(got["demo_ids"].explode()) <= set(demos["id"])

@@ -70,3 +70,27 @@ def test_every_alignment_is_valid_bio():
         spans += [(" ".join(tokens[i : i + 2]), rng.choice(TYPES)) for i in range(0, len(tokens), 3)]
         tags, _ = align_spans(tokens, spans, TYPES)
         assert len(tags) == len(tokens) and is_valid_bio(tags)
+
+
+def test_entity_prompt_shows_demos_as_the_json_asked_for_and_ends_with_the_sentence():
+    import json
+
+    from freeal_ray.prompts import entity_prompt
+    from freeal_ray.task import ENTITY_PRESETS
+
+    task = ENTITY_PRESETS["conll03"]
+    demo = (["Peter", "Blackburn", "met", "EU", "staff"], [("Peter Blackburn", "PER"), ("EU", "ORG")])
+    prompt = entity_prompt(task, [demo], ["Obama", "spoke"])
+    assert "- MISC: nationalities" in prompt and prompt.endswith("Sentence: Obama spoke\nEntities:")
+    shown = prompt.split("Entities: ")[1].split("\n")[0]
+    assert json.loads(shown) == {"entities": [{"text": "Peter Blackburn", "type": "PER"}, {"text": "EU", "type": "ORG"}]}
+    assert task.tags[0] == "O" and set(task.tags[1:]) == {f"{p}-{t}" for t in TYPES for p in "BI"}
+
+
+def test_answers_that_are_not_the_schema_parse_to_none():
+    from freeal_ray.prompts import parse_entities
+
+    assert parse_entities('{"entities": [{"text": "EU", "type": "ORG"}]}') == [("EU", "ORG")]
+    assert parse_entities('{"entities": []}') == []
+    for junk in ('{"entities": [{"text": "E', "EU is an ORG", '{"entities": [{"type": "ORG"}]}', '{"people": []}', "[1, 2]"):
+        assert parse_entities(junk) is None, junk
