@@ -188,6 +188,89 @@ def _robust_loss(model, texts, batch, ids, mask, soft, taught, clean, w, s, rng,
     return loss
 
 
+def _train_tagger_loop(config: dict) -> None:
+    """NER: the same schedule per sentence. Warm-up epochs train every tagged sentence; after them
+    the sentence-loss GMM keeps the clean sentences' tags, and noisy sentences lose theirs but keep
+    a consistency loss (KL between two dropout passes over their tokens). Mixup does not apply to
+    token tags."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoTokenizer
+
+    import ray.train
+    from ray.train.torch import get_device, prepare_model
+
+    from freeal_ray.tagger import TokenTagger, encode_words, save_tagger, sentence_losses, subword_targets
+
+    s = TrainSettings(**config["settings"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(s.seed)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, ctx.get_local_world_size())))
+    device = get_device()
+    tokenizer = AutoTokenizer.from_pretrained(s.encoder_path)
+    model = prepare_model(TokenTagger(s.encoder_path, len(s.labels)))
+    optim = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.01)
+    shard = ray.train.get_dataset_shard("train")
+    gmm: LossGMM | None = None
+    for epoch in range(s.epochs):
+        w = ramp(epoch, s.warmup_epochs, s.ramp_epochs)
+        robust = gmm is not None and epoch >= s.warmup_epochs
+        losses, n_clean, n_labelled, total = [], 0, 0, 0.0
+        model.train()
+        for batch in shard.iter_batches(batch_size=s.batch_size, batch_format="numpy",
+                                        local_shuffle_buffer_size=4 * s.batch_size, local_shuffle_seed=s.seed + epoch):
+            sentences = [list(t) for t in batch["tokens"]]
+            ids, mask, word_ids = encode_words(tokenizer, sentences, s.max_length)
+            targets = torch.tensor([subword_targets(wi, list(g)) for wi, g in zip(word_ids, batch["tag_idx"])])
+            ids, mask, targets = ids.to(device), mask.to(device), targets.to(device)
+            if robust:
+                with torch.no_grad():  # the loss that decides clean/noisy is measured, not trained on
+                    model.eval()
+                    measured = sentence_losses(model(ids, mask)[0], targets)
+                    model.train()
+                labelled = ~torch.isnan(measured)
+                p_clean = torch.zeros(len(sentences), device=device)
+                p_clean[labelled] = torch.as_tensor(gmm.p_clean(measured[labelled].cpu().numpy()), dtype=torch.float32, device=device)
+                taught = labelled & (p_clean > s.gmm_threshold)
+                noisy = ~taught
+                losses.append(measured[labelled].cpu().numpy())
+                n = len(sentences)
+                logits, _ = model(torch.cat([ids, ids[noisy]]), torch.cat([mask, mask[noisy]]))
+                per_sentence = sentence_losses(logits[:n], targets)
+                loss = per_sentence[taught].mean() if taught.any() else logits.sum() * 0.0
+                if noisy.any():  # token distributions of two dropout passes, on real tokens only
+                    tokens = mask[noisy].bool()
+                    first = F.softmax(logits[:n][noisy].detach(), dim=-1)[tokens]
+                    loss = loss + w * s.consistency_weight * F.kl_div(F.log_softmax(logits[n:], dim=-1)[tokens], first, reduction="batchmean")
+            else:
+                logits, _ = model(ids, mask)
+                per_sentence = sentence_losses(logits, targets)
+                labelled = taught = ~torch.isnan(per_sentence)
+                losses.append(per_sentence[labelled].detach().cpu().numpy())
+                loss = per_sentence[labelled].mean() if labelled.any() else logits.sum() * 0.0
+            n_clean += int(taught.sum())
+            n_labelled += int(labelled.sum())
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            total += float(loss.detach())
+        all_losses = _gather(np.concatenate(losses) if losses else np.zeros(0), world)
+        if len(all_losses) >= 2 and np.ptp(all_losses) > 0:
+            gmm = fit_loss_gmm(all_losses, seed=s.seed)
+        metrics = {"epoch": epoch, "train_loss": total, "clean_fraction": n_clean / max(n_labelled, 1), "robust": robust}
+        if epoch < s.epochs - 1:
+            ray.train.report(metrics)
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                inner = model.module if hasattr(model, "module") else model
+                save_tagger(inner.cpu(), tokenizer, s.labels, s.max_length, tmp)
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
 def _gather(values: np.ndarray, world: int) -> np.ndarray:
     if world == 1:
         return values
@@ -204,15 +287,17 @@ def train_slm(
     out_dir: str,
     num_workers: int,
     use_gpu: bool,
+    tagger: bool = False,
 ) -> dict:
-    """Fit the SLM on `rows` (text, label_idx[, view]); write the checkpoint to `out_dir`."""
+    """Fit the SLM on `rows` (text, label_idx[, view]); write the checkpoint to `out_dir`.
+    With `tagger`, the NER tagger on `rows` (tokens, tag_idx: a tag index per word, -1 for none)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     out = Path(out_dir)
     storage = Path(tempfile.mkdtemp(prefix="freeal-train-"))
     trainer = TorchTrainer(
-        _train_loop,
+        _train_tagger_loop if tagger else _train_loop,
         train_loop_config={"settings": asdict(settings)},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
         run_config=RunConfig(storage_path=str(storage), name="slm"),

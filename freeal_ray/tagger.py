@@ -1,0 +1,137 @@
+"""The small model for NER: the encoder with a per-token head, BIO tags per word.
+
+Words are split into subwords by the encoder's tokenizer; a word's tag is read and trained at its
+first subword and the rest are ignored, so word-level tags round-trip whatever the tokenizer.
+A sentence's loss, for the GMM's clean/noisy split, is the mean cross-entropy over its words: the
+mean, not the sum, so a long sentence is not judged noisy for being long.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from freeal_ray.embedding import mean_pool
+
+IGNORE = -100
+
+
+class TokenTagger(nn.Module):
+    def __init__(self, encoder_path: str, n_tags: int, dropout: float = 0.1):
+        super().__init__()
+        from transformers import AutoModel
+
+        self.encoder = AutoModel.from_pretrained(encoder_path)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.encoder.config.hidden_size, n_tags)
+
+    def forward(self, input_ids, attention_mask):
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.head(self.dropout(hidden)), mean_pool(hidden, attention_mask)
+
+
+def encode_words(tokenizer, sentences: Sequence[Sequence[str]], max_length: int):
+    """(input_ids, attention_mask, word_ids per sentence) for pre-split sentences."""
+    enc = tokenizer([list(s) for s in sentences], is_split_into_words=True, truncation=True,
+                    max_length=max_length, padding=True, return_tensors="pt")
+    return enc["input_ids"], enc["attention_mask"], [enc.word_ids(i) for i in range(len(sentences))]
+
+
+def subword_targets(word_ids: Sequence[int | None], word_tags: Sequence[int]) -> list[int]:
+    """Per subword, its word's tag index at the word's first subword, IGNORE elsewhere (special
+    tokens, continuation subwords, words with no tag)."""
+    out, previous = [], None
+    for w in word_ids:
+        first = w is not None and w != previous
+        out.append(int(word_tags[w]) if first and w < len(word_tags) and word_tags[w] >= 0 else IGNORE)
+        previous = w
+    return out
+
+
+def sentence_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each sentence's mean token cross-entropy over its tagged words (NaN where it has none)."""
+    per_token = nn.functional.cross_entropy(logits.transpose(1, 2), targets.clamp(min=0), reduction="none")
+    counted = targets != IGNORE
+    n = counted.sum(1)
+    mean = (per_token * counted).sum(1) / n.clamp(min=1)
+    return torch.where(n > 0, mean, torch.full_like(mean, float("nan")))
+
+
+def repair_bio(tags: Sequence[str]) -> list[str]:
+    """Make a predicted sequence valid BIO: an I-X that follows neither B-X nor I-X becomes B-X."""
+    out, previous = [], "O"
+    for tag in tags:
+        if tag.startswith("I-") and previous[2:] != tag[2:]:
+            tag = "B-" + tag[2:]
+        out.append(tag)
+        previous = tag
+    return out
+
+
+def word_tags(token_logits: np.ndarray, word_ids: Sequence[int | None], n_words: int, tags: Sequence[str]) -> list[str]:
+    """Word-level BIO tags from one sentence's subword logits; words cut off by max_length are O."""
+    out = ["O"] * n_words
+    previous = None
+    for position, w in enumerate(word_ids):
+        if w is not None and w != previous and w < n_words:
+            out[w] = tags[int(token_logits[position].argmax())]
+        previous = w
+    return repair_bio(out)
+
+
+def tag_indices(values: Sequence[Sequence[str]] | None, tags: Sequence[str], n_words: Sequence[int]) -> list[list[int]]:
+    """Tag names to indices per sentence; a sentence with no tags (unlabelled) is all -1."""
+    index = {t: i for i, t in enumerate(tags)}
+    if values is None:
+        return [[-1] * n for n in n_words]
+    return [[index.get(t, -1) for t in v] if v is not None else [-1] * n for v, n in zip(values, n_words)]
+
+
+def save_tagger(model: TokenTagger, tokenizer, tags, max_length: int, folder: str | Path) -> Path:
+    folder = Path(folder)
+    (folder / "encoder").mkdir(parents=True, exist_ok=True)
+    model.encoder.save_pretrained(folder / "encoder")
+    tokenizer.save_pretrained(folder / "encoder")
+    torch.save(model.head.state_dict(), folder / "head.pt")
+    (folder / "slm.json").write_text(json.dumps({"kind": "tagger", "labels": list(tags), "max_length": max_length}))
+    return folder
+
+
+def load_tagger(folder: str | Path):
+    """(model in eval mode, tokenizer, tags, max_length) from a folder written by save_tagger."""
+    from transformers import AutoTokenizer
+
+    folder = Path(folder)
+    meta = json.loads((folder / "slm.json").read_text())
+    model = TokenTagger(str(folder / "encoder"), len(meta["labels"]))
+    model.head.load_state_dict(torch.load(folder / "head.pt", weights_only=True))
+    return model.eval(), AutoTokenizer.from_pretrained(folder / "encoder"), meta["labels"], meta["max_length"]
+
+
+class TaggerScorer:
+    """Ray Data actor: per sentence, the tagger's BIO tags (`pred_tags`), its loss against the
+    current `tags` (NaN when the row has none) and its sentence embedding (for demo selection)."""
+
+    def __init__(self, folder: str):
+        self.model, self.tokenizer, self.tags, self.max_length = load_tagger(folder)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        sentences = [list(t) for t in batch["tokens"]]
+        ids, mask, word_ids = encode_words(self.tokenizer, sentences, self.max_length)
+        given = tag_indices(batch["tags"] if "tags" in batch else None, self.tags, [len(s) for s in sentences])
+        targets = torch.tensor([subword_targets(w, g) for w, g in zip(word_ids, given)])
+        with torch.inference_mode():
+            logits, pooled = self.model(ids, mask)
+            loss = sentence_losses(logits.float(), targets).numpy()
+        logits = logits.float().numpy()
+        batch = batch.copy()
+        batch["pred_tags"] = [word_tags(logits[i], word_ids[i], len(s), self.tags) for i, s in enumerate(sentences)]
+        batch["loss"] = loss.astype(np.float64)
+        batch["embedding"] = list(torch.nn.functional.normalize(pooled, dim=-1).numpy().astype(np.float32))
+        return batch
