@@ -23,13 +23,15 @@ from freeal_ray.corpus import conform, count_rows, join_partitions, read_table, 
 from freeal_ray.embedding import Encoder
 from freeal_ray.engines import EngineConfig, build_engine
 from freeal_ray.errors import FreeALError, short_reason
-from freeal_ray.ner import align_spans, answer_schema, spans_of
+from freeal_ray.ner import align_spans, answer_schema, dominant_type, spans_of, synthesis_schema, tokenize
 from freeal_ray.prompts import (
     answer_choices,
     classification_prompt,
     clean_synthetic,
     entity_prompt,
+    entity_synthesis_prompt,
     parse_entities,
+    parse_synthetic_sentence,
     synthesis_prompt,
     synthesis_stops,
 )
@@ -289,9 +291,7 @@ def synthesize_demos(
     seed: int,
 ) -> pd.DataFrame:
     """Round 0: the LLM writes `per_class` labelled examples per class in the corpus's style."""
-    fraction = min(1.0, 3.0 * prototypes / max(n_rows, 1))
-    sample = corpus.select_columns(["text"]).random_sample(fraction, seed=seed).take(prototypes)
-    pool = [r["text"][: settings.max_text_chars] for r in sample] or [""]
+    pool = _prototypes(corpus, n_rows, prototypes, seed, settings.max_text_chars)
     rng = random.Random(seed)
     jobs = []
     for label in task.labels:
@@ -320,6 +320,59 @@ def synthesize_demos(
         columns=DEMO_SCHEMA.names,
     )
     return pd.concat([given, demos], ignore_index=True)
+
+
+def synthesize_entity_demos(
+    corpus: ray.data.Dataset,
+    n_rows: int,
+    task: EntityTask,
+    settings: LLMSettings,
+    prototypes: int,
+    per_type: int,
+    max_tokens: int,
+    seed: int,
+) -> tuple[pd.DataFrame, dict]:
+    """Round 0 for NER: the LLM writes `per_type` sentences per entity type in the corpus's style,
+    each with its entities listed (one JSON answer). Sentences whose listed entities cannot be
+    placed are dropped and counted. Returns the demos (id, text, tokens, tags, label, origin)
+    and the counts."""
+    pool = _prototypes(corpus, n_rows, prototypes, seed, settings.max_text_chars)
+    rng = random.Random(seed)
+    prompts = [entity_synthesis_prompt(task, etype, rng.sample(pool, min(5, len(pool))))
+               for etype in task.entity_types for _ in range(per_type)]
+    engines = engine_pool(settings)
+    schema, step = synthesis_schema(task.entity_types), settings.batch_size
+    calls = [engines[(i // step) % len(engines)].extract.remote(prompts[i : i + step], schema, max_tokens)
+             for i in range(0, len(prompts), step)]
+    rows, counts = [], {"written": len(prompts), "unparsed": 0, "no_entity_placed": 0, "spans_dropped": 0}
+    with tqdm(total=len(prompts), desc="LLM demo synthesis", unit="demo") as bar:
+        for call in calls:
+            answers = ray.get(call)
+            for answer in answers:
+                parsed = parse_synthetic_sentence(answer.text)
+                if parsed is None:
+                    counts["unparsed"] += 1
+                    continue
+                tokens, _ = tokenize(parsed[0])
+                tags, stats = align_spans(tokens, parsed[1], task.entity_types)
+                counts["spans_dropped"] += sum(stats.dropped.values())
+                if not stats.placed:  # it was asked for an entity: a sentence with none is a miss
+                    counts["no_entity_placed"] += 1
+                    continue
+                rows.append({"text": " ".join(tokens), "tokens": tokens, "tags": tags})
+            bar.update(len(answers))
+    demos = pd.DataFrame(rows, columns=["text", "tokens", "tags"]).drop_duplicates("text")
+    demos.insert(0, "id", [f"synthetic-{i}" for i in range(len(demos))])
+    demos["label"] = [dominant_type(t) for t in demos["tags"]]
+    demos["origin"] = "synthetic"
+    return demos.reset_index(drop=True), counts
+
+
+def _prototypes(corpus: ray.data.Dataset, n_rows: int, prototypes: int, seed: int, max_chars: int) -> list[str]:
+    """A few unlabeled corpus texts, shown to the LLM as the style to write in."""
+    fraction = min(1.0, 3.0 * prototypes / max(n_rows, 1))
+    sample = corpus.select_columns(["text"]).random_sample(fraction, seed=seed).take(prototypes)
+    return [r["text"][:max_chars] for r in sample] or [""]
 
 
 def _generate_on_actors(prompts: list[str], settings: LLMSettings, max_tokens: int, temperature: float, stop) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from freeal_ray.errors import ConfigError
-from freeal_ray.task import Task, get_preset
+from freeal_ray.task import EntityTask, Task, get_preset, task_from_dict
 
 
 def _f(default, doc: str, **kw):
@@ -30,9 +30,11 @@ class CorpusConfig:
     id_column: str | None = _f(
         "id", "Column with a unique, stable row id; null generates one from the text's hash."
     )
-    text_column: str = _f("text", "Column with the text to label.")
+    text_column: str = _f(
+        "text", "Column with the text to label. NER: a list of tokens, or raw text the project tokenises (offsets kept)."
+    )
     gold_column: str | None = _f(
-        None, "Column with true labels, for evaluation only: the loop never reads it to label."
+        None, "Column with true labels (NER: BIO tags per token), for evaluation only: the loop never reads it to label."
     )
     view_column: str | None = _f(
         None,
@@ -132,25 +134,30 @@ class LoopConfig:
 
 @dataclass
 class RunConfig:
-    task: Any = _f("sentiment", "A task preset name, or a mapping: name, labels, instruction, verbalizers.")
+    task: Any = _f(
+        "sentiment",
+        "A task preset name (classification: sentiment, subjectivity, question-type, news-topic, medical-topic; "
+        "NER: conll03, bc5cdr), or a mapping: name, labels, instruction, verbalizers for classification; "
+        "name, types (type: description), instruction for NER.",
+    )
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     slm: SLMConfig = field(default_factory=SLMConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     output: str = _f("runs/freeal", "Output folder; re-running with the same folder resumes.")
 
-    def resolved_task(self) -> Task:
-        if isinstance(self.task, Task):
+    def resolved_task(self) -> Task | EntityTask:
+        if isinstance(self.task, (Task, EntityTask)):
             return self.task
         if isinstance(self.task, str):
             return get_preset(self.task)
         if isinstance(self.task, dict):
-            return Task.from_dict(self.task)
+            return task_from_dict(self.task)
         raise ConfigError(f"task must be a preset name or a mapping, got {type(self.task).__name__}")
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
-        if isinstance(self.task, Task):
+        if isinstance(self.task, (Task, EntityTask)):
             data["task"] = dataclasses.asdict(self.task)
         return data
 
@@ -238,7 +245,7 @@ def _set_dotted(data: dict, key: str, value) -> None:
 
 
 def validate(c: RunConfig) -> None:
-    c.resolved_task()  # raises on a bad task
+    entities = isinstance(c.resolved_task(), EntityTask)  # raises on a bad task
     checks = [
         (bool(c.corpus.path), "corpus.path is required: the file or folder with your texts"),
         (c.corpus.format in ("auto", "jsonl", "csv", "parquet"), "corpus.format must be auto, jsonl, csv or parquet"),
@@ -266,6 +273,10 @@ def validate(c: RunConfig) -> None:
         (c.loop.subset_strategy in ("random", "entropy", "margin"), "loop.subset_strategy must be random, entropy or margin"),
         (c.loop.subset_fraction == 1.0 or c.loop.rounds >= 1,
          "loop.subset_fraction below 1 needs loop.rounds >= 1: the SLM labels the rows the LLM never saw"),
+        (not entities or c.loop.subset_fraction == 1.0, "NER tasks annotate the whole corpus: loop.subset_fraction must be 1"),
+        (not entities or c.corpus.llm_label_column is None, "NER tasks cannot start from corpus.llm_label_column yet"),
+        (not entities or c.llm.runner != "ray_data_llm", "NER tasks run on llm.runner actors (or auto)"),
+        (not entities or c.corpus.view_column is None, "NER tasks use dropout, not corpus.view_column, as the second view"),
     ]
     for ok, message in checks:
         if not ok:

@@ -127,6 +127,8 @@ def check_columns(cfg: CorpusConfig, ds: ray.data.Dataset) -> list[str]:
 
 def normalise_rows(batch: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     """Rename to the stage contract (id, text, gold, view, given_label) and flag rows that cannot be labelled."""
+    if cfg.get("entities"):
+        return normalise_sentences(batch, cfg)
     out = pd.DataFrame(index=batch.index)
     text = batch[cfg["text_column"]]
     if cfg["id_column"]:
@@ -148,6 +150,48 @@ def normalise_rows(batch: pd.DataFrame, cfg: dict) -> pd.DataFrame:
         if column not in used and column not in out.columns:
             out[column] = batch[column]
     return out
+
+
+def normalise_sentences(batch: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+    """NER rows to the contract: id, tokens, text (the tokens joined, for retrieval and duplicate
+    detection), gold_tags; raw text is tokenised here and its character `offsets` kept."""
+    from freeal_ray.ner import tokenize
+
+    out = pd.DataFrame(index=batch.index)
+    values = list(batch[cfg["text_column"]])
+    tokens, offsets, problems = [], [], []
+    for value in values:
+        if isinstance(value, str):
+            words, spans = tokenize(value)
+            offsets.append([list(s) for s in spans])
+        else:
+            words = [str(w) for w in value] if _is_list(value) else None
+            offsets.append(None)
+        tokens.append(words)
+        problems.append(None if words else f"{cfg['text_column']} is {'empty' if words == [] else type(value).__name__}, not tokens or text")
+    if cfg["id_column"]:
+        out["id"] = [None if _missing(v) else str(v) for v in batch[cfg["id_column"]]]
+    else:
+        out["id"] = [hashlib.sha1(json.dumps(t).encode()).hexdigest()[:16] for t in tokens]
+    out["tokens"] = tokens
+    out["text"] = [" ".join(t) if t else None for t in tokens]
+    if any(o is not None for o in offsets):
+        out["offsets"] = offsets
+    if cfg["gold_column"]:
+        gold = [[str(t) for t in g] if _is_list(g) else None for g in batch[cfg["gold_column"]]]
+        out["gold_tags"] = gold
+        problems = [p or (None if g is None or t is None or len(g) == len(t) else f"{len(g)} gold tags for {len(t)} tokens")
+                    for p, g, t in zip(problems, gold, tokens)]
+    out["__error"] = ["missing id" if i is None else p for i, p in zip(out["id"], problems)]
+    used = {cfg[k] for k in ("text_column", "id_column", "gold_column") if cfg.get(k)}
+    for column in batch.columns:
+        if column not in used and column not in out.columns:
+            out[column] = batch[column]
+    return out
+
+
+def _is_list(value) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray))
 
 
 def _missing(value) -> bool:
@@ -264,6 +308,14 @@ KNOWN_TYPES = {
     "demo_ids": pa.list_(pa.string()),
     "tokens": pa.list_(pa.string()),
     "tags": pa.list_(pa.string()),
+    "gold_tags": pa.list_(pa.string()),
+    "pred_tags": pa.list_(pa.string()),
+    "prev_tags": pa.list_(pa.string()),
+    "slm_tags": pa.list_(pa.string()),
+    "offsets": pa.list_(pa.list_(pa.int64())),
+    "spans_placed": pa.int64(),
+    "spans_dropped": pa.int64(),
+    "answer_unparsed": pa.bool_(),
     "prompt_tokens": pa.int64(),
     "output_tokens": pa.int64(),
     "loss": pa.float64(),

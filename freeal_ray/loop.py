@@ -68,12 +68,17 @@ def ensure_ray() -> None:
 
 
 class FreeALRun:
+    """The loop for text classification; `EntityRun` (entity_loop.py) swaps in the NER pieces."""
+
     def __init__(self, config: RunConfig):
         self.cfg = config
         self.task = config.resolved_task()
         self.out = Path(config.output).expanduser()
         self.manifest = Manifest(self.out, config.to_dict())
         self.incremental = config.loop.subset_fraction < 1.0
+        self.entities = False
+
+    scorer = SLMScorer
 
     # ---- plumbing ------------------------------------------------------------------------
     @contextmanager
@@ -158,12 +163,7 @@ class FreeALRun:
         with self._stage("synthesize") as info:
             if info is not None:
                 llm = llm or self._llm()
-                demos = synthesize_demos(
-                    self._table("corpus"), n_rows, self.task, llm, self.cfg.loop.prototypes,
-                    self.cfg.loop.synth_per_class, self.cfg.llm.synth_temperature,
-                    self.cfg.llm.synth_max_tokens, self.cfg.loop.seed,
-                )
-                _require_demos(demos, self.task)
+                demos = self._synthesize(n_rows, llm, info)
                 shutil.rmtree(self._path("round-0", "demos"), ignore_errors=True)
                 cio.write_part(demos, self._path("round-0", "demos"), "demos")
                 info.update(demos=len(demos))
@@ -182,6 +182,15 @@ class FreeALRun:
                 info.update(self._llm_usage(self._path("round-0", "labels"), 0))
                 self.manifest.round_metrics(0, **info, **self._label_metrics(self._table("round-0", "labels"), "label", "llm"))
         return llm
+
+    def _synthesize(self, n_rows: int, llm: LLMSettings, info: dict) -> pd.DataFrame:
+        demos = synthesize_demos(
+            self._table("corpus"), n_rows, self.task, llm, self.cfg.loop.prototypes,
+            self.cfg.loop.synth_per_class, self.cfg.llm.synth_temperature,
+            self.cfg.llm.synth_max_tokens, self.cfg.loop.seed,
+        )
+        _require_demos(demos, self.task)
+        return demos
 
     def start_from_given_labels(self) -> None:
         """Round 0 from labels an LLM already gave: no synthesis, no LLM call."""
@@ -213,6 +222,7 @@ class FreeALRun:
             opts = {
                 "text_column": c.text_column, "id_column": c.id_column, "gold_column": c.gold_column,
                 "view_column": c.view_column, "llm_label_column": c.llm_label_column,
+                "entities": self.entities,
             }
             rows = raw.map_batches(cio.normalise_rows, fn_kwargs={"cfg": opts}, batch_format="pandas")
             for folder in ("corpus", "quarantine"):
@@ -269,6 +279,16 @@ class FreeALRun:
     def _demos(self, round_: int) -> pd.DataFrame:
         return self._table(f"round-{round_}", "demos").to_pandas()
 
+    def _train_settings(self, r: int, labels) -> TrainSettings:
+        s = self.cfg.slm
+        return TrainSettings(
+            encoder_path=str(resolve_encoder(s.model)), labels=tuple(labels), max_length=s.max_length,
+            epochs=s.epochs, warmup_epochs=s.warmup_epochs, batch_size=s.batch_size, lr=s.lr,
+            gmm_threshold=s.gmm_threshold, mixup_alpha=s.mixup_alpha, mixup_weight=s.mixup_weight,
+            consistency_weight=s.consistency_weight, ramp_epochs=s.ramp_epochs,
+            word_dropout=s.word_dropout, noisy_rows=s.noisy_rows, seed=self.cfg.loop.seed + r,
+        )
+
     def train(self, r: int) -> None:
         with self._stage(f"train-{r}") as info:
             if info is None:
@@ -287,13 +307,7 @@ class FreeALRun:
             unlabelled = self._unlabelled_sample(r) if self.incremental else None
             if unlabelled is not None:
                 rows = rows.union(unlabelled.map_batches(to_training_rows, batch_format="pandas"))
-            settings = TrainSettings(
-                encoder_path=str(resolve_encoder(s.model)), labels=self.task.labels, max_length=s.max_length,
-                epochs=s.epochs, warmup_epochs=s.warmup_epochs, batch_size=s.batch_size, lr=s.lr,
-                gmm_threshold=s.gmm_threshold, mixup_alpha=s.mixup_alpha, mixup_weight=s.mixup_weight,
-                consistency_weight=s.consistency_weight, ramp_epochs=s.ramp_epochs,
-                word_dropout=s.word_dropout, noisy_rows=s.noisy_rows, seed=self.cfg.loop.seed + r,
-            )
+            settings = self._train_settings(r, labels)
             result = train_slm(rows, settings, str(self._path(f"round-{r}", "slm")), s.num_workers, _want_gpu(s.use_gpu))
             info.update({k: result[k] for k in ("train_loss", "clean_fraction") if k in result})
 
@@ -305,7 +319,7 @@ class FreeALRun:
             for p in (partial, final):
                 shutil.rmtree(p, ignore_errors=True)
             scored = self._table(f"round-{r - 1}", "labels").map_batches(
-                SLMScorer, fn_constructor_kwargs={"folder": str(self._path(f"round-{r}", "slm"))},
+                self.scorer, fn_constructor_kwargs={"folder": str(self._path(f"round-{r}", "slm"))},
                 batch_format="pandas", batch_size=64, concurrency=1, num_cpus=1,
             )
             cio.write_table(scored.map_batches(cio.conform, batch_format="pandas"), partial)
@@ -328,31 +342,47 @@ class FreeALRun:
             info.update(gmm=gmm.__dict__, clean=n_clean, rows=n)
             metrics = {"clean_fraction": n_clean / max(n, 1)}
             if self.cfg.corpus.gold_column:
-                metrics["slm_acc"] = M.label_quality(scores, "pred", self.task.labels)["acc"]
-                metrics["clean_precision"] = M.label_quality(clean, "label", self.task.labels)["acc"] if n_clean else None
+                metrics.update(self._score_metrics(scores, clean, n_clean))
             self.manifest.round_metrics(r, **metrics)
+
+    def _score_metrics(self, scores: ray.data.Dataset, clean: ray.data.Dataset, n_clean: int) -> dict:
+        return {"slm_acc": M.label_quality(scores, "pred", self.task.labels)["acc"],
+                "clean_precision": M.label_quality(clean, "label", self.task.labels)["acc"] if n_clean else None}
 
     def select(self, r: int) -> None:
         with self._stage(f"select-{r}") as info:
             if info is None:
                 return
             loop = self.cfg.loop
-            candidates = self._table(f"round-{r}", "scores").filter(
-                lambda row: bool(row["clean"]) and row["label"] is not None and row["pred"] == row["label"]
-            ).select_columns(["id", "text", "label", "loss", "embedding"])
-            demos = candidates.groupby("label").map_groups(
-                select_demos, fn_kwargs=dict(top_ratio=loop.top_ratio, k=loop.demos_per_class,
-                                             sample_cap=loop.medoid_sample_cap, seed=loop.seed),
-                batch_format="pandas",
-            ).to_pandas()
-            if (demos.empty or demos["label"].nunique() < len(self.task.labels)) and self._has_demos(r - 1):
+            candidates = self._demo_candidates(self._table(f"round-{r}", "scores"))
+            demos = pd.DataFrame()
+            if candidates.limit(1).count():  # Ray's groupby fails on a dataset with no rows at all
+                demos = candidates.groupby("label").map_groups(
+                    select_demos, fn_kwargs=dict(top_ratio=loop.top_ratio, k=loop.demos_per_class,
+                                                 sample_cap=loop.medoid_sample_cap, seed=loop.seed, columns=self.demo_columns),
+                    batch_format="pandas",
+                ).to_pandas()
+            if demos.empty:
+                demos = pd.DataFrame(columns=[*self.demo_columns, "origin"])
+            if (demos.empty or demos["label"].nunique() < len(self._demo_groups())) and self._has_demos(r - 1):
                 # A class with no clean agreeing row keeps its previous demos, so no class goes unshown.
                 previous = self._demos(r - 1)
                 missing = previous[~previous["label"].isin(set(demos["label"]))]
                 demos = pd.concat([demos, missing], ignore_index=True)
             shutil.rmtree(self._path(f"round-{r}", "demos"), ignore_errors=True)
-            cio.write_part(demos[["id", "text", "label", "origin"]], self._path(f"round-{r}", "demos"), "demos")
+            cio.write_part(demos[[*self.demo_columns, "origin"]], self._path(f"round-{r}", "demos"), "demos")
             info.update(demos=len(demos), per_class=demos["label"].value_counts().to_dict())
+
+    demo_columns: tuple[str, ...] = ("id", "text", "label")
+
+    def _demo_groups(self) -> tuple[str, ...]:
+        return self.task.labels
+
+    def _demo_candidates(self, scores: ray.data.Dataset) -> ray.data.Dataset:
+        """Clean rows where the SLM agrees with the label, with what selection needs."""
+        return scores.filter(
+            lambda row: bool(row["clean"]) and row["label"] is not None and row["pred"] == row["label"]
+        ).select_columns(["id", "text", "label", "loss", "embedding"])
 
     def refine(self, r: int, llm: LLMSettings | None) -> LLMSettings | None:
         labels_dir = self._path(f"round-{r}", "labels")
@@ -364,8 +394,8 @@ class FreeALRun:
             clean_dir = labels_dir / "clean"
             shutil.rmtree(clean_dir, ignore_errors=True)
             clean = scores.filter(lambda row: bool(row["clean"]))
-            cio.write_table(clean.map_batches(carry_to_refinery, batch_format="pandas").map_batches(cio.conform, batch_format="pandas"), clean_dir)
-            noisy = scores.filter(lambda row: not bool(row["clean"])).map_batches(carry_to_refinery, batch_format="pandas")
+            cio.write_table(clean.map_batches(self.carry, batch_format="pandas").map_batches(cio.conform, batch_format="pandas"), clean_dir)
+            noisy = scores.filter(lambda row: not bool(row["clean"])).map_batches(self.carry, batch_format="pandas")
             n_noisy = noisy.count()
             if n_noisy:
                 llm = llm or self._llm()
@@ -375,16 +405,22 @@ class FreeALRun:
                 )
             usage = self._llm_usage(labels_dir / "refined", r)
             table = self._table(f"round-{r}", "labels")
-            changed = table.filter(lambda row: row["label"] != row["prev_label"]).count()
+            changed = table.filter(self.changed).count()
             n = table.count()
             info.update(noisy=n_noisy, changed=changed, **usage)
             metrics = {"noisy_rows": n_noisy, "changed": changed, "changed_fraction": changed / max(n, 1), **usage}
             metrics.update(self._label_metrics(table, "label", "llm"))
             if self.cfg.corpus.gold_column:
-                final = table.map_batches(_fill_abstentions, batch_format="pandas")
-                metrics["final_acc"] = M.label_quality(final, "label", self.task.labels)["acc"]
+                metrics.update(self._final_metrics(table.map_batches(self.fill, batch_format="pandas")))
             self.manifest.round_metrics(r, **metrics)
         return llm
+
+    carry = staticmethod(lambda batch: carry_to_refinery(batch))
+    fill = staticmethod(lambda batch: _fill_abstentions(batch))
+    changed = staticmethod(lambda row: row["label"] != row["prev_label"])
+
+    def _final_metrics(self, final: ray.data.Dataset) -> dict:
+        return {"final_acc": M.label_quality(final, "label", self.task.labels)["acc"]}
 
     def expand(self, r: int, n_rows: int, llm: LLMSettings | None) -> LLMSettings | None:
         """Incremental mode: the LLM annotates a fresh P of the corpus with round r's demos."""
@@ -479,8 +515,8 @@ class FreeALRun:
         with self._stage("finalize") as info:
             if info is not None:
                 shutil.rmtree(labels_out, ignore_errors=True)
-                final = self._table(f"round-{last}", "labels").map_batches(_fill_abstentions, batch_format="pandas")
-                drop = [c for c in ("demo_ids", "prompt_tokens", "output_tokens", "prev_label") if c in final.columns()]
+                final = self._table(f"round-{last}", "labels").map_batches(self.fill, batch_format="pandas")
+                drop = [c for c in ("demo_ids", "prompt_tokens", "output_tokens", "prev_label", "prev_tags") if c in final.columns()]
                 cio.write_table(final.drop_columns(drop).map_batches(cio.conform, batch_format="pandas"), labels_out)
                 if self.incremental and last:
                     info.update(self._label_the_rest(last, labels_out / "slm"))
@@ -594,4 +630,10 @@ def _want_gpu(setting: str) -> bool:
 
 def run_freeal(config: RunConfig) -> RunResult:
     """Run (or resume) the whole loop for `config`; the one obvious call."""
+    from freeal_ray.task import EntityTask
+
+    if isinstance(config.resolved_task(), EntityTask):
+        from freeal_ray.entity_loop import EntityRun
+
+        return EntityRun(config).run()
     return FreeALRun(config).run()

@@ -50,3 +50,25 @@ def scores(matrix: np.ndarray, abstained: int) -> dict:
 
 def label_quality(ds: ray.data.Dataset, column: str, labels, gold: str = "gold") -> dict:
     return scores(*confusion(ds, column, labels, gold))
+
+
+def entity_quality(ds: ray.data.Dataset, column: str, gold: str = "gold_tags") -> dict:
+    """Entity-level micro precision, recall and F1 (exact span and type) of `column` against the
+    gold tags, counted batch by batch; sentences with no gold tags are skipped."""
+    from freeal_ray.ner import entity_counts
+
+    tp = n_gold = n_pred = 0
+    for batch in ds.select_columns([gold, column]).iter_batches(batch_format="pandas", batch_size=4096):
+        for g, p in zip(batch[gold], batch[column]):
+            if g is None:
+                continue
+            counts = entity_counts(list(g), [] if p is None else list(p))
+            tp, n_gold, n_pred = tp + counts[0], n_gold + counts[1], n_pred + counts[2]
+    return entity_scores_of(tp, n_gold, n_pred)
+
+
+def entity_scores_of(tp: int, n_gold: int, n_pred: int) -> dict:
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_gold if n_gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "gold_entities": n_gold, "predicted_entities": n_pred}

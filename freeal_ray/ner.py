@@ -139,18 +139,29 @@ def spans_of(tokens: Sequence[str], tags: Sequence[str]) -> list[tuple[str, str]
     return [(" ".join(tokens[s:e]), t) for s, e, t in entities(tags)]
 
 
+def entity_counts(gold: Sequence[str], pred: Sequence[str]) -> tuple[int, int, int]:
+    """(exact matches, gold entities, predicted entities) of one sentence. A predicted sequence
+    longer or shorter than the gold one counts only the entities inside the gold sentence."""
+    gold_set = set(entities(gold))
+    pred_set = {e for e in entities(pred) if e[1] <= len(gold)}
+    return len(gold_set & pred_set), len(gold_set), len(pred_set)
+
+
 def entity_scores(gold: Iterable[Sequence[str]], pred: Iterable[Sequence[str]]) -> dict:
     """Micro precision, recall and F1 over exact-match entities (span and type), seqeval-style."""
-    tp = n_gold = n_pred = 0
+    from freeal_ray.metrics import entity_scores_of
+
+    totals = [0, 0, 0]
     for g, p in zip(gold, pred):
-        gold_set, pred_set = set(entities(g)), set(entities(p))
-        tp += len(gold_set & pred_set)
-        n_gold += len(gold_set)
-        n_pred += len(pred_set)
-    precision = tp / n_pred if n_pred else 0.0
-    recall = tp / n_gold if n_gold else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "gold_entities": n_gold, "predicted_entities": n_pred}
+        totals = [a + b for a, b in zip(totals, entity_counts(g, p))]
+    return entity_scores_of(*totals)
+
+
+def dominant_type(tags: Sequence[str]) -> str:
+    """The entity type a sentence names most (first named on a tie), or "none": how NER demos
+    are grouped, so every type gets demos of its own."""
+    found = Counter(t for _, _, t in entities(tags))
+    return max(found, key=lambda t: (found[t], -[e[2] for e in entities(tags)].index(t))) if found else "none"
 
 
 def answer_schema(entity_types: Sequence[str]) -> dict:
@@ -169,3 +180,11 @@ def answer_schema(entity_types: Sequence[str]) -> dict:
         },
         "required": ["entities"],
     }
+
+
+def synthesis_schema(entity_types: Sequence[str]) -> dict:
+    """JSON schema of a round-0 synthetic demo: a sentence and the entities it names."""
+    schema = answer_schema(entity_types)
+    schema["properties"] = {"sentence": {"type": "string"}, **schema["properties"]}
+    schema["required"] = ["sentence", "entities"]
+    return schema

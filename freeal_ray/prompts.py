@@ -85,3 +85,28 @@ def parse_entities(answer: str) -> list[tuple[str, str]] | None:
         return [(str(e["text"]), str(e["type"])) for e in data["entities"]]
     except (ValueError, TypeError, KeyError):
         return None
+
+
+def entity_synthesis_prompt(task: EntityTask, etype: str, prototypes: Sequence[str]) -> str:
+    """Ask for one new sentence in the corpus's style that names an entity of `etype`, with its
+    entities listed: round 0's demos for NER are written already annotated."""
+    kinds = "".join(f"- {t}: {about}\n" for t, about in task.types.items())
+    style = "".join(f"{task.input_name}: {_one_line(t)}\n" for t in prototypes)
+    return (
+        f"{task.instruction}\nEntity types:\n{kinds}"
+        f"Here are some unlabeled examples of the kind of {task.input_name.lower()} to annotate:\n\n{style}\n"
+        f"Write one new, different {task.input_name.lower()} in the same style that names at least one "
+        f"{etype} ({task.types[etype]}), and list all its entities. Answer in JSON as "
+        '{"sentence": ..., "entities": [{"text": ..., "type": ...}]}.\nAnswer:'
+    )
+
+
+def parse_synthetic_sentence(answer: str) -> tuple[str, list[tuple[str, str]]] | None:
+    """(sentence, entities) from a synthesis answer, or None when it is not that JSON."""
+    import json
+
+    try:
+        data = json.loads(answer)
+        return str(data["sentence"]), [(str(e["text"]), str(e["type"])) for e in data["entities"]]
+    except (ValueError, TypeError, KeyError):
+        return None

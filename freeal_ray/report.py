@@ -8,6 +8,9 @@ _COLUMNS = [
     ("llm_acc", "LLM labels acc"),
     ("slm_acc", "SLM acc"),
     ("final_acc", "final labels acc"),
+    ("llm_f1", "LLM tags entity F1"),
+    ("slm_f1", "SLM entity F1"),
+    ("final_f1", "final tags entity F1"),
     ("clean_fraction", "clean share"),
     ("clean_precision", "clean precision"),
     ("noisy_rows", "rows re-asked"),
@@ -67,7 +70,7 @@ def plot_rounds(manifest: dict, path: Path) -> Path | None:
         return None
     xs = sorted(int(r) for r in rounds)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, name in _COLUMNS[:4]:
+    for key, name in _COLUMNS[:7]:  # quality (accuracy or entity F1) and the clean share
         ys = [rounds[str(x)].get(key) for x in xs]
         if any(y is not None for y in ys):
             ax1.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", label=name)

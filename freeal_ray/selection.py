@@ -37,8 +37,10 @@ def select_class_demos(
     return candidates[np.sort(np.asarray(result.medoids, dtype=int))]
 
 
-def select_demos(group: pd.DataFrame, top_ratio: float, k: int, sample_cap: int, seed: int) -> pd.DataFrame:
-    """Ray Data group function: one class's candidate rows in, its demo rows out."""
+def select_demos(group: pd.DataFrame, top_ratio: float, k: int, sample_cap: int, seed: int,
+                 columns: tuple[str, ...] = ("id", "text", "label")) -> pd.DataFrame:
+    """Ray Data group function: one class's candidate rows in, its demo rows (`columns` and
+    origin) out."""
     picks = select_class_demos(
         group["loss"].to_numpy(),
         np.stack(group["embedding"].to_numpy()),
@@ -47,7 +49,7 @@ def select_demos(group: pd.DataFrame, top_ratio: float, k: int, sample_cap: int,
         sample_cap,
         seed,
     )
-    chosen = group.iloc[picks]
-    return pd.DataFrame(
-        {"id": chosen["id"].astype(str), "text": chosen["text"], "label": chosen["label"], "origin": "corpus"}
-    )
+    chosen = group.iloc[picks][list(columns)].copy()
+    chosen["id"] = chosen["id"].astype(str)
+    chosen["origin"] = "corpus"
+    return chosen.reset_index(drop=True)

@@ -102,6 +102,20 @@ class EntityTask:
         """The BIO tag set, O first: the token classifier's classes."""
         return ("O",) + tuple(f"{p}-{t}" for t in self.types for p in ("B", "I"))
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "EntityTask":
+        known = {"name", "types", "instruction", "input_name"}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"entity task has unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+        types = data.get("types")
+        if isinstance(types, list):  # types without descriptions: the name is the description
+            types = {str(t): str(t) for t in types}
+        if not isinstance(types, dict):
+            raise ConfigError("an entity task needs `types`: a mapping of type name to what it covers")
+        extra = {k: data[k] for k in ("instruction", "input_name") if k in data}
+        return cls(name=data.get("name", "custom-ner"), types={str(k): str(v) for k, v in types.items()}, **extra)
+
 
 ENTITY_PRESETS: dict[str, EntityTask] = {
     "conll03": EntityTask(
@@ -191,7 +205,14 @@ BENCHMARK_TASKS = {
 }
 
 
-def get_preset(name: str) -> Task:
+def get_preset(name: str) -> Task | EntityTask:
+    if name in ENTITY_PRESETS:
+        return ENTITY_PRESETS[name]
     if name not in PRESETS:
-        raise ConfigError(f"unknown task preset {name!r}; presets: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown task preset {name!r}; presets: {', '.join([*PRESETS, *ENTITY_PRESETS])}")
     return PRESETS[name]
+
+
+def task_from_dict(data: dict) -> Task | EntityTask:
+    """A mapping with `types` is an entity task; one with `labels` a classification task."""
+    return EntityTask.from_dict(data) if "types" in data else Task.from_dict(data)

@@ -1,0 +1,96 @@
+"""The FreeAL loop on NER: sentences in, BIO tags out, every stage of the classification loop."""
+
+import json
+
+import pandas as pd
+import pytest
+from conftest import tiny_overrides, write_jsonl
+
+from freeal_ray import corpus as cio
+from freeal_ray.config import load_config
+from freeal_ray.errors import ConfigError
+from freeal_ray.loop import run_freeal
+from freeal_ray.ner import is_valid_bio
+from freeal_ray.task import EntityTask
+from test_tagger import toy_ner
+
+
+def test_ner_tasks_come_from_presets_and_mappings():
+    assert isinstance(load_config(None, {"corpus.path": "x.jsonl", "task": "conll03"}).resolved_task(), EntityTask)
+    custom = load_config(None, {"corpus.path": "x.jsonl", "task": {"types": {"DRUG": "medicines"}}}).resolved_task()
+    assert custom.tags == ("O", "B-DRUG", "I-DRUG")
+    with pytest.raises(ConfigError, match="subset_fraction must be 1"):
+        load_config(None, {"corpus.path": "x.jsonl", "task": "conll03", "loop.subset_fraction": 0.5})
+
+
+def test_sentences_are_read_as_tokens_or_tokenised_text_and_bad_rows_are_named():
+    batch = pd.DataFrame({
+        "id": ["a", "b", "c", "d"],
+        "tokens": [["EU", "rejects", "it"], "Peter Blackburn, Bonn.", [], ["one", "two"]],
+        "gold": [["B-ORG", "O", "O"], ["B-PER", "I-PER", "O", "B-LOC", "O"], [], ["O"]],
+    })
+    cfg = {"text_column": "tokens", "id_column": "id", "gold_column": "gold", "entities": True}
+    out = cio.normalise_rows(batch, cfg)
+    assert out["tokens"][0] == ["EU", "rejects", "it"] and out["text"][0] == "EU rejects it"
+    assert out["tokens"][1] == ["Peter", "Blackburn", ",", "Bonn", "."]
+    assert out["offsets"][1][3] == [17, 21]  # raw text keeps where each token was
+    assert pd.isna(out["__error"][0]) and pd.isna(out["__error"][1])
+    assert "empty" in out["__error"][2]
+    assert out["__error"][3] == "1 gold tags for 2 tokens"
+
+
+@pytest.mark.slow
+def test_the_loop_labels_sentences_end_to_end(ray_session, tiny_models, tmp_path):
+    rows = toy_ner(30, seed=3).to_dict("records")
+    # sentences of numbers and dashes: the instant engine finds no word in them, so they are tagged
+    # all O, which the tagger learns to repeat: they become round 1's corpus demos ("none" group)
+    rows += [{"id": f"n{i}", "tokens": [str(1990 + i), "-", f"0{i % 9 + 1}", "-", str(10 + i)], "tags": ["O"] * 5}
+             for i in range(10)]
+    rows.append({**rows[5], "id": "s5-repeat"})  # the same sentence again: tagged once, copied
+    rows.append({"id": "s-bad", "tokens": ["a", "b"], "tags": ["O"]})  # tags do not fit: quarantined
+    corpus = write_jsonl(tmp_path / "ner.jsonl", rows)
+    out = tmp_path / "run"
+    overrides = {
+        **tiny_overrides(tiny_models, out),
+        "task": {"name": "toy-ner", "types": {"POS": "words of praise", "NEG": "words of blame"}},
+        "corpus.path": str(corpus), "corpus.text_column": "tokens", "corpus.gold_column": "tags",
+        "llm.engine": "instant", "llm.model": "instant",  # answers one entity a sentence; the loop is tested
+        "slm.epochs": 3, "slm.warmup_epochs": 1, "loop.rounds": 1,
+    }
+    result = run_freeal(load_config(None, overrides))
+    manifest = json.loads((out / "manifest.json").read_text())
+
+    assert manifest["stages"]["ingest"]["quarantined"] == 1
+    quarantine = cio.read_table(out / "quarantine").to_pandas()
+    assert "1 gold tags for 2 tokens" in quarantine["reason"].iloc[0]
+
+    # round 0: synthetic demos are annotated sentences; every corpus sentence got valid tags
+    demos0 = cio.read_table(out / "round-0" / "demos").to_pandas()
+    assert len(demos0) and all(any(t != "O" for t in tags) for tags in demos0["tags"])
+    labels0 = cio.read_table(out / "round-0" / "labels").to_pandas()
+    assert len(labels0) == 40 and "s5-repeat" not in set(labels0["id"])
+    assert all(len(t) == len(k) and is_valid_bio(list(t)) for t, k in zip(labels0["tags"], labels0["tokens"]))
+    assert labels0["spans_placed"].sum() > 0
+
+    # round 1: demos are clean sentences the tagger reproduces; only noisy sentences were re-asked
+    scores = cio.read_table(out / "round-1" / "scores").to_pandas().set_index("id")
+    demos1 = cio.read_table(out / "round-1" / "demos").to_pandas()
+    corpus_demos = demos1[demos1["origin"] == "corpus"]
+    assert len(corpus_demos) and set(corpus_demos["label"]) == {"none"}
+    for row in corpus_demos.itertuples():
+        assert scores.loc[row.id, "clean"] and list(scores.loc[row.id, "pred_tags"]) == list(row.tags)
+    # types with no clean agreeing sentence keep their round-0 demos, so no type goes unshown
+    assert {"POS", "NEG"} <= set(demos1["label"])
+    refined = cio.read_table(out / "round-1" / "labels" / "refined")
+    noisy = set(scores.index[~scores["clean"].astype(bool)])
+    assert (set(refined.to_pandas()["id"]) if refined is not None else set()) == noisy
+    assert manifest["rounds"]["1"]["noisy_rows"] == len(noisy)
+
+    for key in ("llm_f1", "slm_f1", "final_f1"):
+        value = manifest["rounds"]["1" if key != "llm_f1" else "0"][key]
+        assert 0.0 <= value <= 1.0
+    labels = cio.read_table(result.labels_path).to_pandas().set_index("id")
+    assert len(labels) == 41 and labels.loc["s5-repeat", "duplicate_of"] == "s5"
+    assert list(labels.loc["s5-repeat", "tags"]) == list(labels.loc["s5", "tags"])
+    assert all(is_valid_bio(list(t)) for t in labels["tags"])
+    assert "entity F1" in (out / "report.md").read_text()
