@@ -18,10 +18,11 @@ from freeal_ray.errors import FreeALError
 
 _SHORTCUTS = {
     "corpus": ("corpus.path", "corpus file or folder (.jsonl, .csv, .parquet)"),
-    "text_column": ("corpus.text_column", "column holding the text"),
+    "text_column": ("corpus.text_column", "column holding the text (NER: token lists, or raw text)"),
     "id_column": ("corpus.id_column", "column holding a unique row id ('null' to derive ids from the text)"),
-    "gold_column": ("corpus.gold_column", "column with true labels, used only to report accuracy"),
-    "task": ("task", "task preset: sentiment, subjectivity, question-type, news-topic, medical-topic"),
+    "gold_column": ("corpus.gold_column", "column with true labels (NER: BIO tags), used only to report quality"),
+    "task": ("task", "task preset: sentiment, subjectivity, question-type, news-topic, medical-topic; "
+                     "NER: conll03, bc5cdr (with --text-column holding token lists or raw text)"),
     "output": ("output", "output folder; the same folder resumes a run"),
     "llm": ("llm.model", "annotator preset or HF model folder"),
     "slm": ("slm.model", "SLM encoder preset or HF model folder"),
