@@ -60,22 +60,30 @@ def write_corpus(rows: int, folder: Path) -> Path:
 
 
 class PeakMemory:
-    """Samples the RSS of this process and of every Ray worker process every half second."""
+    """Samples the RSS of this process and of every Ray worker process every half second, keeping
+    the timeline so each stage's peak can be read off it."""
 
     def __init__(self):
         self.driver = self.worker = 0
+        self.timeline: list[tuple[float, int, int]] = []  # (time, driver rss, largest worker rss)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         me = psutil.Process()
         while not self._stop.is_set():
-            self.driver = max(self.driver, me.memory_info().rss)
+            driver, worker = me.memory_info().rss, 0
             for proc in psutil.process_iter(["name", "cmdline", "memory_info"]):
                 cmd = " ".join(proc.info["cmdline"] or [])
                 if cmd.startswith("ray::") and proc.info["memory_info"]:
-                    self.worker = max(self.worker, proc.info["memory_info"].rss)
+                    worker = max(worker, proc.info["memory_info"].rss)
+            self.driver, self.worker = max(self.driver, driver), max(self.worker, worker)
+            self.timeline.append((time.time(), driver, worker))
             time.sleep(0.5)
+
+    def peaks_between(self, start: float, end: float) -> tuple[int, int]:
+        inside = [(d, w) for t, d, w in self.timeline if start <= t <= end] or [(0, 0)]
+        return max(d for d, _ in inside), max(w for _, w in inside)
 
     def __enter__(self):
         self._thread.start()
@@ -116,11 +124,12 @@ def run_one(rows: int, encoder: Path, epochs: int) -> dict:
     wall = time.time() - started
     manifest = json.loads((out / "manifest.json").read_text())
     handled = stage_rows(manifest, rows, epochs)
-    stages = {
-        name: {"seconds": round(info["seconds"], 1), "rows": int(handled.get(name, 0)),
-               "rows_per_s": round(handled.get(name, 0) / info["seconds"], 1) if info["seconds"] else None}
-        for name, info in manifest["stages"].items()
-    }
+    stages = {}
+    for name, info in manifest["stages"].items():
+        driver, worker = memory.peaks_between(info["finished"] - info["seconds"], info["finished"])
+        stages[name] = {"seconds": round(info["seconds"], 1), "rows": int(handled.get(name, 0)),
+                        "rows_per_s": round(handled.get(name, 0) / info["seconds"], 1) if info["seconds"] else None,
+                        "driver_peak_rss_mb": round(driver / 2**20), "worker_peak_rss_mb": round(worker / 2**20)}
     result = {"rows": rows, "wall_seconds": round(wall), "stages": stages,
               "driver_peak_rss_mb": round(memory.driver / 2**20), "worker_peak_rss_mb": round(memory.worker / 2**20),
               "noisy_rows_refined": manifest["rounds"]["1"].get("noisy_rows")}

@@ -100,16 +100,18 @@ class VLLMEngine(Engine):
             structured_outputs=StructuredOutputsParams(choice=list(choices)),
         )
 
+    def _generate(self, prompts, params):
+        return in_prefix_order(prompts, lambda ordered: self._llm.generate(ordered, params, use_tqdm=False))
+
     def choose(self, prompts, choices):
-        outputs = self._llm.generate(list(prompts), self.choice_params(choices), use_tqdm=False)
-        return [_to_choice(out, choices) for out in outputs]
+        return [_to_choice(out, choices) for out in self._generate(prompts, self.choice_params(choices))]
 
     def extract(self, prompts, schema, max_tokens):
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
         params = SamplingParams(temperature=0.0, max_tokens=max_tokens, structured_outputs=StructuredOutputsParams(json=schema))
-        outputs = self._llm.generate(list(prompts), params, use_tqdm=False)
+        outputs = self._generate(prompts, params)
         return [Extraction(o.outputs[0].text, len(o.prompt_token_ids or ()), len(o.outputs[0].token_ids)) for o in outputs]
 
     def generate(self, prompts, max_tokens, temperature, stop=("\n",)):
@@ -124,8 +126,20 @@ class VLLMEngine(Engine):
             # no per-request seed: vLLM-CPU cannot offset a request's generator across a chunked
             # prefill ("CPU Generator does not use offset"); the engine-level seed still applies
         )
-        outputs = self._llm.generate(list(prompts), params, use_tqdm=False)
-        return [out.outputs[0].text.strip() for out in outputs]
+        return [out.outputs[0].text.strip() for out in self._generate(prompts, params)]
+
+
+def in_prefix_order(prompts: Sequence[str], run) -> list:
+    """`run(sorted prompts)`, with its answers put back in the order of `prompts`.
+
+    Sorted, prompts that share demos sit next to each other, so vLLM's prefix cache still holds
+    a prompt's shared blocks when the next one is scheduled instead of having evicted them."""
+    order = sorted(range(len(prompts)), key=lambda i: prompts[i])
+    answers = run([prompts[i] for i in order])
+    restored = [None] * len(order)
+    for answer, i in zip(answers, order):
+        restored[i] = answer
+    return restored
 
 
 def _to_choice(request_output, choices: Sequence[str]) -> Choice:

@@ -60,6 +60,23 @@ def test_synthesis_writes_demos_for_every_class(ray_session, settings):
     assert (demos["origin"] == "synthetic").all()
 
 
+def test_the_engine_runs_a_batch_in_prefix_order_and_answers_each_prompt_in_its_place(ray_session, settings):
+    import ray
+
+    from freeal_ray.annotation import engine_pool
+    from freeal_ray.prompts import answer_choices
+
+    task = get_preset("sentiment")
+    # lengths differ and the list is not in sorted order, so a misplaced answer shows in its token count
+    prompts = [f"Review: {'so ' * n}{w}\nLabel:" for n, w in [(9, "bad"), (1, "good"), (5, "fine"), (3, "awful")]]
+    engine = engine_pool(settings)[0]
+    together = ray.get(engine.choose.remote(prompts, answer_choices(task)))
+    alone = [ray.get(engine.choose.remote([p], answer_choices(task)))[0] for p in prompts]
+    assert [c.prompt_tokens for c in together] == [c.prompt_tokens for c in alone]
+    assert len(set(c.prompt_tokens for c in alone)) == len(prompts)
+    assert [c.index for c in together] == [c.index for c in alone]
+
+
 def test_every_llm_stage_reuses_one_engine(ray_session, settings):
     """Loading a model takes minutes on a CPU: annotation and synthesis must share one engine."""
     import gc

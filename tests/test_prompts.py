@@ -28,3 +28,12 @@ def test_synthetic_demos_keep_whole_sentences_on_one_line():
     assert clean_synthetic("no sentence end") == "no sentence end"
     stops = synthesis_stops(get_preset("sentiment"))
     assert "\n" in stops and any(s.endswith(":") for s in stops)
+
+
+def test_prompts_reach_the_engine_sorted_so_shared_prefixes_sit_together():
+    from freeal_ray.engines import in_prefix_order
+
+    seen = []
+    answers = in_prefix_order(["b 2", "a 1", "b 1"], lambda ordered: seen.extend(ordered) or [p.upper() for p in ordered])
+    assert seen == ["a 1", "b 1", "b 2"]
+    assert answers == ["B 2", "A 1", "B 1"]
