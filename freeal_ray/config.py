@@ -94,6 +94,12 @@ class SLMConfig:
     warmup_epochs: int = _f(3, "Epochs of plain cross-entropy before the GMM split starts.")
     batch_size: int = _f(32, "Rows per training step, per worker.")
     lr: float = _f(5e-5, "AdamW learning rate.")
+    head_lr: float = _f(
+        0.0,
+        "Learning rate of the output head, which starts from random weights; 0 means slm.lr for text "
+        "classification and 20 x slm.lr for NER, whose per-token head learns too slowly at the encoder's rate "
+        "from a few hundred sentences.",
+    )
     num_workers: int = _f(1, "Ray Train workers (DDP).")
     use_gpu: str = _f("auto", "auto | true | false: train on GPUs.")
     gmm_threshold: float = _f(0.7, "A row is clean when P(low-loss GMM component) exceeds this.")

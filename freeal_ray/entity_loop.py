@@ -12,6 +12,8 @@ What changes from classification:
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import ray
@@ -22,9 +24,14 @@ from freeal_ray.errors import CorpusError
 from freeal_ray.loop import FreeALRun, _want_gpu
 from freeal_ray.ner import dominant_type, is_valid_bio
 from freeal_ray.tagger import TaggerScorer, tag_indices
-from freeal_ray.training import train_slm
+from freeal_ray.training import TrainSettings, train_slm
 
 TAGGER_COLUMNS = ["pred_tags", "loss", "embedding", "p_clean", "clean"]
+
+
+# A per-token head from random weights learns little in the ~100 steps a few hundred sentences give
+# at the encoder's rate (see slm.head_lr in the README).
+TAGGER_HEAD_LR_SCALE = 20
 
 
 class EntityRun(FreeALRun):
@@ -72,6 +79,10 @@ class EntityRun(FreeALRun):
             return {}
         q = M.entity_quality(ds, "tags")
         return {f"{prefix}_f1": q["f1"], f"{prefix}_precision": q["precision"], f"{prefix}_recall": q["recall"]}
+
+    def _train_settings(self, r: int, labels) -> TrainSettings:
+        settings = super()._train_settings(r, labels)
+        return dataclasses.replace(settings, head_lr=settings.head_lr or TAGGER_HEAD_LR_SCALE * settings.lr)
 
     def train(self, r: int) -> None:
         with self._stage(f"train-{r}") as info:

@@ -286,7 +286,7 @@ class FreeALRun:
             epochs=s.epochs, warmup_epochs=s.warmup_epochs, batch_size=s.batch_size, lr=s.lr,
             gmm_threshold=s.gmm_threshold, mixup_alpha=s.mixup_alpha, mixup_weight=s.mixup_weight,
             consistency_weight=s.consistency_weight, ramp_epochs=s.ramp_epochs,
-            word_dropout=s.word_dropout, noisy_rows=s.noisy_rows, seed=self.cfg.loop.seed + r,
+            word_dropout=s.word_dropout, noisy_rows=s.noisy_rows, seed=self.cfg.loop.seed + r, head_lr=s.head_lr,
         )
 
     def train(self, r: int) -> None:

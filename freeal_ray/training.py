@@ -43,6 +43,17 @@ class TrainSettings:
     seed: int
     noisy_rows: str = "refine"
     sharpen_temperature: float = 0.5
+    head_lr: float = 0.0  # 0: the same as lr
+
+
+def make_optimizer(model, s: TrainSettings):
+    """AdamW; the output head, which starts from random weights, may learn at its own rate."""
+    import torch
+
+    head = [p for n, p in model.named_parameters() if n.split(".")[-2] == "head"]
+    body = [p for n, p in model.named_parameters() if n.split(".")[-2] != "head"]
+    groups = [{"params": body}, {"params": head, "lr": s.head_lr or s.lr}]
+    return torch.optim.AdamW(groups, lr=s.lr, weight_decay=0.01)
 
 
 def word_dropout(text: str, p: float, rng: random.Random) -> str:
@@ -71,7 +82,7 @@ def _train_loop(config: dict) -> None:
     device = get_device()
     tokenizer = AutoTokenizer.from_pretrained(s.encoder_path)
     model = prepare_model(SLMClassifier(s.encoder_path, len(s.labels)))
-    optim = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.01)
+    optim = make_optimizer(model, s)
     shard = ray.train.get_dataset_shard("train")
     gmm: LossGMM | None = None
 
@@ -210,7 +221,7 @@ def _train_tagger_loop(config: dict) -> None:
     device = get_device()
     tokenizer = AutoTokenizer.from_pretrained(s.encoder_path)
     model = prepare_model(TokenTagger(s.encoder_path, len(s.labels)))
-    optim = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.01)
+    optim = make_optimizer(model, s)
     shard = ray.train.get_dataset_shard("train")
     gmm: LossGMM | None = None
     for epoch in range(s.epochs):

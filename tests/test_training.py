@@ -1,5 +1,6 @@
 """Robust self-training of a tiny encoder in a real Ray Train TorchTrainer, then scoring."""
 
+import dataclasses
 import random
 
 import numpy as np
@@ -56,3 +57,23 @@ def test_refined_targets_trust_the_label_as_far_as_the_gmm_does():
     assert soft[2].sum() == 0  # unlabelled: nothing to learn from
     half = refined_targets(target[:1], torch.tensor([0.5]), torch.tensor([[0.0, 0.0]]), 0.5)
     assert torch.allclose(half, torch.tensor([[0.75, 0.25]]))
+
+
+def test_the_output_head_learns_at_its_own_rate_and_the_encoder_at_lr():
+    import torch
+
+    from freeal_ray.training import make_optimizer
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+            self.head = torch.nn.Linear(4, 2)
+
+    model = Model()
+    settings = TrainSettings("unused", ("a", "b"), 8, 1, 0, 2, 1e-4, 0.7, 4.0, 1.0, 1.0, 2, 0.1, 0, head_lr=2e-3)
+    groups = make_optimizer(model, settings).param_groups
+    by_lr = {g["lr"]: sum(p.numel() for p in g["params"]) for g in groups}
+    assert by_lr == {1e-4: 40, 2e-3: 10}
+    same = make_optimizer(model, dataclasses.replace(settings, head_lr=0.0)).param_groups
+    assert {g["lr"] for g in same} == {1e-4}
