@@ -68,7 +68,7 @@ def test_the_engine_runs_a_batch_in_prefix_order_and_answers_each_prompt_in_its_
 
     task = get_preset("sentiment")
     # lengths differ and the list is not in sorted order, so a misplaced answer shows in its token count
-    prompts = [f"Review: {'so ' * n}{w}\nLabel:" for n, w in [(9, "bad"), (1, "good"), (5, "fine"), (3, "awful")]]
+    prompts = [f"Review: {'so ' * n}fine\nLabel:" for n in (9, 1, 5, 3)]
     engine = engine_pool(settings)[0]
     together = ray.get(engine.choose.remote(prompts, answer_choices(task)))
     alone = [ray.get(engine.choose.remote([p], answer_choices(task)))[0] for p in prompts]
