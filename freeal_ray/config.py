@@ -126,6 +126,12 @@ class LoopConfig:
     demos_per_class: int = _f(20, "k-medoids picks this many demos per class from the candidates.")
     medoid_sample_cap: int = _f(2000, "Candidates per class are sampled down to this before k-medoids.")
     min_change: float = _f(0.005, "Stop early when a refinery changes fewer than this share of labels.")
+    max_agreement_drop: float = _f(
+        0.05,
+        "Stop before a round's refinery when its SLM agrees with its training labels on this much smaller a "
+        "share of rows than the previous round's SLM did (it trained worse), keeping the previous round's "
+        "labels and SLM. 1 turns the guard off. Full-corpus mode only.",
+    )
     subset_fraction: float = _f(
         1.0,
         "P: share of the corpus the LLM annotates per round. 1 annotates every row in round 0. Below 1 "
@@ -272,6 +278,7 @@ def validate(c: RunConfig) -> None:
         (c.slm.num_workers >= 1, "slm.num_workers must be >= 1"),
         (c.loop.rounds >= 0, "loop.rounds must be >= 0"),
         (0.0 < c.loop.top_ratio <= 1.0, "loop.top_ratio must be in (0, 1]"),
+        (-1.0 <= c.loop.max_agreement_drop <= 1.0, "loop.max_agreement_drop must be in [-1, 1]"),
         (c.loop.shots >= 1 and c.loop.demos_per_class >= 1, "loop.shots and loop.demos_per_class must be >= 1"),
         (c.loop.synth_per_class >= 1 and c.loop.prototypes >= 1, "loop.synth_per_class and loop.prototypes must be >= 1"),
         (c.corpus.limit is None or c.corpus.limit > 0, "corpus.limit must be a positive number of rows"),

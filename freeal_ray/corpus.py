@@ -61,7 +61,10 @@ def read_raw(cfg: CorpusConfig) -> tuple[ray.data.Dataset, ray.data.Dataset | No
             parsed = lines.map_batches(_parse_json_lines, batch_format="pandas")
             good = parsed.filter(lambda r: r["__error"] is None)
             bad = parsed.filter(lambda r: r["__error"] is not None)
-            good = good.map_batches(_unpack_json, batch_format="pandas")
+            # Every block gets every key of the whole file: a block whose rows lack a key would
+            # otherwise carry a narrower schema, and Ray may keep either when it joins blocks.
+            keys = sorted(good.map_batches(_json_keys, batch_format="pandas").unique("key"))
+            good = good.map_batches(_unpack_json, fn_kwargs={"keys": keys}, batch_format="pandas")
             return good, bad.map_batches(_bad_line_rows, batch_format="pyarrow")
         if fmt == "csv":
             return ray.data.read_csv(files), None
@@ -91,8 +94,12 @@ def _parse_json_lines(batch: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"__payload": payloads, "__error": errors})
 
 
-def _unpack_json(batch: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame([json.loads(p) for p in batch["__payload"]])
+def _json_keys(batch: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"key": sorted({k for p in batch["__payload"] for k in json.loads(p)})}, dtype=object)
+
+
+def _unpack_json(batch: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    return pd.DataFrame([json.loads(p) for p in batch["__payload"]], columns=keys)
 
 
 def _bad_line_rows(batch: pa.Table) -> pa.Table:

@@ -115,6 +115,7 @@ class EntityRun(FreeALRun):
     carry = staticmethod(lambda batch: carry_sentence_to_refinery(batch))
     fill = staticmethod(lambda batch: _fill_unread_answers(batch))
     changed = staticmethod(lambda row: list(row["tags"]) != list(row["prev_tags"]))
+    agrees = staticmethod(lambda row: row["tags"] is not None and list(row["pred_tags"]) == list(row["tags"]))
 
     def _final_metrics(self, final: ray.data.Dataset) -> dict:
         q = M.entity_quality(final, "tags")

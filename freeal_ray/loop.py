@@ -144,6 +144,8 @@ class FreeALRun:
         for r in range(1, self.cfg.loop.rounds + 1):
             self.train(r)
             self.score(r)
+            if not self.incremental and self._slm_regressed(r):
+                break
             self.select(r)
             llm = self.refine(r, llm)
             last = r
@@ -156,6 +158,22 @@ class FreeALRun:
                 print(f"[freeal_ray] labels changed for {changed:.2%} of rows in round {r}: stopping early")
                 break
         return self.finalize(last)
+
+    def _slm_regressed(self, r: int) -> bool:
+        """True when round r's SLM reproduces its (refined) labels markedly less often than round
+        r - 1's SLM reproduced the older ones. Labels the refinery improved should be easier to fit,
+        so the drop means this SLM trained worse (small corpora, an unlucky seed), and its noisy
+        split and demos would steer the LLM wrong: the run ends on round r - 1's labels and SLM."""
+        if r < 2:
+            return False
+        rounds = self.manifest.data["rounds"]
+        now, before = rounds[str(r)].get("slm_agreement"), rounds[str(r - 1)].get("slm_agreement")
+        if now is None or before is None or before - now <= self.cfg.loop.max_agreement_drop:
+            return False
+        reason = f"round {r}'s SLM agrees with {now:.1%} of labels, round {r - 1}'s with {before:.1%}"
+        print(f"[freeal_ray] {reason}: keeping round {r - 1}'s labels and SLM")
+        self.manifest.round_metrics(r, stopped=reason)
+        return True
 
     def annotate_round_zero(self, n_rows: int) -> LLMSettings | None:
         """Round 0: the LLM writes its own demos, then labels every row with the nearest of them."""
@@ -339,8 +357,9 @@ class FreeALRun:
             scores = self._table(f"round-{r}", "scores")
             clean = scores.filter(lambda row: bool(row["clean"]))
             n, n_clean = scores.count(), clean.count()
-            info.update(gmm=gmm.__dict__, clean=n_clean, rows=n)
-            metrics = {"clean_fraction": n_clean / max(n, 1)}
+            agreement = scores.filter(self.agrees).count() / max(n, 1)
+            info.update(gmm=gmm.__dict__, clean=n_clean, rows=n, agreement=agreement)
+            metrics = {"clean_fraction": n_clean / max(n, 1), "slm_agreement": agreement}
             if self.cfg.corpus.gold_column:
                 metrics.update(self._score_metrics(scores, clean, n_clean))
             self.manifest.round_metrics(r, **metrics)
@@ -418,6 +437,7 @@ class FreeALRun:
     carry = staticmethod(lambda batch: carry_to_refinery(batch))
     fill = staticmethod(lambda batch: _fill_abstentions(batch))
     changed = staticmethod(lambda row: row["label"] != row["prev_label"])
+    agrees = staticmethod(lambda row: row["label"] is not None and row["pred"] == row["label"])
 
     def _final_metrics(self, final: ray.data.Dataset) -> dict:
         return {"final_acc": M.label_quality(final, "label", self.task.labels)["acc"]}
@@ -512,6 +532,8 @@ class FreeALRun:
 
     def finalize(self, last: int) -> RunResult:
         labels_out, slm_out = self._path("labels"), self._path("slm")
+        if self.manifest.stage("finalize").get("rounds", last) != last:
+            del self.manifest.data["stages"]["finalize"]  # a finished run resumed with more rounds
         with self._stage("finalize") as info:
             if info is not None:
                 shutil.rmtree(labels_out, ignore_errors=True)

@@ -11,6 +11,7 @@ _COLUMNS = [
     ("llm_f1", "LLM tags entity F1"),
     ("slm_f1", "SLM entity F1"),
     ("final_f1", "final tags entity F1"),
+    ("slm_agreement", "SLM agrees with labels"),
     ("clean_fraction", "clean share"),
     ("clean_precision", "clean precision"),
     ("noisy_rows", "rows re-asked"),
@@ -52,6 +53,7 @@ def summary(manifest: dict, output: Path) -> str:
             f"LLM calls: {calls}; stage time: {seconds:.0f} s",
             "",
             rounds_table(manifest),
+            *[f"round {r} stopped the run: {m['stopped']}" for r, m in sorted(manifest.get("rounds", {}).items()) if "stopped" in m],
             "",
             f"labels: {output / 'labels'}   SLM: {output / 'slm' if (output / 'slm').exists() else 'none (no round ran)'}   "
             f"report: {output / 'report.md'}",
@@ -70,7 +72,7 @@ def plot_rounds(manifest: dict, path: Path) -> Path | None:
         return None
     xs = sorted(int(r) for r in rounds)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, name in _COLUMNS[:7]:  # quality (accuracy or entity F1) and the clean share
+    for key, name in _COLUMNS[:8]:  # quality (accuracy or entity F1), SLM agreement, the clean share
         ys = [rounds[str(x)].get(key) for x in xs]
         if any(y is not None for y in ys):
             ax1.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", label=name)

@@ -82,6 +82,16 @@ def test_killed_run_resumes_without_repeating_llm_work(tiny_models, toy_jsonl, t
     assert again.returncode == 0
     assert json.loads((out / "manifest.json").read_text())["stages"] == manifest["stages"]
 
+    # 5. resumed with a second round whose SLM must beat round 1's by more than it can: the
+    #    guard stops the run before round 2's selection and refinery, keeping round 1's output
+    longer = freeal(args + ["--set", "loop.rounds=2", "--set", "loop.max_agreement_drop=-1"])
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {"train-2", "score-2"} <= set(manifest["stages"]) and "select-2" not in manifest["stages"]
+    assert "refine-2" not in manifest["stages"] and manifest["stages"]["finalize"]["rounds"] == 1
+    assert 0.0 <= manifest["rounds"]["2"]["slm_agreement"] <= 1.0 and "stopped the run" in longer.stdout
+    assert cio.read_table(out / "labels").to_pandas().sort_values("id")["label"].tolist() == labels.sort_values("id")["label"].tolist()
+
 
 def test_cli_errors_are_one_clear_line(tmp_path):
     result = freeal(["run", "--corpus", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o")])
