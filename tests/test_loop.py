@@ -84,7 +84,8 @@ def test_killed_run_resumes_without_repeating_llm_work(tiny_models, toy_jsonl, t
 
     # 5. resumed with a second round whose SLM must beat round 1's by more than it can: the
     #    guard stops the run before round 2's selection and refinery, keeping round 1's output
-    longer = freeal(args + ["--set", "loop.rounds=2", "--set", "loop.max_agreement_drop=-1"])
+    #    (min_change=0 so that a refinery changing no label does not end the run first)
+    longer = freeal(args + ["--set", "loop.rounds=2", "--set", "loop.max_agreement_drop=-1", "--set", "loop.min_change=0"])
     assert longer.returncode == 0, longer.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert {"train-2", "score-2"} <= set(manifest["stages"]) and "select-2" not in manifest["stages"]
