@@ -638,6 +638,50 @@ scored on a test subset.
 """
 
 
+SCALE_EXPLAINED = """
+## Scale: the pipeline at 100k and 1M rows
+
+`python bench/scale.py --rows 100000 --rows 1000000`
+
+A synthetic corpus streamed through every stage of one round (ingest, synthesis, annotation, SLM
+training, scoring, selection, the refinery, finalize) with an engine that answers at once, so the
+figures are the pipeline's own: Ray Data, FAISS retrieval, Ray Train, the GMM split, k-medoids.
+Each size runs in a fresh driver process on a fresh local Ray. *driver start* is the driver's
+memory before the first row is read (imports, Ray's client); *driver peak* and *worker peak* are the
+highest resident memory of the driver process and of the largest Ray worker process during a stage.
+"""
+
+
+def scale_section() -> list[str]:
+    """Scale, engine-overhead and incremental figures, from their JSON files."""
+    parts = []
+    scale = RESULTS / "scale.json"
+    if scale.exists():
+        runs = json.loads(scale.read_text())["runs"]
+        lines = ["| rows | stage | seconds | rows/s | driver peak MB | worker peak MB |", "|---|---|---|---|---|---|"]
+        for run in runs:
+            for name, st in run["stages"].items():
+                lines.append(f"| {run['rows']:,} | {name} | {st['seconds']} | {st['rows_per_s']} | "
+                             f"{st['driver_peak_rss_mb']} | {st['worker_peak_rss_mb']} |")
+        summary = "; ".join(f"{r['rows']:,} rows: driver start {r.get('driver_start_rss_mb', '?')} MB, "
+                            f"peak {r['driver_peak_rss_mb']} MB, largest worker {r['worker_peak_rss_mb']} MB, "
+                            f"{r['wall_seconds']} s" for r in runs)
+        parts += [SCALE_EXPLAINED, "\n".join(lines) + "\n", f"{summary}.\n"]
+    overhead = RESULTS / "engine-overhead.json"
+    if overhead.exists():
+        o = json.loads(overhead.read_text())
+        parts += ["### The pipeline against raw `vllm.LLM.generate`\n", f"`{o['command']}`\n",
+                  f"{o['rows']} rows, {o['model']} on vLLM-CPU ({o['machine']}): the pipeline labels "
+                  f"{o['pipeline_rows_per_s']} rows/s, raw generate on the same prompts {o['raw_rows_per_s']} rows/s; "
+                  f"ratio **{o['ratio']}**. {o.get('note', '')}\n"]
+    for path in sorted(RESULTS.glob("incremental-*.json")):
+        r, md = json.loads(path.read_text()), path.with_suffix(".md")
+        if md.exists():
+            parts += [f"### Incremental subsets against the full corpus ({r['benchmark']}, {r['rows']} rows)\n",
+                      f"`{r['command']}`\n", md.read_text()]
+    return parts
+
+
 def write_docs() -> Path:
     parts = [DOC_INTRO]
     mr = RESULTS / "quality-mr-reference.md"
@@ -674,6 +718,7 @@ def write_docs() -> Path:
             table = ner_table(r)  # from the JSON, so a table format change reaches old results too
             path.with_suffix(".md").write_text(table)
             parts += [f"### {r['benchmark']}\n\n`{r['command']}`\n", table]
+    parts += scale_section()
     out = ROOT / "docs" / "benchmarks.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(parts))

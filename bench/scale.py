@@ -8,6 +8,9 @@ itself: Ray Data reading and writing, kNN demo retrieval, Ray Train, scoring, th
 k-medoids, the refinery's plumbing. The SLM is a tiny encoder built from scratch (tests/tiny_models.py),
 because the point is the data flow, not the encoder's speed. Per stage: rows/s; over the run:
 peak memory of the driver and of the largest Ray worker. Writes bench/results/scale.json.
+
+Each size runs in a fresh driver process on a fresh local Ray: run one after another in one
+process, the larger size would inherit the smaller one's heap and its figures would not compare.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -108,6 +112,7 @@ def run_one(rows: int, encoder: Path, epochs: int) -> dict:
     from freeal_ray.loop import FreeALRun, ensure_ray
 
     ensure_ray()
+    start_rss = psutil.Process().memory_info().rss  # imports and Ray's client, before any row is read
     work = ROOT / "bench" / "work" / f"scale-{rows}"
     corpus = write_corpus(rows, work / "corpus")
     out = work / "run"
@@ -130,11 +135,22 @@ def run_one(rows: int, encoder: Path, epochs: int) -> dict:
         stages[name] = {"seconds": round(info["seconds"], 1), "rows": int(handled.get(name, 0)),
                         "rows_per_s": round(handled.get(name, 0) / info["seconds"], 1) if info["seconds"] else None,
                         "driver_peak_rss_mb": round(driver / 2**20), "worker_peak_rss_mb": round(worker / 2**20)}
-    result = {"rows": rows, "wall_seconds": round(wall), "stages": stages,
+    result = {"rows": rows, "wall_seconds": round(wall), "stages": stages, "driver_start_rss_mb": round(start_rss / 2**20),
               "driver_peak_rss_mb": round(memory.driver / 2**20), "worker_peak_rss_mb": round(memory.worker / 2**20),
               "noisy_rows_refined": manifest["rounds"]["1"].get("noisy_rows")}
     print(json.dumps(result, indent=2))
     return result
+
+
+def run_fresh(rows: int, epochs: int) -> dict:
+    """`run_one` in a new process with its own local Ray, stopped afterwards."""
+    result = ROOT / "bench" / "work" / f"scale-{rows}.json"
+    result.unlink(missing_ok=True)
+    subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    cmd = [sys.executable, __file__, "--rows", str(rows), "--epochs", str(epochs), "--one", str(result)]
+    subprocess.run(cmd, check=True)
+    subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    return json.loads(result.read_text())
 
 
 def main(argv=None) -> None:
@@ -142,12 +158,16 @@ def main(argv=None) -> None:
     parser.add_argument("--rows", type=int, action="append", help="corpus size; repeat to compare (default 100000 and 1000000)")
     parser.add_argument("--epochs", type=int, default=1, help="SLM epochs")
     parser.add_argument("--keep", action="store_true", help="keep earlier runs of other sizes in scale.json")
+    parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # internal: run one size, write its result here
     args = parser.parse_args(argv)
     from tiny_models import build_tiny_encoder
 
     encoder = build_tiny_encoder(ROOT / "bench" / "work" / "tiny-encoder")
+    if args.one:
+        args.one.write_text(json.dumps(run_one(args.rows[0], encoder, args.epochs)))
+        return
     sizes = sorted(args.rows or [100_000, 1_000_000])
-    runs = [run_one(n, encoder, args.epochs) for n in sizes]
+    runs = [run_fresh(n, args.epochs) for n in sizes]
     path = ROOT / "bench" / "results" / "scale.json"
     if args.keep and path.exists():  # earlier runs of other sizes stay, so sizes can be measured one at a time
         runs += [r for r in json.loads(path.read_text()).get("runs", []) if r["rows"] not in sizes]
