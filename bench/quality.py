@@ -37,6 +37,7 @@ RESULTS = ROOT / "bench" / "results"
 DATA = Path(os.environ.get("FREEAL_RAY_DATA", ROOT.parent / "shared" / "data"))
 sys.path.insert(0, str(ROOT))
 
+from freeal_ray.config import SLMConfig  # noqa: E402
 from freeal_ray import metrics as M  # noqa: E402
 from freeal_ray.noise import split_clean_noisy  # noqa: E402
 from freeal_ray.slm import label_indices  # noqa: E402
@@ -99,7 +100,7 @@ class SLMBench:
         self.folder = ROOT / "bench" / "work" / "mr-reference" / Path(slm).name
 
     def fit(self, rows: pd.DataFrame, name: str, warmup_epochs: int | None = None, epochs: int | None = None,
-            noisy_rows: str = "refine") -> Path:
+            noisy_rows: str = "refine", label_floor: float = 0.0) -> Path:
         """Train; warm-up for every epoch (the default) means plain cross-entropy throughout."""
         import ray
 
@@ -110,7 +111,8 @@ class SLMBench:
             encoder_path=self.encoder, labels=self.labels, epochs=epochs,
             warmup_epochs=epochs if warmup_epochs is None else warmup_epochs,
             gmm_threshold=0.7, mixup_alpha=4.0, mixup_weight=1.0, consistency_weight=1.0,
-            ramp_epochs=1, word_dropout=0.15, noisy_rows=noisy_rows, seed=self.seed, **self.common,
+            ramp_epochs=1, word_dropout=0.15, noisy_rows=noisy_rows, label_floor=label_floor, seed=self.seed,
+            **self.common,
         )
         columns = [c for c in ("text", "label_idx", "view") if c in rows]
         out = self.folder / name
@@ -221,8 +223,10 @@ def run_mr_reference(args) -> None:
     for name, noisy_rows in (("robust", "refine"), ("robust-drop", "drop")):
         if name in wanted:
             t = time.time()
-            folder = bench.fit(train, name, warmup_epochs=args.warmup_epochs, noisy_rows=noisy_rows)
-            evaluate(name, folder, by_gmm, t, warmup_epochs=args.warmup_epochs, noisy_target=noisy_rows)
+            folder = bench.fit(train, name, warmup_epochs=args.warmup_epochs, noisy_rows=noisy_rows,
+                               label_floor=args.label_floor)
+            evaluate(name, folder, by_gmm, t, warmup_epochs=args.warmup_epochs, noisy_target=noisy_rows,
+                     label_floor=args.label_floor if noisy_rows == "refine" else None)
     if "gold" in wanted:
         t = time.time()
         gold_rows = train.assign(label_idx=label_indices(train["gold"], MR_LABELS))
@@ -263,7 +267,8 @@ def mr_table(by_slm: dict, given_q: dict) -> str:
         for name, m in detail["methods"].items():
             cells = [m.get(k) for k in ("test_acc", "test_macro_f1", "final_transductive_acc", "final_transductive_acc_labelled",
                                         "clean_fraction", "clean_precision", "clean_recall", "slm_right_on_noisy", "given_right_on_noisy", "seconds")]
-            rows.append(f"| {slm} | {name} | " + " | ".join(fmt(c) for c in cells) + " |")
+            shown = name if m.get("label_floor") is None else f"{name} (label floor {m['label_floor']:g})"
+            rows.append(f"| {slm} | {shown} | " + " | ".join(fmt(c) for c in cells) + " |")
     return "\n".join(rows) + "\n"
 
 
@@ -590,7 +595,9 @@ those labels and no gold label:
 - **robust**: FreeAL's self-training: warm-up, then a GMM on per-row losses splits clean from noisy
   rows; cross-entropy and mixup on clean rows, consistency between the text and its
   back-translation on noisy and unlabelled rows; noisy rows also train on a refined target,
-  p_clean * given label + (1 - p_clean) * the SLM's sharpened prediction (DivideMix).
+  p * given label + (1 - p) * the SLM's sharpened prediction (DivideMix), with p = p_clean but at
+  least `label_floor` (the column of that name; `slm.label_floor`). The first split is fitted on
+  eval-mode losses of every row measured once after the warm-up.
 - **robust-drop**: the same, but noisy rows keep only the consistency loss (`slm.noisy_rows=drop`).
 - **gold**: plain training on the gold labels, the ceiling.
 
@@ -737,6 +744,8 @@ def main(argv=None) -> None:
     mr.add_argument("--methods", default="plain,cleanlab,robust,gold", help="comma-separated subset to run")
     mr.add_argument("--epochs", type=int, default=3, help="epoch budget of every method")
     mr.add_argument("--warmup-epochs", type=int, default=1, help="robust training: plain epochs before the GMM split")
+    mr.add_argument("--label-floor", type=float, default=SLMConfig.label_floor,
+                    help="robust training: least weight of the given label in a noisy row's target (slm.label_floor)")
     mr.add_argument("--lr", type=float, default=3e-5)
     mr.add_argument("--max-length", type=int, default=64)
     mr.add_argument("--batch-size", type=int, default=32)

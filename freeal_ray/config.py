@@ -114,6 +114,12 @@ class SLMConfig:
         "its own sharpened prediction (DivideMix), so a hard row whose label is right still teaches; drop "
         "keeps only the consistency loss on them.",
     )
+    label_floor: float = _f(
+        0.5,
+        "With noisy_rows=refine, the least weight the given label keeps in a noisy row's target. A loss split "
+        "also flags hard rows whose label is right, and there the SLM's guess is often worse than the label; "
+        "0 lets the guess replace the label (DivideMix), 1 never moves away from it.",
+    )
 
 
 @dataclass
@@ -274,6 +280,7 @@ def validate(c: RunConfig) -> None:
         (0.0 < c.slm.gmm_threshold < 1.0, "slm.gmm_threshold must be between 0 and 1"),
         (c.slm.mixup_alpha > 0, "slm.mixup_alpha must be > 0"),
         (c.slm.noisy_rows in ("refine", "drop"), "slm.noisy_rows must be refine or drop"),
+        (0.0 <= c.slm.label_floor <= 1.0, "slm.label_floor must be between 0 and 1"),
         (0.0 <= c.slm.word_dropout < 1.0, "slm.word_dropout must be in [0, 1)"),
         (c.slm.num_workers >= 1, "slm.num_workers must be >= 1"),
         (c.loop.rounds >= 0, "loop.rounds must be >= 0"),

@@ -305,6 +305,7 @@ class FreeALRun:
             gmm_threshold=s.gmm_threshold, mixup_alpha=s.mixup_alpha, mixup_weight=s.mixup_weight,
             consistency_weight=s.consistency_weight, ramp_epochs=s.ramp_epochs,
             word_dropout=s.word_dropout, noisy_rows=s.noisy_rows, seed=self.cfg.loop.seed + r, head_lr=s.head_lr,
+            label_floor=s.label_floor,
         )
 
     def train(self, r: int) -> None:

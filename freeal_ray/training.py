@@ -44,6 +44,7 @@ class TrainSettings:
     noisy_rows: str = "refine"
     sharpen_temperature: float = 0.5
     head_lr: float = 0.0  # 0: the same as lr
+    label_floor: float = 0.0
 
 
 def make_optimizer(model, s: TrainSettings):
@@ -90,6 +91,12 @@ def _train_loop(config: dict) -> None:
         ids, mask = tokenize(tokenizer, texts, s.max_length)
         return ids.to(device), mask.to(device)
 
+    def labelled_losses(batch):
+        target = torch.as_tensor(batch["label_idx"].astype(np.int64), device=device)
+        logits, _, _ = model(*encode([str(t) for t in batch["text"]]))
+        keep = target >= 0
+        return F.cross_entropy(logits[keep], target[keep], reduction="none").cpu().numpy()
+
     for epoch in range(s.epochs):
         w = ramp(epoch, s.warmup_epochs, s.ramp_epochs)
         robust = gmm is not None and epoch >= s.warmup_epochs
@@ -119,7 +126,7 @@ def _train_loop(config: dict) -> None:
                 p_clean = torch.zeros(len(texts), device=device)
                 p_clean[labelled] = torch.as_tensor(gmm.p_clean(per_row), dtype=torch.float32, device=device)
                 clean = labelled & (p_clean > s.gmm_threshold)
-                soft = refined_targets(target, p_clean, eval_logits, s.sharpen_temperature)
+                soft = refined_targets(target, p_clean, eval_logits, s.sharpen_temperature, s.label_floor)
                 taught = labelled if s.noisy_rows == "refine" else clean
                 loss = _robust_loss(model, texts, batch, ids, mask, soft, taught, clean, w, s, rng, encode, F, torch)
                 n_clean += int(clean.sum())
@@ -128,9 +135,9 @@ def _train_loop(config: dict) -> None:
             loss.backward()
             optim.step()
             total += float(loss.detach())
-        all_losses = _gather(np.concatenate(losses) if losses else np.zeros(0), world)
-        if len(all_losses) >= 2 and np.ptp(all_losses) > 0:
-            gmm = fit_loss_gmm(all_losses, seed=s.seed)
+        if epoch == s.warmup_epochs - 1 < s.epochs - 1:  # the first robust epoch comes next
+            losses = [_eval_losses(model, shard, s.batch_size, labelled_losses, torch)]
+        gmm = _fit_gathered(losses, world, s.seed) or gmm
         metrics = {
             "epoch": epoch,
             "train_loss": total,
@@ -149,9 +156,12 @@ def _train_loop(config: dict) -> None:
             ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def refined_targets(target, p_clean, logits, temperature: float):
-    """Per row, p_clean * one-hot(given) + (1 - p_clean) * the sharpened prediction; rows with
-    no label (target -1) get all zeros, so no cross-entropy."""
+def refined_targets(target, p_clean, logits, temperature: float, label_floor: float = 0.0):
+    """Per row, p * one-hot(given) + (1 - p) * the sharpened prediction, p = max(p_clean,
+    label_floor); rows with no label (target -1) get all zeros, so no cross-entropy.
+    The floor exists because a loss split also flags hard rows whose label is right: on MR's
+    gpt-3.5 labels 86% of the rows it called noisy were, and the SLM's guess on them was worse
+    than the label, so letting the guess replace the label taught the SLM its own mistakes."""
     import torch
     import torch.nn.functional as F
 
@@ -159,7 +169,7 @@ def refined_targets(target, p_clean, logits, temperature: float):
     soft = torch.zeros(logits.shape, device=logits.device)
     given = F.one_hot(target[labelled], logits.shape[1]).float()
     guess = F.softmax(logits[labelled] / temperature, dim=-1)
-    p = p_clean[labelled].unsqueeze(1)
+    p = p_clean[labelled].clamp(min=label_floor).unsqueeze(1)
     soft[labelled] = p * given + (1 - p) * guess
     return soft
 
@@ -224,6 +234,14 @@ def _train_tagger_loop(config: dict) -> None:
     optim = make_optimizer(model, s)
     shard = ray.train.get_dataset_shard("train")
     gmm: LossGMM | None = None
+
+    def tagged_losses(batch):
+        sentences = [list(t) for t in batch["tokens"]]
+        ids, mask, word_ids = encode_words(tokenizer, sentences, s.max_length)
+        targets = torch.tensor([subword_targets(wi, list(g)) for wi, g in zip(word_ids, batch["tag_idx"])])
+        measured = sentence_losses(model(ids.to(device), mask.to(device))[0], targets.to(device))
+        return measured[~torch.isnan(measured)].cpu().numpy()
+
     for epoch in range(s.epochs):
         w = ramp(epoch, s.warmup_epochs, s.ramp_epochs)
         robust = gmm is not None and epoch >= s.warmup_epochs
@@ -266,9 +284,9 @@ def _train_tagger_loop(config: dict) -> None:
             loss.backward()
             optim.step()
             total += float(loss.detach())
-        all_losses = _gather(np.concatenate(losses) if losses else np.zeros(0), world)
-        if len(all_losses) >= 2 and np.ptp(all_losses) > 0:
-            gmm = fit_loss_gmm(all_losses, seed=s.seed)
+        if epoch == s.warmup_epochs - 1 < s.epochs - 1:  # the first robust epoch comes next
+            losses = [_eval_losses(model, shard, s.batch_size, tagged_losses, torch)]
+        gmm = _fit_gathered(losses, world, s.seed) or gmm
         metrics = {"epoch": epoch, "train_loss": total, "clean_fraction": n_clean / max(n_labelled, 1), "robust": robust}
         if epoch < s.epochs - 1:
             ray.train.report(metrics)
@@ -280,6 +298,26 @@ def _train_tagger_loop(config: dict) -> None:
                 save_tagger(inner.cpu(), tokenizer, s.labels, s.max_length, tmp)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _eval_losses(model, shard, batch_size: int, batch_losses, torch) -> np.ndarray:
+    """Every labelled row's loss under the current weights in eval mode, in one pass over the
+    shard. The first GMM is fitted on these rather than on the warm-up epoch's own losses, which
+    mix dropout noise with a whole epoch of learning (early batches look noisy only because they
+    came early) and sit on another scale than the eval-mode losses the GMM is then applied to."""
+    model.eval()
+    with torch.no_grad():
+        parts = [batch_losses(b) for b in shard.iter_batches(batch_size=batch_size, batch_format="numpy")]
+    model.train()
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def _fit_gathered(losses: list, world: int, seed: int) -> LossGMM | None:
+    """The GMM over every worker's per-row losses; None when they cannot be split."""
+    all_losses = _gather(np.concatenate(losses) if losses else np.zeros(0), world)
+    if len(all_losses) < 2 or np.ptp(all_losses) == 0:
+        return None
+    return fit_loss_gmm(all_losses, seed=seed)
 
 
 def _gather(values: np.ndarray, world: int) -> np.ndarray:

@@ -57,6 +57,10 @@ def test_refined_targets_trust_the_label_as_far_as_the_gmm_does():
     assert soft[2].sum() == 0  # unlabelled: nothing to learn from
     half = refined_targets(target[:1], torch.tensor([0.5]), torch.tensor([[0.0, 0.0]]), 0.5)
     assert torch.allclose(half, torch.tensor([[0.75, 0.25]]))
+    floored = refined_targets(target, p_clean, logits, temperature=0.5, label_floor=0.5)
+    assert torch.allclose(floored[0], torch.tensor([1.0, 0.0]))  # above the floor: unchanged
+    assert 0.5 < floored[1, 1] < 0.51  # noisy: the label keeps half, the confident guess the rest
+    assert floored[2].sum() == 0
 
 
 def test_the_output_head_learns_at_its_own_rate_and_the_encoder_at_lr():
