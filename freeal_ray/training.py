@@ -234,14 +234,6 @@ def _train_tagger_loop(config: dict) -> None:
     optim = make_optimizer(model, s)
     shard = ray.train.get_dataset_shard("train")
     gmm: LossGMM | None = None
-
-    def tagged_losses(batch):
-        sentences = [list(t) for t in batch["tokens"]]
-        ids, mask, word_ids = encode_words(tokenizer, sentences, s.max_length)
-        targets = torch.tensor([subword_targets(wi, list(g)) for wi, g in zip(word_ids, batch["tag_idx"])])
-        measured = sentence_losses(model(ids.to(device), mask.to(device))[0], targets.to(device))
-        return measured[~torch.isnan(measured)].cpu().numpy()
-
     for epoch in range(s.epochs):
         w = ramp(epoch, s.warmup_epochs, s.ramp_epochs)
         robust = gmm is not None and epoch >= s.warmup_epochs
@@ -284,8 +276,8 @@ def _train_tagger_loop(config: dict) -> None:
             loss.backward()
             optim.step()
             total += float(loss.detach())
-        if epoch == s.warmup_epochs - 1 < s.epochs - 1:  # the first robust epoch comes next
-            losses = [_eval_losses(model, shard, s.batch_size, tagged_losses, torch)]
+        # No eval pass here: on the toy NER test it tipped the drop-mode split into setting ever more
+        # sentences aside (clean share 0.68 -> 0.52 over three epochs); unmeasured on real NER data.
         gmm = _fit_gathered(losses, world, s.seed) or gmm
         metrics = {"epoch": epoch, "train_loss": total, "clean_fraction": n_clean / max(n_labelled, 1), "robust": robust}
         if epoch < s.epochs - 1:
