@@ -1,9 +1,10 @@
 """Robust self-training of the SLM on the LLM's noisy labels, in a Ray Train TorchTrainer.
 
-Per epoch: warm-up epochs use plain cross-entropy. After them, each batch is split with the
-previous epoch's loss GMM. Clean rows get cross-entropy plus mixup on their embeddings. Noisy rows
-either keep a refined target, p_clean * given + (1 - p_clean) * the SLM's sharpened prediction
-(DivideMix's label refinement: a hard row whose label is right still teaches), or, with
+Per epoch: warm-up epochs use plain cross-entropy; one eval-mode pass after them measures every
+row's loss for the first GMM. After them, each batch is split with the previous epoch's loss GMM.
+Clean rows get cross-entropy plus mixup on their embeddings. Noisy rows either keep a refined
+target, p * given + (1 - p) * the SLM's sharpened prediction with p = max(p_clean, label_floor)
+(DivideMix's label refinement, floored: a hard row whose label is right still teaches), or, with
 `noisy_rows="drop"`, lose their label. Noisy and unlabelled rows also get a consistency loss (KL
 between the predictions on two views of the text).
 Only the GMM's five numbers cross between workers and epochs, never per-row state, so the data
