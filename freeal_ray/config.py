@@ -77,6 +77,11 @@ class LLMConfig:
     batch_size: int = _f(32, "Rows per engine call.")
     max_model_len: int = _f(2048, "Longest prompt plus answer, in tokens.")
     kv_cache_gib: float = _f(2.0, "CPU engine: GiB of memory for the KV cache.")
+    dtype: str = _f(
+        "auto",
+        "vllm engine: auto | bfloat16 | float32 | float16. auto is the model's own on GPUs; on a CPU, "
+        "bfloat16 where the CPU has it natively (AVX512-BF16, AMX), float32 elsewhere (emulated bfloat16 is far slower).",
+    )
     tensor_parallel_size: int = _f(1, "GPU engine: GPUs per annotator replica.")
     use_gpu: str = _f("auto", "auto | true | false: run the engine on GPUs.")
     max_text_chars: int = _f(1000, "Texts are cut to this many characters in prompts.")
@@ -271,6 +276,7 @@ def validate(c: RunConfig) -> None:
         (c.llm.max_concurrency >= 1 and c.llm.requests_per_minute >= 0 and c.llm.max_retries >= 0,
          "llm.max_concurrency must be >= 1; llm.requests_per_minute and llm.max_retries >= 0"),
         (c.llm.use_gpu in ("auto", "true", "false"), "llm.use_gpu must be auto, true or false"),
+        (c.llm.dtype in ("auto", "bfloat16", "float32", "float16"), "llm.dtype must be auto, bfloat16, float32 or float16"),
         (c.llm.runner in ("auto", "actors", "ray_data_llm"), "llm.runner must be auto, actors or ray_data_llm"),
         (c.llm.runner != "ray_data_llm" or c.llm.engine == "vllm", "llm.runner ray_data_llm needs llm.engine vllm"),
         (c.slm.use_gpu in ("auto", "true", "false"), "slm.use_gpu must be auto, true or false"),

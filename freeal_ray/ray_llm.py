@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import pandas as pd
 import ray
 
+from freeal_ray.engines import engine_dtype
+
 ANSWER_TOKENS = 16
 
 
@@ -27,7 +29,7 @@ def processor_config(settings, batch_size: int | None = None):
     engine = settings.engine_config
     engine_kwargs = dict(
         max_model_len=engine.max_model_len,
-        dtype=engine.dtype,
+        dtype=engine_dtype(engine.dtype, engine.use_gpu),
         tensor_parallel_size=engine.tensor_parallel_size,
         seed=engine.seed,
         enable_prefix_caching=True,

@@ -6,7 +6,7 @@ import pytest
 from freeal_ray import corpus as cio
 from freeal_ray.annotation import LLMSettings, annotate, synthesize_demos
 from freeal_ray.embedding import Encoder
-from freeal_ray.engines import EngineConfig
+from freeal_ray.engines import EngineConfig, engine_dtype
 from freeal_ray.retrieval import FaissIndex, nearest_demos
 from freeal_ray.task import get_preset
 from tiny_models import toy_corpus
@@ -195,3 +195,11 @@ def test_ner_annotation_on_the_real_engine_gives_valid_bio_for_every_row(ray_ses
     assert all(is_valid_bio(list(t)) for t in got["tags"])
     assert (got["prompt_tokens"] > 0).all() and (got["spans_placed"] >= 0).all() and (got["spans_dropped"] >= 0).all()
     assert all(len(d) == 3 for d in got["demo_ids"]) and set(got["demo_ids"].explode()) <= set(demos["id"])
+
+
+def test_auto_dtype_is_bfloat16_only_on_cpus_that_compute_it_natively():
+    assert engine_dtype("auto", False, {"avx", "avx2", "fma"}) == "float32"  # AVX2-only: bf16 is emulated
+    assert engine_dtype("auto", False, {"avx512f", "avx512_bf16"}) == "bfloat16"
+    assert engine_dtype("auto", False, {"amx_bf16", "amx_tile"}) == "bfloat16"
+    assert engine_dtype("auto", True, set()) == "auto"  # a GPU keeps the model's own dtype
+    assert engine_dtype("bfloat16", False, {"avx2"}) == "bfloat16"  # an explicit choice stands
