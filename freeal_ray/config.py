@@ -311,12 +311,13 @@ def validate(c: RunConfig) -> None:
 
 def reference() -> str:
     """Markdown reference of every field with its default."""
+    doc = lambda f: f.metadata["doc"].replace("|", "\\|")  # noqa: E731 -- "a | b" choices would split the table cell
     lines = ["| field | default | meaning |", "|---|---|---|"]
-    lines.append(f"| `task` | `sentiment` | {RunConfig.__dataclass_fields__['task'].metadata['doc']} |")
+    lines.append(f"| `task` | `sentiment` | {doc(RunConfig.__dataclass_fields__['task'])} |")
     for section, cls in _SECTIONS.items():
         for f in fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else ""
             shown = "null" if default is None else default
-            lines.append(f"| `{section}.{f.name}` | `{shown}` | {f.metadata['doc']} |")
-    lines.append(f"| `output` | `runs/freeal` | {RunConfig.__dataclass_fields__['output'].metadata['doc']} |")
+            lines.append(f"| `{section}.{f.name}` | `{shown}` | {doc(f)} |")
+    lines.append(f"| `output` | `runs/freeal` | {doc(RunConfig.__dataclass_fields__['output'])} |")
     return "\n".join(lines)
