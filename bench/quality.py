@@ -718,6 +718,25 @@ def scale_section() -> list[str]:
     return parts
 
 
+def loop_verdict(results: list[dict]) -> str:
+    """What the loop table says, stage by stage, computed from the results."""
+    if not results:
+        return ""
+    pts = lambda a, b: f"{100 * (a - b):+.1f}"  # noqa: E731
+    final_wins = [r["benchmark"] for r in results if r["final_acc"] > r["zero_shot_llm_acc"]]
+    slm_wins = [r["benchmark"] for r in results if r["slm_acc"] is not None and r["slm_acc"] > r["zero_shot_llm_acc"]]
+    lines = [f"Final labels beat the zero-shot LLM on {len(final_wins)} of {len(results)} benchmarks"
+             f" ({', '.join(final_wins) or 'none'}); the SLM (on the same rows) on {len(slm_wins)} of {len(results)}"
+             f" ({', '.join(slm_wins) or 'none'}). Points gained by each stage:\n",
+             "| benchmark | self-written demos (round 0 - zero-shot) | refinery (last round - round 0) | SLM - final labels | final - zero-shot |",
+             "|---|---|---|---|---|"]
+    for r in results:
+        slm = pts(r["slm_acc"], r["final_acc"]) if r["slm_acc"] is not None else ""
+        lines.append(f"| {r['benchmark']} | {pts(r['round0_llm_acc'], r['zero_shot_llm_acc'])} | "
+                     f"{pts(r['llm_acc'], r['round0_llm_acc'])} | {slm} | {pts(r['final_acc'], r['zero_shot_llm_acc'])} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_docs() -> Path:
     parts = [DOC_INTRO]
     mr = RESULTS / "quality-mr-reference.md"
@@ -733,18 +752,19 @@ def write_docs() -> Path:
     loops = sorted(p for p in RESULTS.glob("quality-*.json") if p.stem not in ("quality-mr-reference", "quality-mr-refinery"))
     if loops:
         parts.append(LOOP_EXPLAINED)
-        head = ("| benchmark | rows | zero-shot LLM | round-0 LLM | last-round LLM | SLM | final | SLM test | LLM calls | wall s | machine |\n"
-                "|---|---|---|---|---|---|---|---|---|---|---|")
+        head = ("| benchmark | rows | LLM | zero-shot LLM | round-0 LLM | last-round LLM | SLM | final | SLM test | LLM calls | wall s | machine |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|---|")
         fmt = lambda v: "" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
-        lines = [head]
+        lines, results = [head], []
         for path in loops:
             r = json.loads(path.read_text())
             if "zero_shot_llm_acc" not in r:
                 continue
-            cells = [r["benchmark"], r["rows"], r["zero_shot_llm_acc"], r["round0_llm_acc"], r["llm_acc"], r["slm_acc"],
+            results.append(r)
+            cells = [r["benchmark"], r["rows"], r["llm"], r["zero_shot_llm_acc"], r["round0_llm_acc"], r["llm_acc"], r["slm_acc"],
                      r["final_acc"], r["slm_test_acc"], r["llm_calls"], r["wall_seconds"], r["machine"]]
             lines.append("| " + " | ".join(fmt(c) for c in cells) + " |")
-        parts.append("\n".join(lines) + "\n")
+        parts += ["\n".join(lines) + "\n", loop_verdict(results)]
         for path in loops:
             md = path.with_suffix(".md")
             if md.exists() and "zero_shot_llm_acc" in json.loads(path.read_text()):
