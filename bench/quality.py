@@ -462,9 +462,22 @@ def run_loop(args) -> None:
         "slm_test_macro_f1": slm_test["macro_f1"] if slm_test else None,
         "llm_calls": sum(r.get("llm_calls", 0) for r in rounds.values()) + zero_shot["n"],
         "wall_seconds": round(wall), "rounds": rounds, "machine": machine(),
+        "synthesis": run.manifest.stage("synthesize").get("synthesis"), "commit": commit(),
         "command": "python bench/quality.py loop " + " ".join(sys.argv[2:]),
     }
     write_result(args.benchmark, summary, loop_table(summary))
+
+
+def commit() -> str | None:
+    """The code a result came from: HEAD, marked dirty when the tree has uncommitted changes."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def zero_shot_quality(run, folder: Path) -> dict:
@@ -491,6 +504,11 @@ def loop_table(s: dict) -> str:
         cells = [m.get(k) for k in ("llm_acc", "llm_macro_f1", "slm_acc", "final_acc", "clean_fraction", "noisy_rows", "llm_calls", "prompt_tokens")]
         lines.append(f"| {r} | " + " | ".join(fmt(c) for c in cells) + " |")
     lines.append(f"\nSLM on the test split ({s['test_rows']} rows): accuracy {fmt(s['slm_test_acc'])}, macro-F1 {fmt(s['slm_test_macro_f1'])}.\n")
+    syn = s.get("synthesis")
+    if syn:
+        lines.append(f"Round-0 synthesis: the LLM wrote {syn['written']} examples; {syn['empty']} were empty, "
+                     f"{syn['copied_a_corpus_row']} repeated a corpus row they were shown, {syn['written_for_two_labels']} "
+                     f"were written for two labels, {syn['repeated']} repeated another; {syn['kept']} became demos.\n")
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 from dataclasses import dataclass
 
 import pandas as pd
@@ -289,15 +290,17 @@ def synthesize_demos(
     temperature: float,
     max_tokens: int,
     seed: int,
-) -> pd.DataFrame:
-    """Round 0: the LLM writes `per_class` labelled examples per class in the corpus's style."""
+) -> tuple[pd.DataFrame, dict]:
+    """Round 0: the LLM writes `per_class` labelled examples per class in the corpus's style.
+
+    Returns the demos (the task's given examples first) and the counts `new_examples` reports."""
     pool = _prototypes(corpus, n_rows, prototypes, seed, settings.max_text_chars)
     rng = random.Random(seed)
     jobs = []
     for label in task.labels:
         for _ in range(per_class):
             shown = rng.sample(pool, min(5, len(pool)))
-            jobs.append({"label": label, "prompt": synthesis_prompt(task, label, shown)})
+            jobs.append({"label": label, "prompt": synthesis_prompt(task, label, shown), "shown": shown})
     prompts = [j["prompt"] for j in jobs]
     if settings.runner == "ray_data_llm":
         from freeal_ray.ray_llm import generate_texts
@@ -305,8 +308,7 @@ def synthesize_demos(
         texts = [clean_synthetic(t) for t in generate_texts(prompts, settings, max_tokens, temperature, synthesis_stops(task))]
     else:
         texts = _generate_on_actors(prompts, settings, max_tokens, temperature, synthesis_stops(task))
-    out = pd.DataFrame({"label": [j["label"] for j in jobs], "text": texts})
-    out = out[out["text"].str.strip().str.len() > 0].drop_duplicates("text")
+    out, counts = new_examples([j["label"] for j in jobs], texts, [j["shown"] for j in jobs])
     demos = pd.DataFrame(
         {
             "id": [f"synthetic-{i}" for i in range(len(out))],
@@ -319,7 +321,34 @@ def synthesize_demos(
         [{"id": f"given-{i}", "text": t, "label": lab, "origin": "given"} for i, (t, lab) in enumerate(task.examples)],
         columns=DEMO_SCHEMA.names,
     )
-    return pd.concat([given, demos], ignore_index=True)
+    return pd.concat([given, demos], ignore_index=True), counts
+
+
+def new_examples(labels: list[str], texts: list[str], shown: list[list[str]]) -> tuple[pd.DataFrame, dict]:
+    """The written examples worth keeping as demos (label, text), and how many were dropped and why.
+
+    A small model often repeats a corpus row it was shown, whole or with a tail: that is an
+    unlabelled row with a guessed label, not an example of the label. A text written for two labels
+    teaches nothing either way, so every copy of it goes."""
+    # Compared on words only: corpora like MR and SUBJ space their punctuation ("drags .").
+    key = lambda t: " ".join(re.findall(r"\w+", str(t).lower()))  # noqa: E731
+    rows = pd.DataFrame({"label": labels, "text": texts, "key": [key(t) for t in texts]})
+    empty = rows["key"] == ""
+    copied = pd.Series([_repeats_a_row(k, [key(p) for p in ps]) for k, ps in zip(rows["key"], shown)], index=rows.index)
+    copied &= ~empty
+    kept = rows[~empty & ~copied]
+    labels_per_text = kept.groupby("key")["label"].nunique()
+    conflicting = kept["key"].map(labels_per_text) > 1
+    unique = kept[~conflicting].drop_duplicates("key")
+    counts = {"written": len(rows), "empty": int(empty.sum()), "copied_a_corpus_row": int(copied.sum()),
+              "written_for_two_labels": int(conflicting.sum()), "repeated": int((~conflicting).sum() - len(unique)),
+              "kept": len(unique)}
+    return unique[["label", "text"]].reset_index(drop=True), counts
+
+
+def _repeats_a_row(text: str, rows: list[str], min_chars: int = 20) -> bool:
+    """Whether `text` is one of `rows`, contains one, or is a long enough piece of one."""
+    return any(text == r or (len(r) >= min_chars and r in text) or (len(text) >= min_chars and text in r) for r in rows)
 
 
 def synthesize_entity_demos(

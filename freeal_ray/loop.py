@@ -203,11 +203,12 @@ class FreeALRun:
         return llm
 
     def _synthesize(self, n_rows: int, llm: LLMSettings, info: dict) -> pd.DataFrame:
-        demos = synthesize_demos(
+        demos, counts = synthesize_demos(
             self._table("corpus"), n_rows, self.task, llm, self.cfg.loop.prototypes,
             self.cfg.loop.synth_per_class, self.cfg.llm.synth_temperature,
             self.cfg.llm.synth_max_tokens, self.cfg.loop.seed,
         )
+        info.update(synthesis=counts)
         _require_demos(demos, self.task)
         return demos
 

@@ -54,7 +54,8 @@ def test_synthesis_writes_demos_for_every_class(ray_session, settings):
 
     task = get_preset("sentiment")
     corpus = ray.data.from_pandas(pd.DataFrame(toy_corpus(20)))
-    demos = synthesize_demos(corpus, 20, task, settings, prototypes=5, per_class=4, temperature=0.9, max_tokens=16, seed=0)
+    demos, counts = synthesize_demos(corpus, 20, task, settings, prototypes=5, per_class=4, temperature=0.9, max_tokens=16, seed=0)
+    assert counts["written"] == 4 * len(task.labels) and counts["kept"] == len(demos)
     assert set(demos["label"]) == set(task.labels)
     assert demos["text"].str.strip().str.len().min() > 0 and demos["id"].is_unique
     assert (demos["origin"] == "synthetic").all()
@@ -116,8 +117,8 @@ def test_ray_data_llm_runner_answers_as_the_engine_actors_do(ray_session, tiny_m
     same = a["label"] == b["label"]
     assert abs(a["confidence"][same] - b["confidence"][same]).max() < 0.05
 
-    demos = synthesize_demos(ray.data.from_pandas(rows), 16, task, processor, prototypes=4, per_class=3,
-                             temperature=0.9, max_tokens=16, seed=0)
+    demos, _ = synthesize_demos(ray.data.from_pandas(rows), 16, task, processor, prototypes=4, per_class=3,
+                                temperature=0.9, max_tokens=16, seed=0)
     assert set(demos["label"]) == set(task.labels) and demos["text"].str.len().min() > 0
 
 

@@ -37,3 +37,25 @@ def test_prompts_reach_the_engine_sorted_so_shared_prefixes_sit_together():
     answers = in_prefix_order(["b 2", "a 1", "b 1"], lambda ordered: seen.extend(ordered) or [p.upper() for p in ordered])
     assert seen == ["a 1", "b 1", "b 2"]
     assert answers == ["B 2", "A 1", "B 1"]
+
+
+def test_written_examples_that_repeat_a_shown_row_or_serve_two_labels_are_not_demos():
+    from freeal_ray.annotation import new_examples
+
+    row = "chabrol has taken promising material for a black comedy and turned it instead into a somber chamber drama ."
+    shown = [[row, "the film opens in 1950s paris ."]] * 6
+    labels = ["subjective", "objective", "objective", "subjective", "objective", "subjective"]
+    texts = [
+        row,                                                  # the row itself
+        row + "Create a Python code to classify the given sentences.",  # the row with a tail
+        "The city of Los Angeles is a bustling metropolis.",  # new: kept
+        "the plot drags .",                                   # written for both labels
+        "The plot drags.",
+        "  ",
+    ]
+    demos, counts = new_examples(labels, texts, shown)
+    assert demos.to_dict("records") == [{"label": "objective", "text": "The city of Los Angeles is a bustling metropolis."}]
+    assert counts == {"written": 6, "empty": 1, "copied_a_corpus_row": 2, "written_for_two_labels": 2,
+                      "repeated": 0, "kept": 1}
+    again, counts = new_examples(["objective"] * 2, ["A new fact.", "a new  fact."], [[row]] * 2)
+    assert len(again) == 1 and counts["repeated"] == 1
