@@ -663,6 +663,9 @@ A random training subset of N rows, labelled with no gold label by the default a
 no demos; *round 0* the LLM with kNN demos it wrote itself; later rounds re-ask it only for the
 rows the SLM judged noisy, with demos the SLM picked. *SLM acc* is the SLM's prediction on the same
 rows, *final acc* the labels the loop outputs, *SLM test acc* the trained SLM on the test split.
+N is sized so that one benchmark, zero-shot baseline included, runs in well under 40 minutes on a
+2-core CPU (the *wall s* column). On a CPU without native bfloat16 the annotator runs in float32
+and is slower: pass `--llm qwen2.5-coder-0.5b` or fewer rows there.
 """
 
 REFINERY_EXPLAINED = """
