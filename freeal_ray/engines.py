@@ -298,7 +298,17 @@ class InstantEngine(Engine):
         ]
 
     def generate(self, prompts, max_tokens, temperature, stop=("\n",)):
-        return [" ".join(p.split()[-max_tokens:-1]) or "text" for p in prompts]
+        """The prompt's last words, shuffled by its hash: a different text per prompt that copies no
+        corpus row it shows (demo synthesis drops copies)."""
+        import random
+        import zlib
+
+        out = []
+        for p in prompts:
+            words = p.split()[-max_tokens:-1] or ["text"]
+            random.Random(zlib.crc32(p.encode())).shuffle(words)
+            out.append(" ".join(words))
+        return out
 
     def extract(self, prompts, schema, max_tokens):
         """One entity per answer: a word of the prompt's last input line, of a type picked by the

@@ -209,7 +209,7 @@ class FreeALRun:
             self.cfg.llm.synth_max_tokens, self.cfg.loop.seed,
         )
         info.update(synthesis=counts)
-        _require_demos(demos, self.task)
+        _require_demos(demos, self.task, counts)
         return demos
 
     def start_from_given_labels(self) -> None:
@@ -639,12 +639,17 @@ def _fill_abstentions(batch: pd.DataFrame) -> pd.DataFrame:
     return batch
 
 
-def _require_demos(demos: pd.DataFrame, task) -> None:
+def _require_demos(demos: pd.DataFrame, task, counts: dict) -> None:
     missing = [label for label in task.labels if label not in set(demos["label"])]
     if missing:
         log.warning("the LLM wrote no usable demo for %s; those classes start with no demos", missing)
     if demos.empty:
-        raise RuntimeError("demo synthesis produced no usable demo: the annotator wrote only empty texts")
+        raise RuntimeError(
+            f"demo synthesis produced no usable demo: of {counts['written']} written examples, {counts['empty']} were "
+            f"empty, {counts['copied_a_corpus_row']} repeated a corpus row they were shown and "
+            f"{counts['written_for_two_labels']} were written for two labels; add examples to the task file or try "
+            "another llm.model"
+        )
 
 
 def _want_gpu(setting: str) -> bool:
