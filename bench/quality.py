@@ -489,10 +489,12 @@ def zero_shot_quality(run, folder: Path) -> dict:
     if cio.count_rows(folder) < n:
         annotate(run._table("corpus"), pd.DataFrame(columns=["id", "text", "label"]), run.task, run._llm(),
                  "", 0, 0, str(folder), total=n)
-    answers = cio.read_table(folder)
-    shares = answers.to_pandas()["label"].value_counts(normalize=True)  # a few thousand rows at most
-    top = {"label": shares.index[0], "share": float(shares.iloc[0])} if len(shares) else None
-    return {**M.label_quality(answers, "label", run.task.labels), "top_label": top}
+    # One pass: the confusion matrix's column sums are how often each label was answered.
+    matrix, abstained = M.confusion(cio.read_table(folder), "label", run.task.labels)
+    answered = matrix.sum(0)
+    top = ({"label": run.task.labels[int(answered.argmax())], "share": float(answered.max() / answered.sum())}
+           if answered.sum() else None)
+    return {**M.scores(matrix, abstained), "top_label": top}
 
 
 def loop_table(s: dict) -> str:
