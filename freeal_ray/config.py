@@ -137,6 +137,13 @@ class LoopConfig:
     demos_per_class: int = _f(20, "k-medoids picks this many demos per class from the candidates.")
     medoid_sample_cap: int = _f(2000, "Candidates per class are sampled down to this before k-medoids.")
     min_change: float = _f(0.005, "Stop early when a refinery changes fewer than this share of labels.")
+    refine_rows: str = _f(
+        "noisy",
+        "Rows the refinery re-asks the LLM about: noisy (the rows the SLM judged noisy, and abstentions), "
+        "abstentions (only rows with no label), or none (no LLM call; the SLM fills the abstentions). With "
+        "corpus.llm_label_column labels from an LLM stronger than the annotator, noisy can change more right "
+        "labels than wrong ones.",
+    )
     max_agreement_drop: float = _f(
         0.05,
         "Stop before a round's refinery when its SLM agrees with its training labels on this much smaller a "
@@ -297,6 +304,8 @@ def validate(c: RunConfig) -> None:
         (c.corpus.limit is None or c.corpus.limit > 0, "corpus.limit must be a positive number of rows"),
         (0.0 < c.loop.subset_fraction <= 1.0, "loop.subset_fraction must be in (0, 1]"),
         (c.loop.subset_strategy in ("random", "entropy", "margin"), "loop.subset_strategy must be random, entropy or margin"),
+        (c.loop.refine_rows in ("noisy", "abstentions", "none"), "loop.refine_rows must be noisy, abstentions or none"),
+        (not entities or c.loop.refine_rows == "noisy", "NER tasks refine the noisy sentences: loop.refine_rows must be noisy"),
         (c.loop.subset_fraction == 1.0 or c.loop.rounds >= 1,
          "loop.subset_fraction below 1 needs loop.rounds >= 1: the SLM labels the rows the LLM never saw"),
         (not entities or c.loop.subset_fraction == 1.0, "NER tasks annotate the whole corpus: loop.subset_fraction must be 1"),

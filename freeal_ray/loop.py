@@ -415,9 +415,10 @@ class FreeALRun:
 
             clean_dir = labels_dir / "clean"
             shutil.rmtree(clean_dir, ignore_errors=True)
-            clean = scores.filter(lambda row: bool(row["clean"]))
-            cio.write_table(clean.map_batches(self.carry, batch_format="pandas").map_batches(cio.conform, batch_format="pandas"), clean_dir)
-            noisy = scores.filter(lambda row: not bool(row["clean"])).map_batches(self.carry, batch_format="pandas")
+            reask = REASK[self.cfg.loop.refine_rows]
+            kept = scores.filter(lambda row: not reask(row))
+            cio.write_table(kept.map_batches(self.carry, batch_format="pandas").map_batches(cio.conform, batch_format="pandas"), clean_dir)
+            noisy = scores.filter(reask).map_batches(self.carry, batch_format="pandas")
             n_noisy = noisy.count()
             if n_noisy:
                 llm = llm or self._llm()
@@ -609,6 +610,14 @@ def _loss_sample(ds: ray.data.Dataset, seed: int, cap: int = 200_000) -> np.ndar
     if n > cap:
         ds = ds.random_sample(cap / n, seed=seed)
     return np.concatenate([b["loss"] for b in ds.iter_batches(batch_format="numpy", batch_size=65536)] or [np.zeros(0)])
+
+
+# Which scored rows the refinery re-asks (loop.refine_rows); every other row keeps its label.
+REASK = {
+    "noisy": lambda row: not bool(row["clean"]),  # abstentions have no loss, so they are never clean
+    "abstentions": lambda row: row["label"] is None,
+    "none": lambda row: False,
+}
 
 
 def carry_to_refinery(batch: pd.DataFrame) -> pd.DataFrame:

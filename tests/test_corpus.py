@@ -115,3 +115,39 @@ def test_given_llm_labels_start_round_zero_without_an_llm(ray_session, tmp_path)
     assert metrics["llm_calls"] == 0 and metrics["given_outside_label_set"] == 1
     assert metrics["llm_acc"] == 0.5 and metrics["llm_coverage"] == 0.5
     assert not any(a["name"].startswith("freeal-engine") for a in ray.util.list_named_actors(all_namespaces=True) if isinstance(a, dict))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("refine_rows", ["abstentions", "none"])
+def test_given_labels_can_be_kept_with_only_the_abstentions_left_to_fill(ray_session, tiny_models, tmp_path, refine_rows):
+    from conftest import tiny_overrides
+    from tiny_models import toy_corpus
+
+    from freeal_ray.loop import run_freeal
+
+    rows = toy_corpus(40, seed=2)
+    for i, row in enumerate(rows):
+        flipped = "negative" if row["gold"] == "positive" else "positive"
+        row["llm"] = None if i % 8 == 3 else (flipped if i % 5 == 0 else row["gold"])  # 5 abstentions, 7 wrong labels
+    given = {r["id"]: r["llm"] for r in rows}
+    abstained = {i for i, label in given.items() if label is None}
+    out = tmp_path / "run"
+    config = load_config(None, {
+        **tiny_overrides(tiny_models, out), "corpus.path": str(write_jsonl(tmp_path / "c.jsonl", rows)),
+        "corpus.gold_column": "gold", "corpus.llm_label_column": "llm", "task": "sentiment",
+        "llm.engine": "instant", "llm.model": "instant", "loop.refine_rows": refine_rows,
+    })
+    result = run_freeal(config)
+
+    scores = cio.read_table(out / "round-1" / "scores").to_pandas()
+    assert not scores.loc[scores["label"].notna(), "clean"].all()  # the default would have re-asked labelled rows
+    asked = cio.read_table(out / "round-1" / "labels" / "refined")
+    asked_ids = set() if asked is None else set(asked.to_pandas()["id"])
+    assert asked_ids == (abstained if refine_rows == "abstentions" else set())
+    labels = cio.read_table(result.labels_path).to_pandas()
+    assert sorted(labels["id"]) == sorted(given), "one final label per row"
+    final, source = dict(zip(labels["id"], labels["label"])), dict(zip(labels["id"], labels["source"]))
+    assert {i: final[i] for i in given if i not in abstained} == {i: g for i, g in given.items() if i not in abstained}
+    assert all(final[i] is not None for i in abstained)
+    if refine_rows == "none":
+        assert {source[i] for i in abstained} == {"slm"}
