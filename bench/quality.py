@@ -7,7 +7,8 @@
     python bench/quality.py mr-refinery [--sample 200]
         Re-asks the embedded LLM, with demos the robust SLM chose, about MR rows the SLM judged
         noisy: what the refinery adds where the SLM alone cannot correct the LLM. With
-        `--pick least-believed` it asks about the labelled rows the SLM believes least instead.
+        `--pick least-believed` it asks about the labelled rows the SLM believes least instead, with
+        `--pick abstentions` about the rows the LLM gave no label.
     python bench/quality.py mr-reference --methods robust --rescore
         Scores the kept checkpoints again (new figures, no retraining).
     python bench/quality.py loop --benchmark sst2 --rows 400
@@ -173,23 +174,25 @@ def belief_in_given(train: pd.DataFrame, scored: pd.DataFrame) -> np.ndarray:
     return np.where(idx >= 0, probs[np.arange(len(idx)), np.maximum(idx, 0)], np.nan)
 
 
-def override_curve(train: pd.DataFrame, scored: pd.DataFrame, steps=(0, 25, 50, 100, 200, 400, 800, 1600)) -> list[dict]:
-    """Final labels when the SLM replaces the given label on the k labelled rows it believes least.
+def override_curve(train: pd.DataFrame, scored: pd.DataFrame, steps=(0, 25, 50, 100, 200, 400)) -> list[dict]:
+    """Final labels when the SLM's label replaces the given one on the k labelled rows it believes least.
 
-    Abstentions take the SLM's label at every k. Whether any k beats k=0 on the labelled rows is
-    the question of whether the SLM alone can correct the LLM; `override_precision` is how often
-    the k replaced rows end up right, which must pass 0.5 for a replacement to pay.
+    Only rows where the SLM disagrees with the given label are candidates, and the last step takes
+    them all. Abstentions take the SLM's label at every k. Whether any k beats k=0 on the labelled
+    rows is the question of whether the SLM alone can correct the LLM; `override_precision` is how
+    often the replaced rows end up right, which must pass 0.5 for a replacement to pay.
     """
     given, gold, pred = (x.to_numpy(object) for x in (train["given"], train["gold"], scored["pred"]))
     belief = belief_in_given(train, scored)
     labelled = ~np.isnan(belief)
-    order = np.flatnonzero(labelled)[np.argsort(belief[labelled], kind="stable")]
+    disagree = np.flatnonzero(labelled & (pred != given))
+    order = disagree[np.argsort(belief[disagree], kind="stable")]
     curve = []
-    for k in steps:
+    for k in sorted({min(k, len(order)) for k in steps} | {len(order)}):
         final = np.where(labelled, given, pred)
         final[order[:k]] = pred[order[:k]]
         curve.append({
-            "k": k, "belief_below": float(belief[order[k]]) if k < len(order) else 1.0,
+            "k": k, "belief_up_to": float(belief[order[k - 1]]) if k else None,
             "acc": float((final == gold).mean()), "acc_labelled": float((final == gold)[labelled].mean()),
             "override_precision": float((pred[order[:k]] == gold[order[:k]]).mean()) if k else None,
         })
@@ -322,6 +325,8 @@ def mr_summary(by_slm: dict, given_q: dict) -> dict:
         "gold_ceiling_acc": get("gold", "test_acc"),
         "final_transductive_acc": get("robust", "final_transductive_acc"),
         "final_transductive_acc_labelled": get("robust", "final_transductive_acc_labelled"),
+        # The same robust SLM, but every given label kept and only the abstentions filled by it.
+        **{f"final_keep_given_{k}": (get("robust", "override_curve") or [{}])[0].get(k) for k in ("acc", "acc_labelled")},
         "by_slm": by_slm,
     }
 
@@ -356,11 +361,11 @@ def override_tables(slm: str, methods: dict) -> str:
                 "| SLM probability of the given label | rows | given label right |", "|---|---|---|",
                 *[f"| {b['belief'][0]:g} to {b['belief'][1]:g} | {b['rows']} | {fmt(b['given_right'])} |"
                   for b in m["given_right_by_slm_belief"]],
-                f"\n{slm}, {name}: the SLM's label replaces the given one on the k labelled rows it believes least "
-                "(abstentions always take the SLM's label).\n",
-                "| k | SLM probability of the given label below | replaced rows right | final labels acc | on LLM-labelled rows |",
+                f"\n{slm}, {name}: the SLM's label replaces the given one on the k labelled rows it believes least, "
+                "among those where it disagrees (the last line: all of them); abstentions always take the SLM's label.\n",
+                "| k | SLM probability of the given label, up to | replaced rows right | final labels acc | on LLM-labelled rows |",
                 "|---|---|---|---|---|",
-                *[f"| {c['k']} | {fmt(c['belief_below'])} | {fmt(c['override_precision'])} | {fmt(c['acc'])} | {fmt(c['acc_labelled'])} |"
+                *[f"| {c['k']} | {fmt(c.get('belief_up_to'))} | {fmt(c['override_precision'])} | {fmt(c['acc'])} | {fmt(c['acc_labelled'])} |"
                   for c in m["override_curve"]]]
     return "\n".join(out) + ("\n" if out else "")
 
@@ -409,6 +414,9 @@ def run_mr_refinery(args) -> None:
         sample = rows[labelled].assign(belief=belief_in_given(rows, rows)[labelled]).nsmallest(args.sample, "belief")
         print(f"asking the LLM about the {len(sample)} labelled rows whose given label the SLM believes least "
               f"(SLM probability of it below {sample['belief'].max():.4f}) with {len(demos)} SLM-chosen demos")
+    elif args.pick == "abstentions":
+        sample = rows[~labelled].head(args.sample)
+        print(f"asking the LLM about {len(sample)} of the {int((~labelled).sum())} rows gpt-3.5 abstained on, with {len(demos)} SLM-chosen demos")
     else:
         noisy = rows[~clean]  # as the loop does: the rows judged noisy and the abstentions
         sample = noisy.sample(n=min(args.sample, len(noisy)), random_state=args.seed)
@@ -425,8 +433,8 @@ def run_mr_refinery(args) -> None:
         answers = cio.read_table(folder).to_pandas().set_index("id")
         asked[name] = (answers["label"].reindex(sample["id"]).to_numpy(object), time.time() - started,
                        int(answers["prompt_tokens"].sum()))
-    if args.pick == "least-believed":
-        write_result("mr-refinery-least-believed", *least_believed_summary(rows, labelled, sample, asked, demos, loop.shots, args, checkpoint))
+    if args.pick != "random":
+        write_result(f"mr-refinery-{args.pick}", *asked_rows_summary(rows, labelled, sample, asked, demos, loop.shots, args, checkpoint))
     else:
         write_result("mr-refinery", *refinery_summary(rows, clean, labelled, sample, asked, demos, loop.shots, args, checkpoint))
 
@@ -446,29 +454,36 @@ def checkpoint_label_floor(checkpoint: Path, slm: str) -> float | None:
     return methods.get(checkpoint.name, {}).get("label_floor")
 
 
-def least_believed_summary(rows, labelled, sample, asked, demos, shots, args, checkpoint) -> tuple[dict, str]:
-    """Exact final-label accuracy when only the asked rows may change: each to the refinery's answer,
-    or, for comparison, to the SLM's label, or to the refinery's answer only where it agrees with the SLM."""
+KEEP = "keep: the given label (the SLM's on abstentions)"
+
+
+def asked_rows_summary(rows, labelled, sample, asked, demos, shots, args, checkpoint) -> tuple[dict, str]:
+    """Exact final-label accuracy when only the asked rows may change: to the refinery's answer,
+    the zero-shot answer, the SLM's label, or the refinery's answer only where it agrees with the SLM.
+    Every other row keeps its given label (an abstention the SLM's), as does an abstaining answer."""
     gold, given, pred = (rows[c].to_numpy(object) for c in ("gold", "given", "pred"))
     at = rows.index.get_indexer(sample.index)
     refined, zero_shot = asked["refined"][0], asked["zero_shot"][0]
-    base = np.where(labelled, given, pred)  # abstentions take the SLM's label
+    base = np.where(labelled, given, pred)
 
     def final_with(new: np.ndarray) -> dict:
         final = base.copy()
-        final[at] = np.where(pd.notna(new), new, given[at])  # an abstaining answer keeps the given label
+        final[at] = np.where(pd.notna(new), new, base[at])
         return {"acc": float((final == gold).mean()), "acc_labelled": float((final == gold)[labelled].mean()),
-                "on_asked": float((final[at] == gold[at]).mean()), "changed": int((final[at] != given[at]).sum())}
+                "on_asked": float((final[at] == gold[at]).mean()), "changed": int((final[at] != base[at]).sum())}
 
-    agreeing = np.where(refined == pred[at], refined, given[at])
-    policies = {"keep given (abstentions filled by the SLM)": final_with(given[at]), "SLM label": final_with(pred[at]),
-                "refinery answer": final_with(refined), "zero-shot answer": final_with(zero_shot),
-                "refinery answer where it agrees with the SLM": final_with(agreeing)}
+    policies = {KEEP: final_with(base[at])}
+    if labelled[at].any():
+        policies["SLM label"] = final_with(pred[at])
+    policies.update({"refinery answer": final_with(refined), "zero-shot answer": final_with(zero_shot),
+                     "refinery answer where it agrees with the SLM": final_with(np.where(refined == pred[at], refined, None))})
     summary = {
         "slm_checkpoint": str(checkpoint.relative_to(ROOT)) if checkpoint.is_relative_to(ROOT) else str(checkpoint),
         "slm_label_floor": checkpoint_label_floor(checkpoint, args.slm),
-        "llm": args.llm, "rows": len(rows), "asked": len(sample), "asked_belief_below": float(sample["belief"].max()),
-        "given_right_on_asked": float((given[at] == gold[at]).mean()), "demos": len(demos), "shots": shots,
+        "llm": args.llm, "rows": len(rows), "pick": args.pick, "asked": len(sample),
+        "asked_belief_below": float(sample["belief"].max()) if "belief" in sample else None,
+        "asked_abstentions": int((~labelled[at]).sum()),
+        "kept_right_on_asked": float((base[at] == gold[at]).mean()), "demos": len(demos), "shots": shots,
         "given_acc": float((given == gold).mean()), "given_acc_labelled": float((given == gold)[labelled].mean()),
         "policies": policies,
         "seconds": {name: round(t) for name, (_, t, _) in asked.items()},
@@ -476,10 +491,15 @@ def least_believed_summary(rows, labelled, sample, asked, demos, shots, args, ch
         "machine": machine(), "command": "python bench/quality.py mr-refinery " + " ".join(sys.argv[2:]),
     }
     fmt = lambda v: f"{v:.4f}"  # noqa: E731
+    if summary["asked_belief_below"] is not None:
+        which = (f"The {len(sample)} of MR's {len(rows)} training rows whose given label the robust SLM ({checkpoint.name}) "
+                 f"believes least (its probability of that label up to {summary['asked_belief_below']:.4f}); the given "
+                 f"label is right on {fmt(summary['kept_right_on_asked'])} of them.")
+    else:
+        which = (f"The {len(sample)} of MR's {len(rows)} training rows on which gpt-3.5-turbo abstained; the robust SLM "
+                 f"({checkpoint.name}) is right on {fmt(summary['kept_right_on_asked'])} of them.")
     table = "\n".join([
-        f"The {len(sample)} of MR's {len(rows)} training rows whose given label the robust SLM ({checkpoint.name}) believes "
-        f"least (its probability of that label below {summary['asked_belief_below']:.4f}); the given label is right on "
-        f"{fmt(summary['given_right_on_asked'])} of them. Every other labelled row keeps its given label.\n",
+        which + " Every other row keeps its label.\n",
         "| the asked rows take | accuracy on them | rows changed | final labels acc | on LLM-labelled rows |", "|---|---|---|---|---|",
         *[f"| {k} | {fmt(v['on_asked'])} | {v['changed']} | {fmt(v['acc'])} | {fmt(v['acc_labelled'])} |" for k, v in policies.items()],
         f"\nGiven labels: {fmt(summary['given_acc'])} overall, {fmt(summary['given_acc_labelled'])} on the LLM-labelled rows.\n",
@@ -824,13 +844,21 @@ against MR's gold labels on the sampled rows; the whole-corpus estimate keeps th
 clean rows.
 """
 
-TARGETED_EXPLAINED = """
+TARGETED_EXPLAINED = {
+    "least-believed": """
 ### Re-asking only the labels the SLM believes least
 
 The same annotator, demos and prompt, asked instead about the labelled rows to which the robust SLM
 gives the lowest probability: the rows where an SLM-guided correction has its best odds. Only
 those rows may change, so each line's final accuracy is exact over all training rows.
-"""
+""",
+    "abstentions": """
+### Re-asking only the abstentions (`loop.refine_rows: abstentions`)
+
+Every given label kept; the annotator is asked only about the rows gpt-3.5-turbo gave no label,
+against the SLM's label for them (`loop.refine_rows: none`). Exact over all training rows.
+""",
+}
 
 NER_EXPLAINED = """
 ## NER: the loop on CoNLL-03 and BC5CDR
@@ -910,11 +938,64 @@ def loop_verdict(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def mr_verdict() -> str:
+    """The MR must-shows, each answered from the results files."""
+    ref = json.loads((RESULTS / "quality-mr-reference.json").read_text())
+    pts = lambda a, b: f"{100 * (a - b):+.1f} points"  # noqa: E731
+    lines = ["What these MR figures say, computed from the results files:\n"]
+    if all(ref.get(k) is not None for k in ("robust_acc", "gold_ceiling_acc", "plain_acc", "cleanlab_acc")):
+        lines.append(f"- Robust SLM on the test split: {ref['robust_acc']:.4f}, {pts(ref['robust_acc'], ref['gold_ceiling_acc'])} "
+                     f"from the gold ceiling, {pts(ref['robust_acc'], ref['plain_acc'])} over plain training and "
+                     f"{pts(ref['robust_acc'], ref['cleanlab_acc'])} over the cleanlab filter ({ref['slm']}).")
+    if ref.get("final_transductive_acc") is not None:
+        lines.append(f"- Final labels with the SLM's label on every row it judges noisy: {ref['final_transductive_acc']:.4f} "
+                     f"({pts(ref['final_transductive_acc'], ref['given_llm_acc'])} on the given labels), "
+                     f"{ref['final_transductive_acc_labelled']:.4f} on the LLM-labelled rows "
+                     f"({pts(ref['final_transductive_acc_labelled'], ref['given_llm_acc_labelled'])}).")
+    if ref.get("final_keep_given_acc") is not None:
+        lines.append(f"- Keeping every given label and filling only the abstentions with the SLM: {ref['final_keep_given_acc']:.4f} "
+                     f"({pts(ref['final_keep_given_acc'], ref['given_llm_acc'])}); on the LLM-labelled rows it equals the given labels.")
+    robust = ref["by_slm"].get(ref["slm"], {}).get("methods", {}).get("robust", {})
+    if robust.get("override_curve"):
+        best = max(robust["override_curve"][1:], key=lambda c: c["acc_labelled"])
+        low = robust["given_right_by_slm_belief"]
+        lowest = next(b for b in low if b["rows"])
+        lines.append(f"- The SLM alone cannot correct the LLM's labelled rows: where it gives the given label less than "
+                     f"{lowest['belief'][1]:g} probability ({lowest['rows']} rows) that label is still right "
+                     f"{lowest['given_right']:.0%} of the time, and its best override (k = {best['k']}) reaches "
+                     f"{best['acc_labelled']:.4f} against {ref['given_llm_acc_labelled']:.4f}.")
+    loop = RESULTS / "quality-mr-refinery.json"
+    if loop.exists() and json.loads(loop.read_text()).get("slm_label_floor") is not None:
+        t = json.loads(loop.read_text())
+        lines.append(f"- The loop as it runs by default (`loop.refine_rows: noisy`, the embedded annotator re-asked about "
+                     f"the {t['noisy_rows']} rows judged noisy, abstentions included), estimated from {t['sample']} of them: "
+                     f"{t['estimated_final_transductive_acc']:.4f} ± {t['estimated_final_transductive_acc_ci95']:.4f} overall, "
+                     f"{t['estimated_final_transductive_acc_labelled']:.4f} on the LLM-labelled rows.")
+    targeted = RESULTS / "quality-mr-refinery-least-believed.json"
+    if targeted.exists():
+        t = json.loads(targeted.read_text())
+        refined = t["policies"]["refinery answer"]
+        lines.append(f"- Nor can the embedded annotator: re-asked about the {t['asked']} labels the SLM believes least "
+                     f"(given right on {t['kept_right_on_asked']:.0%}), it is right on {refined['on_asked']:.0%}, and the final "
+                     f"labels drop to {refined['acc_labelled']:.4f} on the LLM-labelled rows. A 1.5B annotator does not "
+                     f"out-judge gpt-3.5-turbo; with labels from a strong LLM, point the refinery at that LLM "
+                     f"(`llm.engine: openai`) or keep its labels (`loop.refine_rows: none` or `abstentions`).")
+    abstained = RESULTS / "quality-mr-refinery-abstentions.json"
+    if abstained.exists():
+        t = json.loads(abstained.read_text())
+        refined = t["policies"]["refinery answer"]
+        lines.append(f"- On the {t['asked']} rows gpt-3.5-turbo abstained on, the SLM is right on {t['kept_right_on_asked']:.0%} "
+                     f"and the embedded annotator with the SLM's demos on {refined['on_asked']:.0%}: final labels "
+                     f"{refined['acc']:.4f} with `loop.refine_rows: abstentions`, "
+                     f"{t['policies'][KEEP]['acc']:.4f} with `none`.")
+    return "\n".join(lines) + "\n"
+
+
 def write_docs() -> Path:
     parts = [DOC_INTRO]
     mr = RESULTS / "quality-mr-reference.md"
     if mr.exists():
-        parts += [MR_EXPLAINED, mr.read_text()]
+        parts += [MR_EXPLAINED, mr.read_text(), mr_verdict()]
     refinery = RESULTS / "quality-mr-refinery.md"
     if refinery.exists():
         result = json.loads(refinery.with_suffix(".json").read_text())
@@ -922,10 +1003,11 @@ def write_docs() -> Path:
         if "slm_label_floor" not in result:
             parts.append("These figures come from the robust checkpoint trained before `slm.label_floor` existed "
                          "(the *robust-no-floor* row above); the refinery has not been re-run on the current one.\n")
-    targeted = RESULTS / "quality-mr-refinery-least-believed.md"
-    if targeted.exists():
-        result = json.loads(targeted.with_suffix(".json").read_text())
-        parts += [TARGETED_EXPLAINED, f"`{result['command']}`\n", targeted.read_text()]
+    for pick in ("least-believed", "abstentions"):
+        targeted = RESULTS / f"quality-mr-refinery-{pick}.md"
+        if targeted.exists():
+            result = json.loads(targeted.with_suffix(".json").read_text())
+            parts += [TARGETED_EXPLAINED[pick], f"`{result['command']}`\n", targeted.read_text()]
     loops = sorted(p for p in RESULTS.glob("quality-*.json") if not p.stem.startswith("quality-mr-re"))
     if loops:
         parts.append(LOOP_EXPLAINED)
@@ -988,9 +1070,10 @@ def main(argv=None) -> None:
     ref.add_argument("--slm", default="all-minilm-l6-v2", help="the SLM whose mr-reference robust checkpoint to use")
     ref.add_argument("--checkpoint", default=None, help="an SLM folder instead (default: bench/work/mr-reference/SLM/robust)")
     ref.add_argument("--sample", type=int, default=200, help="rows to re-ask")
-    ref.add_argument("--pick", choices=["random", "least-believed"], default="random",
+    ref.add_argument("--pick", choices=["random", "least-believed", "abstentions"], default="random",
                      help="random: drawn from the rows judged noisy, as the loop sends them; least-believed: the "
-                          "labelled rows whose given label the SLM gives the lowest probability")
+                          "labelled rows whose given label the SLM gives the lowest probability; abstentions: the "
+                          "rows with no given label (loop.refine_rows=abstentions)")
     ref.add_argument("--llm", default="qwen2.5-coder-1.5b")
     ref.add_argument("--seed", type=int, default=0)
     ref.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any config override")
