@@ -71,6 +71,12 @@ def write_result(name: str, result: dict, table: str) -> Path:
     return path
 
 
+def read_result(name: str) -> dict | None:
+    """bench/results/quality-<name>.json, or None when that benchmark has not run."""
+    path = RESULTS / f"quality-{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def machine() -> str:
     import torch
 
@@ -447,10 +453,7 @@ def ray_rows(frame: pd.DataFrame):
 
 def checkpoint_label_floor(checkpoint: Path, slm: str) -> float | None:
     """The label floor the mr-reference run trained this checkpoint with (None when unknown)."""
-    path = RESULTS / "quality-mr-reference.json"
-    if not path.exists():
-        return None
-    methods = json.loads(path.read_text()).get("by_slm", {}).get(slm, {}).get("methods", {})
+    methods = (read_result("mr-reference") or {}).get("by_slm", {}).get(slm, {}).get("methods", {})
     return methods.get(checkpoint.name, {}).get("label_floor")
 
 
@@ -940,7 +943,7 @@ def loop_verdict(results: list[dict]) -> str:
 
 def mr_verdict() -> str:
     """The MR must-shows, each answered from the results files."""
-    ref = json.loads((RESULTS / "quality-mr-reference.json").read_text())
+    ref = read_result("mr-reference")
     pts = lambda a, b: f"{100 * (a - b):+.1f} points"  # noqa: E731
     lines = ["What these MR figures say, computed from the results files:\n"]
     if all(ref.get(k) is not None for k in ("robust_acc", "gold_ceiling_acc", "plain_acc", "cleanlab_acc")):
@@ -964,25 +967,22 @@ def mr_verdict() -> str:
                      f"{lowest['belief'][1]:g} probability ({lowest['rows']} rows) that label is still right "
                      f"{lowest['given_right']:.0%} of the time, and its best override (k = {best['k']}) reaches "
                      f"{best['acc_labelled']:.4f} against {ref['given_llm_acc_labelled']:.4f}.")
-    loop = RESULTS / "quality-mr-refinery.json"
-    if loop.exists() and json.loads(loop.read_text()).get("slm_label_floor") is not None:
-        t = json.loads(loop.read_text())
+    t = read_result("mr-refinery")
+    if t and t.get("slm_label_floor") is not None:
         lines.append(f"- The loop as it runs by default (`loop.refine_rows: noisy`, the embedded annotator re-asked about "
                      f"the {t['noisy_rows']} rows judged noisy, abstentions included), estimated from {t['sample']} of them: "
                      f"{t['estimated_final_transductive_acc']:.4f} ± {t['estimated_final_transductive_acc_ci95']:.4f} overall, "
                      f"{t['estimated_final_transductive_acc_labelled']:.4f} on the LLM-labelled rows.")
-    targeted = RESULTS / "quality-mr-refinery-least-believed.json"
-    if targeted.exists():
-        t = json.loads(targeted.read_text())
+    t = read_result("mr-refinery-least-believed")
+    if t:
         refined = t["policies"]["refinery answer"]
         lines.append(f"- Nor can the embedded annotator: re-asked about the {t['asked']} labels the SLM believes least "
                      f"(given right on {t['kept_right_on_asked']:.0%}), it is right on {refined['on_asked']:.0%}, and the final "
                      f"labels drop to {refined['acc_labelled']:.4f} on the LLM-labelled rows. A 1.5B annotator does not "
                      f"out-judge gpt-3.5-turbo; with labels from a strong LLM, point the refinery at that LLM "
                      f"(`llm.engine: openai`) or keep its labels (`loop.refine_rows: none` or `abstentions`).")
-    abstained = RESULTS / "quality-mr-refinery-abstentions.json"
-    if abstained.exists():
-        t = json.loads(abstained.read_text())
+    t = read_result("mr-refinery-abstentions")
+    if t:
         refined = t["policies"]["refinery answer"]
         lines.append(f"- On the {t['asked']} rows gpt-3.5-turbo abstained on, the SLM is right on {t['kept_right_on_asked']:.0%} "
                      f"and the embedded annotator with the SLM's demos on {refined['on_asked']:.0%}: final labels "
@@ -1004,10 +1004,9 @@ def write_docs() -> Path:
             parts.append("These figures come from the robust checkpoint trained before `slm.label_floor` existed "
                          "(the *robust-no-floor* row above); the refinery has not been re-run on the current one.\n")
     for pick in ("least-believed", "abstentions"):
-        targeted = RESULTS / f"quality-mr-refinery-{pick}.md"
-        if targeted.exists():
-            result = json.loads(targeted.with_suffix(".json").read_text())
-            parts += [TARGETED_EXPLAINED[pick], f"`{result['command']}`\n", targeted.read_text()]
+        result = read_result(f"mr-refinery-{pick}")
+        if result:
+            parts += [TARGETED_EXPLAINED[pick], f"`{result['command']}`\n", (RESULTS / f"quality-mr-refinery-{pick}.md").read_text()]
     loops = sorted(p for p in RESULTS.glob("quality-*.json") if not p.stem.startswith("quality-mr-re"))
     if loops:
         parts.append(LOOP_EXPLAINED)
