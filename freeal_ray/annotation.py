@@ -2,8 +2,9 @@
 Text classification and NER share the stage; they differ in the prompt and how answers are read.
 
 rows -> PromptBuilder actors (encoder + FAISS over the demo pool) -> LLMWorker clients -> the run's
-engine actors (one engine each, loaded once per run) -> Parquet parts written as batches finish. A re-run skips ids that already have a part, so
-paid LLM work is never repeated, even after a kill mid-stage.
+engine actors (one engine each, loaded once per run) -> Parquet parts, written at least every
+`save_every_s`. A re-run skips ids that already have a part, so a kill mid-stage costs at most that
+much LLM work and nothing saved is asked again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pyarrow as pa
 import ray
 from tqdm.auto import tqdm
 
-from freeal_ray.corpus import conform, count_rows, join_partitions, read_table, write_part
+from freeal_ray.corpus import PartWriter, conform, count_rows, join_partitions, read_table
 from freeal_ray.embedding import Encoder
 from freeal_ray.engines import EngineConfig, build_engine
 from freeal_ray.errors import FreeALError, short_reason
@@ -54,6 +55,7 @@ class LLMSettings:
     batch_size: int
     max_text_chars: int
     runner: str = "actors"  # or "ray_data_llm": see ray_llm.py
+    save_every_s: float = 30.0  # answers reach disk at least this often (corpus.PartWriter)
 
 
 class PromptBuilder:
@@ -232,8 +234,7 @@ def annotate(
         n_done = count_rows(out_dir)
         rows = rows.join(done, "left_anti", num_partitions=join_partitions(n_done), on=("id",))
         total = None if total is None else max(0, total - n_done)
-    # Blocks of one engine batch each: a block is the unit written to disk, so this is what a
-    # killed job can lose at most, and what the progress bar counts in.
+    # Blocks of one engine batch each, so the progress bar moves as each batch is answered.
     rows = rows.repartition(target_num_rows_per_block=settings.batch_size)
     entities = isinstance(task, EntityTask)
     if entities and settings.runner != "actors":
@@ -264,16 +265,19 @@ def annotate(
             num_cpus=0.1,
         )
     crash_after = int(os.environ.get("FREEAL_RAY_CRASH_AFTER_PARTS", "0"))  # test hook: a kill mid-stage
+    parts = PartWriter(out_dir, settings.save_every_s)
     with tqdm(total=total, desc=f"LLM annotation, round {round_}", unit="row") as bar:
         try:
-            for n, batch in enumerate(labelled.iter_batches(batch_format="pandas", batch_size=None), 1):
-                write_part(conform(batch), out_dir)
-                bar.update(len(batch))
-                if crash_after and n >= crash_after:
+            for batch in labelled.iter_batches(batch_format="pandas", batch_size=None):
+                if parts.add(conform(batch)) and crash_after and parts.parts >= crash_after:
                     os._exit(17)
+                bar.update(len(batch))
+            parts.flush()
         except FreeALError:
+            parts.flush()  # answers already paid for reach disk before the error does
             raise
         except Exception as exc:
+            parts.flush()
             raise FreeALError(
                 f"LLM annotation failed in round {round_}: {short_reason(exc)}. The {count_rows(out_dir)} rows "
                 f"finished so far are saved in {out_dir}; re-run the same command to resume."

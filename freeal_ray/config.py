@@ -75,6 +75,12 @@ class LLMConfig:
     )
     replicas: int = _f(1, "Annotator engines running in parallel.")
     batch_size: int = _f(32, "Rows per engine call.")
+    save_every_s: float = _f(
+        30.0,
+        "Answers are saved to disk at least this often (and every 25,000 rows): a killed run loses at most "
+        "this much LLM work. 0 saves every engine batch as its own file, which a fast engine turns into "
+        "thousands of small files that every later read plans on the driver.",
+    )
     max_model_len: int = _f(2048, "Longest prompt plus answer, in tokens.")
     kv_cache_gib: float = _f(2.0, "CPU engine: GiB of memory for the KV cache.")
     dtype: str = _f(
@@ -288,6 +294,7 @@ def validate(c: RunConfig) -> None:
         (c.llm.runner != "ray_data_llm" or c.llm.engine == "vllm", "llm.runner ray_data_llm needs llm.engine vllm"),
         (c.slm.use_gpu in ("auto", "true", "false"), "slm.use_gpu must be auto, true or false"),
         (c.llm.replicas >= 1 and c.llm.batch_size >= 1, "llm.replicas and llm.batch_size must be >= 1"),
+        (c.llm.save_every_s >= 0, "llm.save_every_s must be >= 0"),
         (c.slm.epochs >= 1, "slm.epochs must be >= 1"),
         (0 <= c.slm.warmup_epochs <= c.slm.epochs, "slm.warmup_epochs must be between 0 and slm.epochs"),
         (0.0 < c.slm.gmm_threshold < 1.0, "slm.gmm_threshold must be between 0 and 1"),

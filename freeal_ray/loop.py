@@ -123,7 +123,7 @@ class FreeALRun:
             requests_per_minute=c.requests_per_minute, max_retries=c.max_retries,
         )
         runner = c.runner if c.runner != "auto" else ("ray_data_llm" if use_gpu else "actors")
-        return LLMSettings(c.engine, engine, c.replicas, c.batch_size, c.max_text_chars, runner)
+        return LLMSettings(c.engine, engine, c.replicas, c.batch_size, c.max_text_chars, runner, c.save_every_s)
 
     def _table(self, *parts) -> ray.data.Dataset:
         ds = cio.read_table(self._path(*parts))

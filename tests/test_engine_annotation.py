@@ -15,7 +15,8 @@ from tiny_models import toy_corpus
 @pytest.fixture(scope="module")
 def settings(tiny_models):
     engine = EngineConfig(model_path=str(tiny_models["llm"]), max_model_len=1024, kv_cache_gib=1)
-    return LLMSettings("vllm", engine, replicas=1, batch_size=8, max_text_chars=500)
+    # save_every_s=0: every engine batch is its own part, so the tests can see parts land
+    return LLMSettings("vllm", engine, replicas=1, batch_size=8, max_text_chars=500, save_every_s=0)
 
 
 def test_annotation_labels_every_row_within_the_label_set_and_resumes(ray_session, tiny_models, settings, tmp_path):
@@ -31,7 +32,7 @@ def test_annotation_labels_every_row_within_the_label_set_and_resumes(ray_sessio
     annotate(ds, demos, task, settings, str(tiny_models["encoder"]), 3, 0, str(out), total=24)
     got = cio.read_table(out).to_pandas()
     assert sorted(got["id"]) == sorted(r["id"] for r in rows)
-    assert len(cio.table_files(out)) == 3  # one part per engine batch of 8: paid work reaches disk early
+    assert len(cio.table_files(out)) == 3  # save_every_s=0: one part per engine batch of 8
     assert set(got["label"].dropna()) <= set(task.labels)
     assert got["confidence"].between(0, 1).all()
     assert (got["prompt_tokens"] > 0).all() and (got["source"] == "llm").all()
@@ -138,6 +139,42 @@ def test_a_resumed_annotation_asks_only_rows_without_an_answer(ray_session, tmp_
     assert sorted(got["id"]) == sorted(rows["id"]) and got["id"].is_unique
     added = pd.concat(pd.read_parquet(p) for p in set(cio.table_files(out)) - before)
     assert set(added["id"]) == set(rows["id"].iloc[10:])
+
+
+def test_answers_are_saved_in_few_large_parts_unless_asked_to_save_each_batch(ray_session, tmp_path):
+    """Parts are bounded by time and rows, not one per engine batch: a fast engine would otherwise
+    leave a file per 32 rows, which every later read plans on the driver."""
+    import ray
+
+    task = get_preset("sentiment")
+    rows = pd.DataFrame(toy_corpus(40))
+    no_demos = pd.DataFrame(columns=["id", "text", "label", "origin"])
+    for every_s, parts in ((3600.0, 1), (0.0, 5)):
+        settings = LLMSettings("instant", EngineConfig(model_path="instant"), replicas=1, batch_size=8,
+                               max_text_chars=200, save_every_s=every_s)
+        out = tmp_path / f"labels-{every_s}"
+        annotate(ray.data.from_pandas(rows), no_demos, task, settings, "", 0, 0, str(out), total=40)
+        assert len(cio.table_files(out)) == parts
+        got = cio.read_table(out).to_pandas()
+        assert sorted(got["id"]) == sorted(rows["id"]) and got["id"].is_unique
+
+
+def test_part_writer_writes_when_the_buffer_is_old_or_full(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"id": ["a", "b"], "label": [None, None]})  # an all-null column, as in an abstaining batch
+    writer = cio.PartWriter(tmp_path / "slow", every_s=3600)
+    assert not writer.add(table) and not writer.add(pa.table({"id": ["c"], "label": ["positive"]}))
+    assert cio.table_files(tmp_path / "slow") == []  # nothing written yet: neither old nor full
+    writer.flush()
+    assert writer.parts == 1 and cio.count_rows(tmp_path / "slow") == 3
+    assert pq.read_table(cio.table_files(tmp_path / "slow")[0])["label"].to_pylist() == [None, None, "positive"]
+
+    monkeypatch.setattr(cio, "ROWS_PER_ROW_GROUP", 4)
+    writer = cio.PartWriter(tmp_path / "full", every_s=3600)
+    assert [writer.add(table) for _ in range(4)] == [False, True, False, True]
+    assert cio.count_rows(tmp_path / "full") == 8 and len(cio.table_files(tmp_path / "full")) == 2
 
 
 NER_TASK = {"POS": "words of praise", "NEG": "words of blame"}

@@ -30,7 +30,7 @@ def run_args(corpus, models, output):
 @pytest.mark.slow
 def test_killed_run_resumes_without_repeating_llm_work(tiny_models, toy_jsonl, tmp_path):
     out = tmp_path / "run"
-    args = run_args(toy_jsonl, tiny_models, out)
+    args = run_args(toy_jsonl, tiny_models, out) + ["--set", "llm.save_every_s=0"]  # a part per engine batch
 
     # 1. killed after the first annotation part of round 0 reached disk
     killed = freeal(args, {"FREEAL_RAY_CRASH_AFTER_PARTS": "1"})
