@@ -71,9 +71,9 @@ def write_result(name: str, result: dict, table: str) -> Path:
     return path
 
 
-def read_result(name: str) -> dict | None:
-    """bench/results/quality-<name>.json, or None when that benchmark has not run."""
-    path = RESULTS / f"quality-{name}.json"
+def read_result(name: str, prefix: str = "quality-") -> dict | None:
+    """bench/results/<prefix><name>.json, or None when that benchmark has not run."""
+    path = RESULTS / f"{prefix}{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -988,6 +988,14 @@ def mr_verdict() -> str:
                      f"and the embedded annotator with the SLM's demos on {refined['on_asked']:.0%}: final labels "
                      f"{refined['acc']:.4f} with `loop.refine_rows: abstentions`, "
                      f"{t['policies'][KEEP]['acc']:.4f} with `none`.")
+    cost = read_result("slm-cost", prefix="")
+    mpnet = (cost or {}).get("encoders", {}).get("all-mpnet-base-v2")
+    if mpnet and "all-mpnet-base-v2" not in ref["by_slm"] and mpnet.get("mr_reference_estimate_s"):
+        hours = sum(mpnet["mr_reference_estimate_s"].values()) / 3600
+        lines.append(f"- all-mpnet-base-v2 has no row yet: a training step costs {mpnet['step_ratio_to_minilm']}x "
+                     f"all-minilm-l6-v2's here (`python bench/slm_cost.py`: {mpnet['step_s_median']} s a batch of "
+                     f"{cost['batch_size']}, about {mpnet['mr_epoch_s'] / 60:.0f} min an MR epoch on {cost['machine']}), so the "
+                     f"four methods would take about {hours:.0f} hours on 2 cores: a GPU's work.")
     return "\n".join(lines) + "\n"
 
 

@@ -213,6 +213,20 @@ def engine_pool(settings: LLMSettings) -> list:
     return pool
 
 
+# Ray Data's driver keeps a stats record for every block a stage has produced until the stage ends
+# (ray-project/ray#66016; ~25 KB a block measured here), so driver memory grows with blocks, not rows.
+MAX_BLOCKS_PER_STAGE = 200
+
+
+def rows_per_block(total: int | None, batch_size: int) -> int:
+    """Rows per annotation block: one engine batch, so the progress bar moves as each is answered,
+    until a stage would pass MAX_BLOCKS_PER_STAGE blocks; then whole batches per block, so a
+    million-row stage costs the driver what a hundred-thousand-row one does."""
+    if not total or MAX_BLOCKS_PER_STAGE <= 0:
+        return batch_size
+    return batch_size * max(1, -(-total // (batch_size * MAX_BLOCKS_PER_STAGE)))
+
+
 def annotate(
     rows: ray.data.Dataset,
     demos: pd.DataFrame,
@@ -234,8 +248,7 @@ def annotate(
         n_done = count_rows(out_dir)
         rows = rows.join(done, "left_anti", num_partitions=join_partitions(n_done), on=("id",))
         total = None if total is None else max(0, total - n_done)
-    # Blocks of one engine batch each, so the progress bar moves as each batch is answered.
-    rows = rows.repartition(target_num_rows_per_block=settings.batch_size)
+    rows = rows.repartition(target_num_rows_per_block=rows_per_block(total, settings.batch_size))
     entities = isinstance(task, EntityTask)
     if entities and settings.runner != "actors":
         raise FreeALError("NER annotation runs on llm.runner: actors for now; set it in the config")

@@ -159,6 +159,18 @@ def test_answers_are_saved_in_few_large_parts_unless_asked_to_save_each_batch(ra
         assert sorted(got["id"]) == sorted(rows["id"]) and got["id"].is_unique
 
 
+def test_annotation_blocks_stay_whole_engine_batches_and_few_per_stage(monkeypatch):
+    import freeal_ray.annotation as A
+
+    monkeypatch.setattr(A, "MAX_BLOCKS_PER_STAGE", 200)
+    assert A.rows_per_block(400, 32) == 32 and A.rows_per_block(None, 32) == 32  # small stage: a block per batch
+    for total, batch in ((100_000, 32), (1_000_000, 512), (1_000_000, 32), (6_401, 32)):
+        rows = A.rows_per_block(total, batch)
+        blocks = lambda per_block: -(-total // per_block)  # noqa: E731
+        assert rows % batch == 0 and blocks(rows) <= 200  # whole engine calls, few blocks
+        assert rows == batch or blocks(rows - batch) > 200  # and no bigger than that needs
+
+
 def test_part_writer_writes_when_the_buffer_is_old_or_full(tmp_path, monkeypatch):
     import pyarrow as pa
     import pyarrow.parquet as pq
