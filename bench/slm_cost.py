@@ -59,6 +59,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=64)
     args = parser.parse_args(argv)
+    import torch
+
     train = load_split("mr", "train")
     if train is None:
         return
@@ -85,7 +87,7 @@ def main(argv=None) -> None:
                                             if m in ("plain", "cleanlab", "robust", "gold") and "seconds" in v}
     result = {"batch_size": args.batch_size, "max_length": args.max_length, "mr_train_rows": len(train),
               "mr_epoch_steps": epoch_steps, "encoders": encoders, "machine": machine(),
-              "torch_threads": __import__("torch").get_num_threads(), "cpus": os.cpu_count(),
+              "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
               "mr_reference_timed_on": reference.get("by_slm", {}).get("all-minilm-l6-v2", {}).get("machine")}
     path = RESULTS / "slm-cost.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
