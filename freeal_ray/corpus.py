@@ -252,6 +252,18 @@ def split_duplicate_texts(ds: ray.data.Dataset) -> tuple[ray.data.Dataset, ray.d
     return unique.drop_columns(["text_key", "canonical_id"]), duplicates.select_columns(["id", "canonical_id"])
 
 
+def where(ds: ray.data.Dataset, predicate, columns: list[str]) -> ray.data.Dataset:
+    """Rows for which predicate(row) holds, row being a dict of `columns`. Unlike
+    Dataset.filter, a block with no such row keeps its schema: Ray 2.60's row filter leaves a
+    block with no columns there, and a groupby downstream then fails to sort by its key."""
+
+    def keep(batch: pa.Table) -> pa.Table:
+        mask = [bool(predicate(row)) for row in batch.select(columns).to_pylist()]
+        return batch.filter(pa.array(mask, pa.bool_()))
+
+    return ds.map_batches(keep, batch_format="pyarrow")
+
+
 def join_partitions(rows: int) -> int:
     """Hash partitions for a Ray Data join: one per 100k rows, at most 64."""
     return max(1, min(64, rows // 100_000 + 1))

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import ray
 
+from freeal_ray import corpus as cio
 from freeal_ray import metrics as M
 from freeal_ray.annotation import LLMSettings, synthesize_entity_demos
 from freeal_ray.errors import CorpusError
@@ -108,8 +109,10 @@ class EntityRun(FreeALRun):
 
     def _demo_candidates(self, scores: ray.data.Dataset) -> ray.data.Dataset:
         # the group key is added before filtering, so an empty result still has the column
-        return scores.map_batches(_with_dominant_type, batch_format="pandas").filter(
-            lambda row: bool(row["clean"]) and row["tags"] is not None and list(row["pred_tags"]) == list(row["tags"])
+        return cio.where(
+            scores.map_batches(_with_dominant_type, batch_format="pandas"),
+            lambda row: bool(row["clean"]) and row["tags"] is not None and list(row["pred_tags"]) == list(row["tags"]),
+            ["clean", "tags", "pred_tags"],
         ).select_columns(["id", "text", "tokens", "tags", "label", "loss", "embedding"])
 
     carry = staticmethod(lambda batch: carry_sentence_to_refinery(batch))

@@ -117,6 +117,26 @@ def test_given_llm_labels_start_round_zero_without_an_llm(ray_session, tmp_path)
     assert not any(a["name"].startswith("freeal-engine") for a in ray.util.list_named_actors(all_namespaces=True) if isinstance(a, dict))
 
 
+def test_kept_rows_can_be_grouped_when_a_block_keeps_none(ray_session):
+    import pyarrow as pa
+    import ray
+
+    blocks = [pa.table({"id": ["a", "b"], "label": ["x", "y"], "clean": [False, False]}),
+              pa.table({"id": ["c", "d", "e"], "label": ["x", "y", "x"], "clean": [True, True, True]})]
+    kept = cio.where(ray.data.from_arrow(blocks), lambda row: row["clean"], ["clean"])
+    assert kept.schema().names == ["id", "label", "clean"]
+    sizes = kept.groupby("label").map_groups(
+        lambda g: pd.DataFrame({"label": [g["label"].iloc[0]], "n": [len(g)]}), batch_format="pandas"
+    ).to_pandas()
+    assert dict(zip(sizes["label"], sizes["n"])) == {"x": 2, "y": 1}
+
+
+def test_ray_data_reads_parquet_without_an_actor_pool_per_read(ray_session):
+    import ray
+
+    assert ray.data.DataContext.get_current().use_datasource_v2 is False
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("refine_rows", ["abstentions", "none"])
 def test_given_labels_can_be_kept_with_only_the_abstentions_left_to_fill(ray_session, tiny_models, tmp_path, refine_rows):
