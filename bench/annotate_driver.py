@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from scale import stop_ray  # noqa: E402
+
 
 def memory_mb() -> dict:
     fields = {"VmRSS": "rss", "RssAnon": "private"}
@@ -93,14 +95,14 @@ def main(argv=None) -> None:
     runs = json.loads(path.read_text())["runs"] if path.exists() else []
     for rows in sorted(args.rows or [100_000, 1_000_000]):
         scratch = ROOT / "bench" / "work" / "annotate-driver.json"
-        subprocess.run(["ray", "stop", "--force"], capture_output=True)
+        stop_ray()
         subprocess.run([sys.executable, __file__, "--rows", str(rows), "--max-blocks", str(cap),
                         "--batch-size", str(args.batch_size), "--one", str(scratch)], check=True)
         result = json.loads(scratch.read_text())
         print(json.dumps(result))
         runs = [r for r in runs if (r["rows"], r["max_blocks"], r["llm_batch_size"]) != (rows, cap, args.batch_size)]
         runs.append(result)
-    subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    stop_ray()
     runs.sort(key=lambda r: (r["llm_batch_size"], r["max_blocks"], r["rows"]))
     path.write_text(json.dumps({"runs": runs, "machine": "2 cores, 24 GiB, no GPU", "engine": "instant (no model)"},
                                indent=2) + "\n")

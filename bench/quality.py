@@ -904,7 +904,8 @@ most 200 blocks a stage, each whole engine batches (`annotation.MAX_BLOCKS_PER_S
 answers every `llm.save_every_s` seconds or 25,000 rows (*parts*), not a file per batch. The stage
 alone, instant engine, no demos, each size in a fresh process; *private* is the driver's heap
 (RssAnon), *RSS* adds the object-store pages it maps. The whole-loop scale run above was measured
-before the block cap (it had the part writer): its annotation and refinery stages ran at a block per batch of 512.
+with the block cap and the part writer, reading Parquet through Ray Data's V1 reader as the loop does
+(`loop.ensure_ray`); the runs in this table start Ray themselves and read through Ray 2.60's default V2 reader.
 """
 
 

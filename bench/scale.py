@@ -142,14 +142,19 @@ def run_one(rows: int, encoder: Path, epochs: int) -> dict:
     return result
 
 
+def stop_ray() -> None:
+    """`ray stop --force` with the ray beside this Python, so the bench runs without an activated venv."""
+    subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True)
+
+
 def run_fresh(rows: int, epochs: int) -> dict:
     """`run_one` in a new process with its own local Ray, stopped afterwards."""
     result = ROOT / "bench" / "work" / f"scale-{rows}.json"
     result.unlink(missing_ok=True)
-    subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    stop_ray()
     cmd = [sys.executable, __file__, "--rows", str(rows), "--epochs", str(epochs), "--one", str(result)]
     subprocess.run(cmd, check=True)
-    subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    stop_ray()
     return json.loads(result.read_text())
 
 
