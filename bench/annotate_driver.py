@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from scale import stop_ray  # noqa: E402
+from scale import stop_ray, write_corpus  # noqa: E402
 
 
 def memory_mb() -> dict:
@@ -46,7 +46,6 @@ def run_one(rows: int, max_blocks: int, batch_size: int) -> dict:
     from freeal_ray import corpus as cio
     from freeal_ray.engines import EngineConfig
     from freeal_ray.task import get_preset
-    from scale import write_corpus
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     corpus = write_corpus(rows, ROOT / "bench" / "work" / f"scale-{rows}" / "corpus")
