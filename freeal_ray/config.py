@@ -83,6 +83,11 @@ class LLMConfig:
     )
     max_model_len: int = _f(2048, "Longest prompt plus answer, in tokens.")
     kv_cache_gib: float = _f(2.0, "CPU engine: GiB of memory for the KV cache.")
+    cpu_threads: int = _f(
+        0,
+        "CPU engine: compute threads; 0 is every core the engine's process may run on (Ray counts the "
+        "engine as one CPU so the other stages still get scheduled; they share the cores with it).",
+    )
     dtype: str = _f(
         "auto",
         "vllm engine: auto | bfloat16 | float32 | float16. auto is the model's own on GPUs; on a CPU, "

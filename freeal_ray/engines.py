@@ -20,6 +20,7 @@ class EngineConfig:
     max_model_len: int = 2048
     dtype: str = "auto"  # `engine_dtype` resolves it where the engine is built (ray.data.llm: on the driver)
     kv_cache_gib: float = 2.0  # CPU only: memory for the KV cache
+    cpu_threads: int = 0  # CPU only: compute threads; 0 is every core this process may run on
     tensor_parallel_size: int = 1
     use_gpu: bool = False
     seed: int = 0
@@ -75,6 +76,7 @@ class VLLMEngine(Engine):
             # In-process engine: a Ray actor is already the process boundary we want.
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(config.kv_cache_gib))))
+            self.threads = use_cpu_threads(config.cpu_threads)
         from vllm import LLM
 
         self._llm = LLM(
@@ -83,8 +85,7 @@ class VLLMEngine(Engine):
             dtype=engine_dtype(config.dtype, config.use_gpu),
             tensor_parallel_size=config.tensor_parallel_size,
             seed=config.seed,
-            enable_prefix_caching=True,
-            **config.extra,
+            **{"enable_prefix_caching": True, **config.extra},  # every prompt of a stage shares its header
         )
 
     @staticmethod
@@ -127,6 +128,21 @@ class VLLMEngine(Engine):
             # prefill ("CPU Generator does not use offset"); the engine-level seed still applies
         )
         return [out.outputs[0].text.strip() for out in self._generate(prompts, params)]
+
+
+def use_cpu_threads(threads: int = 0) -> int:
+    """Give this process's torch (the in-process CPU engine) `threads` compute threads, 0 meaning
+    every core it may run on; returns the count.
+
+    Ray sets OMP_NUM_THREADS to an actor's `num_cpus`, so the engine actor (one logical CPU, which
+    keeps the other stages schedulable) computed on one core of two. vLLM's CPU worker turns
+    `torch.set_num_threads` into a no-op once it starts, so this must run before the engine is built."""
+    import torch
+
+    n = threads if threads > 0 else len(os.sched_getaffinity(0))
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    torch.set_num_threads(n)
+    return n
 
 
 def engine_dtype(dtype: str, use_gpu: bool, cpu_flags: set[str] | None = None) -> str:

@@ -120,6 +120,7 @@ class FreeALRun:
             model_path=str(resolve_llm(c.model)) if c.engine == "vllm" else c.model,
             max_model_len=c.max_model_len,
             kv_cache_gib=c.kv_cache_gib,
+            cpu_threads=c.cpu_threads,
             dtype=c.dtype,
             tensor_parallel_size=c.tensor_parallel_size,
             use_gpu=use_gpu,

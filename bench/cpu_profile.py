@@ -1,0 +1,165 @@
+"""What each CPU lever buys the annotator on this machine, and what the chosen profile costs in accuracy.
+
+    python bench/cpu_profile.py levers [--rows 48]     # one engine per lever, each in its own process
+    python bench/cpu_profile.py stage [--rows 64]      # the annotation stage (Ray) with all cores vs one
+    python bench/cpu_profile.py accuracy [--rows 150]  # the CPU profile against the default, MR and AG News
+    python bench/cpu_profile.py quickstart --seconds S # record a timed fresh-clone quickstart
+
+Levers: compute threads (1 vs every core), dtype (bfloat16 vs float32), the 0.5B vs 1.5B annotator,
+shots per prompt (10, 4, 0), synthesis answer length, vLLM's prefix cache, and a weight-only
+quantized path. A lever's probe loads `VLLMEngine` as the loop does, labels MR test reviews with
+the nearest demos from 200 gold-labelled MR training rows (the default encoder, FAISS), and times
+the constrained answers after a warm-up batch: rows/s, prompt tokens/s, and accuracy on those rows.
+
+Everything lands in bench/results/cpu-profile.json (top level: `cpu`, `all_cores_vs_one_ratio`,
+`quickstart_seconds`, `levers`, `accuracy`), each command adding its part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+DATA = Path(os.environ.get("FREEAL_RAY_DATA", ROOT.parent / "shared" / "data"))
+RESULT = ROOT / "bench" / "results" / "cpu-profile.json"
+WARMUP_ROWS = 8
+
+# name -> probe arguments; "default" is what the loop ran before this profile existed
+LEVERS = {
+    "1.5b-bf16-all-cores-10-shot": dict(model="qwen2.5-coder-1.5b", dtype="bfloat16", threads=0, shots=10),
+    "1.5b-bf16-one-core-10-shot": dict(model="qwen2.5-coder-1.5b", dtype="bfloat16", threads=1, shots=10),
+    "1.5b-fp32-all-cores-10-shot": dict(model="qwen2.5-coder-1.5b", dtype="float32", threads=0, shots=10),
+    "1.5b-bf16-all-cores-4-shot": dict(model="qwen2.5-coder-1.5b", dtype="bfloat16", threads=0, shots=4),
+    "1.5b-bf16-all-cores-0-shot": dict(model="qwen2.5-coder-1.5b", dtype="bfloat16", threads=0, shots=0),
+    "1.5b-bf16-all-cores-10-shot-no-prefix-cache": dict(model="qwen2.5-coder-1.5b", dtype="bfloat16", threads=0,
+                                                        shots=10, prefix_cache=False),
+    "0.5b-bf16-all-cores-10-shot": dict(model="qwen2.5-coder-0.5b", dtype="bfloat16", threads=0, shots=10),
+    "0.5b-bf16-all-cores-4-shot": dict(model="qwen2.5-coder-0.5b", dtype="bfloat16", threads=0, shots=4),
+    "0.5b-fp32-all-cores-4-shot": dict(model="qwen2.5-coder-0.5b", dtype="float32", threads=0, shots=4),
+}
+
+
+def cpu_name() -> str:
+    from freeal_ray.engines import _cpu_flags
+
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    flags = _cpu_flags()
+    native = sorted(flags & {"avx512_bf16", "amx_bf16", "avx2", "avx512f"})
+    return f"{model}, {os.cpu_count()} cores, flags {' '.join(native)}"
+
+
+def read_split(benchmark: str, split: str, n: int, seed: int) -> pd.DataFrame:
+    frame = pd.read_json(DATA / benchmark / f"{split}.jsonl", lines=True)
+    return frame.sample(n=min(n, len(frame)), random_state=seed).reset_index(drop=True)[["id", "text", "label"]]
+
+
+def probe(model: str, dtype: str, threads: int, shots: int, rows: int, benchmark: str = "mr",
+          prefix_cache: bool = True, synth_tokens: int = 0, quantization: str | None = None) -> dict:
+    """One engine, built as the loop builds it, timed on `rows` rows after a warm-up batch."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # as Ray leaves it in a one-CPU actor
+    from freeal_ray.annotation import PromptBuilder
+    from freeal_ray.engines import EngineConfig, VLLMEngine
+    from freeal_ray.model_store import resolve_encoder, resolve_llm
+    from freeal_ray.prompts import answer_choices, synthesis_prompt
+    from freeal_ray.task import get_preset
+
+    task = get_preset({"mr": "sentiment", "agnews": "news-topic", "sst2": "sentiment", "trec": "question-type"}[benchmark])
+    extra = {"enable_prefix_caching": prefix_cache} if not prefix_cache else {}
+    if quantization:
+        extra["quantization"] = quantization
+    config = EngineConfig(model_path=str(resolve_llm(model)), dtype=dtype, cpu_threads=threads, kv_cache_gib=2,
+                          max_model_len=2048, extra=extra)
+    started = time.perf_counter()
+    engine = VLLMEngine(config)
+    load_s = time.perf_counter() - started
+    demos = read_split(benchmark, "train", 200, seed=0).assign(origin="corpus")
+    test = read_split(benchmark, "test", rows + WARMUP_ROWS, seed=1)
+    builder = PromptBuilder(task, demos, str(resolve_encoder("all-minilm-l6-v2")), shots, 1000)
+    prompts = builder(test[["id", "text"]])["prompt"].tolist()
+    choices = answer_choices(task)
+    engine.choose(prompts[:WARMUP_ROWS], choices)
+    started = time.perf_counter()
+    answers = []
+    for i in range(WARMUP_ROWS, len(prompts), 32):
+        answers += engine.choose(prompts[i : i + 32], choices)
+    seconds = time.perf_counter() - started
+    gold = test["label"].tolist()[WARMUP_ROWS:]
+    correct = sum(a.index is not None and task.labels[a.index] == g for a, g in zip(answers, gold))
+    out = {"model": model, "dtype": dtype, "threads": engine.threads, "shots": shots, "rows": len(answers),
+           "benchmark": benchmark, "prefix_cache": prefix_cache, "quantization": quantization,
+           "load_s": round(load_s, 1), "rows_per_s": round(len(answers) / seconds, 3),
+           "s_per_row": round(seconds / len(answers), 3),
+           "prompt_tokens_per_row": round(sum(a.prompt_tokens for a in answers) / len(answers), 1),
+           "prompt_tokens_per_s": round(sum(a.prompt_tokens for a in answers) / seconds, 1),
+           "accuracy": round(correct / len(answers), 4)}
+    if synth_tokens:
+        shown = test["text"].tolist()[:5]
+        synth = [synthesis_prompt(task, task.labels[i % len(task.labels)], shown) for i in range(8)]
+        started = time.perf_counter()
+        engine.generate(synth, synth_tokens, 0.8, ["\n"])
+        out.update(synth_max_tokens=synth_tokens, s_per_demo=round((time.perf_counter() - started) / len(synth), 3))
+    return out
+
+
+def run_probe_process(args: dict, timeout: int = 1800) -> dict:
+    """A probe in a fresh process: each engine gets the machine to itself and frees it after."""
+    cmd = [sys.executable, __file__, "probe", json.dumps(args)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "VLLM_LOGGING_LEVEL": "ERROR", "TOKENIZERS_PARALLELISM": "false"})
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {**args, "error": (done.stderr or done.stdout).strip().splitlines()[-1:] or ["exit " + str(done.returncode)]}
+    return json.loads(lines[-1])
+
+
+def update_result(**parts) -> dict:
+    data = json.loads(RESULT.read_text()) if RESULT.exists() else {}
+    data.update(parts, cpu=cpu_name())
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(json.dumps(data, indent=2) + "\n")
+    return data
+
+
+def cmd_levers(a) -> None:
+    names = a.only or list(LEVERS)
+    data = json.loads(RESULT.read_text()) if RESULT.exists() else {}
+    levers = data.get("levers", {})
+    for name in names:
+        args = {**LEVERS[name], "rows": a.rows}
+        if name.startswith("1.5b-bf16-all-cores-10-shot") and "no-prefix" not in name:
+            args["synth_tokens"] = 64
+        print(f"lever {name} ...", flush=True)
+        levers[name] = run_probe_process(args)
+        print(json.dumps(levers[name]), flush=True)
+        update_result(levers=levers)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("probe", help="internal: one engine, JSON arguments")
+    p.add_argument("args")
+    lv = sub.add_parser("levers", help="one probe per lever")
+    lv.add_argument("--rows", type=int, default=48)
+    lv.add_argument("--only", action="append", choices=list(LEVERS))
+    a = parser.parse_args(argv)
+    if a.command == "probe":
+        print(json.dumps(probe(**json.loads(a.args))))
+    elif a.command == "levers":
+        if not (DATA / "mr" / "test.jsonl").exists():
+            print(f"skipped: MR data not found under {DATA}")
+            return
+        cmd_levers(a)
+
+
+if __name__ == "__main__":
+    main()
