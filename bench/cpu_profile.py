@@ -45,6 +45,9 @@ LEVERS = {
     "0.5b-bf16-all-cores-10-shot": dict(model="qwen2.5-coder-0.5b", dtype="bfloat16", threads=0, shots=10),
     "0.5b-bf16-all-cores-4-shot": dict(model="qwen2.5-coder-0.5b", dtype="bfloat16", threads=0, shots=4),
     "0.5b-fp32-all-cores-4-shot": dict(model="qwen2.5-coder-0.5b", dtype="float32", threads=0, shots=4),
+    "0.5b-bf16-all-cores-4-shot-eager": dict(model="qwen2.5-coder-0.5b", dtype="bfloat16", threads=0, shots=4, eager=True),
+    "0.5b-bf16-all-cores-4-shot-fp8-weights": dict(model="qwen2.5-coder-0.5b", dtype="bfloat16", threads=0, shots=4,
+                                                   quantization="fp8"),
 }
 
 
@@ -63,7 +66,8 @@ def read_split(benchmark: str, split: str, n: int, seed: int) -> pd.DataFrame:
 
 
 def probe(model: str, dtype: str, threads: int, shots: int, rows: int, benchmark: str = "mr",
-          prefix_cache: bool = True, synth_tokens: int = 0, quantization: str | None = None) -> dict:
+          prefix_cache: bool = True, synth_tokens: int = 0, quantization: str | None = None,
+          eager: bool = False) -> dict:
     """One engine, built as the loop builds it, timed on `rows` rows after a warm-up batch."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # as Ray leaves it in a one-CPU actor
     from freeal_ray.annotation import PromptBuilder
@@ -76,6 +80,8 @@ def probe(model: str, dtype: str, threads: int, shots: int, rows: int, benchmark
     extra = {"enable_prefix_caching": prefix_cache} if not prefix_cache else {}
     if quantization:
         extra["quantization"] = quantization
+    if eager:
+        extra["compilation_config"] = 0  # no torch.compile: a faster start, maybe slower steps
     config = EngineConfig(model_path=str(resolve_llm(model)), dtype=dtype, cpu_threads=threads, kv_cache_gib=2,
                           max_model_len=2048, extra=extra)
     started = time.perf_counter()
@@ -96,6 +102,7 @@ def probe(model: str, dtype: str, threads: int, shots: int, rows: int, benchmark
     correct = sum(a.index is not None and task.labels[a.index] == g for a, g in zip(answers, gold))
     out = {"model": model, "dtype": dtype, "threads": engine.threads, "shots": shots, "rows": len(answers),
            "benchmark": benchmark, "prefix_cache": prefix_cache, "quantization": quantization,
+           "eager": eager,
            "load_s": round(load_s, 1), "rows_per_s": round(len(answers) / seconds, 3),
            "s_per_row": round(seconds / len(answers), 3),
            "prompt_tokens_per_row": round(sum(a.prompt_tokens for a in answers) / len(answers), 1),
@@ -135,12 +142,59 @@ def cmd_levers(a) -> None:
     levers = data.get("levers", {})
     for name in names:
         args = {**LEVERS[name], "rows": a.rows}
-        if name.startswith("1.5b-bf16-all-cores-10-shot") and "no-prefix" not in name:
+        if name in ("1.5b-bf16-all-cores-10-shot", "0.5b-bf16-all-cores-10-shot"):
             args["synth_tokens"] = 64
+        if name in ("1.5b-bf16-all-cores-4-shot", "0.5b-bf16-all-cores-4-shot"):
+            args["synth_tokens"] = 32
         print(f"lever {name} ...", flush=True)
         levers[name] = run_probe_process(args)
         print(json.dumps(levers[name]), flush=True)
         update_result(levers=levers)
+
+
+def stage_seconds(model: str, threads: int, rows: int) -> dict:
+    """The annotation stage as the loop runs it (Ray Data, prompt builder, engine actor, Parquet
+    parts) on MR test rows with 10 nearest gold MR demos; timed after a warm-up stage on other rows."""
+    import tempfile
+
+    import ray
+
+    from freeal_ray.annotation import annotate
+    from freeal_ray.config import load_config
+    from freeal_ray.loop import FreeALRun, ensure_ray
+    from freeal_ray.model_store import resolve_encoder
+
+    ensure_ray()
+    config = load_config(None, {"task": "sentiment", "corpus.path": "unused", "llm.model": model,
+                                "llm.cpu_threads": threads, "llm.kv_cache_gib": 2})
+    run = FreeALRun(config)
+    settings, encoder = run._llm(), str(resolve_encoder(config.slm.model))
+    demos = read_split("mr", "train", 200, seed=0).assign(origin="corpus")
+    test = read_split("mr", "test", rows + WARMUP_ROWS, seed=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        annotate(ray.data.from_pandas(test.iloc[:WARMUP_ROWS]), demos, run.task, settings, encoder, 10, 0, f"{tmp}/warm")
+        started = time.perf_counter()
+        annotate(ray.data.from_pandas(test.iloc[WARMUP_ROWS:]), demos, run.task, settings, encoder, 10, 0, f"{tmp}/rows",
+                 total=rows)
+        seconds = time.perf_counter() - started
+    ray.shutdown()
+    return {"model": model, "threads": threads or os.cpu_count(), "rows": rows, "seconds": round(seconds, 1),
+            "rows_per_s": round(rows / seconds, 3)}
+
+
+def cmd_stage(a) -> None:
+    runs = {}
+    for threads in (1, 0):
+        done = subprocess.run([sys.executable, __file__, "stage-probe", a.model, str(threads), str(a.rows)],
+                              capture_output=True, text=True, timeout=1800)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if not lines:
+            raise SystemExit(f"stage probe failed: {done.stderr[-2000:]}")
+        runs["all_cores" if threads == 0 else "one_core"] = json.loads(lines[-1])
+        print(lines[-1], flush=True)
+    ratio = runs["all_cores"]["rows_per_s"] / runs["one_core"]["rows_per_s"]
+    update_result(stage=runs, all_cores_vs_one_ratio=round(ratio, 2))
+    print(f"annotation stage, all cores vs one: {ratio:.2f}x")
 
 
 def main(argv=None) -> None:
@@ -151,8 +205,23 @@ def main(argv=None) -> None:
     lv = sub.add_parser("levers", help="one probe per lever")
     lv.add_argument("--rows", type=int, default=48)
     lv.add_argument("--only", action="append", choices=list(LEVERS))
+    st = sub.add_parser("stage", help="the annotation stage with every core vs one")
+    st.add_argument("--rows", type=int, default=64)
+    st.add_argument("--model", default="qwen2.5-coder-0.5b")
+    sp = sub.add_parser("stage-probe", help="internal: one timed stage")
+    sp.add_argument("model")
+    sp.add_argument("threads", type=int)
+    sp.add_argument("rows", type=int)
+    qs = sub.add_parser("quickstart", help="record a timed quickstart")
+    qs.add_argument("--seconds", type=float, required=True, help="wall seconds of `time bash scripts/quickstart.sh`")
     a = parser.parse_args(argv)
-    if a.command == "probe":
+    if a.command == "stage":
+        cmd_stage(a)
+    elif a.command == "stage-probe":
+        print(json.dumps(stage_seconds(a.model, a.threads, a.rows)))
+    elif a.command == "quickstart":
+        update_result(quickstart_seconds=a.seconds)
+    elif a.command == "probe":
         print(json.dumps(probe(**json.loads(a.args))))
     elif a.command == "levers":
         if not (DATA / "mr" / "test.jsonl").exists():

@@ -28,6 +28,7 @@ from freeal_ray.errors import FreeALError, short_reason
 from freeal_ray.ner import align_spans, answer_schema, dominant_type, spans_of, synthesis_schema, tokenize
 from freeal_ray.prompts import (
     answer_choices,
+    chat_renderer,
     classification_prompt,
     clean_synthetic,
     entity_prompt,
@@ -56,13 +57,16 @@ class LLMSettings:
     max_text_chars: int
     runner: str = "actors"  # or "ray_data_llm": see ray_llm.py
     save_every_s: float = 30.0  # answers reach disk at least this often (corpus.PartWriter)
+    prompt_style: str = "plain"  # prompts.PROMPT_STYLES; chat styles read the model's chat template
 
 
 class PromptBuilder:
     """Ray Data actor: embeds rows, finds their nearest demos, writes the prompt."""
 
-    def __init__(self, task: Task, demos: pd.DataFrame, encoder_path: str, shots: int, max_chars: int):
-        self.task, self.shots, self.max_chars = task, shots, max_chars
+    def __init__(self, task: Task, demos: pd.DataFrame, encoder_path: str, shots: int, max_chars: int,
+                 style: str = "plain", llm_path: str | None = None):
+        self.task, self.shots, self.max_chars, self.style = task, shots, max_chars, style
+        self.render = chat_renderer(llm_path) if style != "plain" else None
         self.demo_ids = demos["id"].tolist()
         self.demos = list(zip(demos["text"], demos["label"]))
         zero_shot = shots == 0 or not self.demos
@@ -77,7 +81,7 @@ class PromptBuilder:
             picks = nearest_demos(self.index, self.encoder.embed(texts), self.shots)
         batch = batch.copy()
         batch["prompt"] = [
-            classification_prompt(self.task, [self.demos[i] for i in pick], text)
+            classification_prompt(self.task, [self.demos[i] for i in pick], text, self.style, self.render)
             for pick, text in zip(picks, texts)
         ]
         batch["demo_ids"] = [[self.demo_ids[i] for i in pick] for pick in picks]
@@ -144,11 +148,11 @@ def answer_tokens(n_tokens: int) -> int:
 class LLMWorker:
     """Ray Data actor: a thin client that sends each batch to one of the run's engine actors."""
 
-    def __init__(self, task: Task, engines: list, round_: int):
+    def __init__(self, task: Task, engines: list, round_: int, style: str = "plain"):
         self.task, self.round = task, round_
         self.engines = engines
         self.turn = random.randrange(len(engines))
-        self.choices = answer_choices(task)
+        self.choices = answer_choices(task, style)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         self.turn = (self.turn + 1) % len(self.engines)
@@ -252,29 +256,31 @@ def annotate(
     entities = isinstance(task, EntityTask)
     if entities and settings.runner != "actors":
         raise FreeALError("NER annotation runs on llm.runner: actors for now; set it in the config")
+    builder_kwargs = dict(task=task, demos=demos, encoder_path=encoder_path, shots=shots, max_chars=settings.max_text_chars)
+    if not entities:  # NER prompts are plain for now
+        builder_kwargs.update(style=settings.prompt_style, llm_path=settings.engine_config.model_path)
     prompts = rows.map_batches(
         EntityPromptBuilder if entities else PromptBuilder,
-        fn_constructor_kwargs=dict(
-            task=task, demos=demos, encoder_path=encoder_path, shots=shots, max_chars=settings.max_text_chars
-        ),
+        fn_constructor_kwargs=builder_kwargs,
         batch_format="pandas",
         batch_size=settings.batch_size,
-        concurrency=1,
+        compute=ray.data.ActorPoolStrategy(size=1),
         num_cpus=0.5,
     )
     if settings.runner == "ray_data_llm":
         from freeal_ray.ray_llm import choose_labels
 
-        labelled = choose_labels(prompts, settings, answer_choices(task)).map_batches(
+        labelled = choose_labels(prompts, settings, answer_choices(task, settings.prompt_style)).map_batches(
             label_answers, fn_kwargs=dict(task=task, round_=round_), batch_format="pandas", num_cpus=0.1
         )
     else:
         labelled = prompts.map_batches(
             EntityWorker if entities else LLMWorker,
-            fn_constructor_kwargs=dict(task=task, engines=engine_pool(settings), round_=round_),
+            fn_constructor_kwargs=dict(task=task, engines=engine_pool(settings), round_=round_,
+                                       **({} if entities else {"style": settings.prompt_style})),
             batch_format="pandas",
             batch_size=settings.batch_size,
-            concurrency=settings.replicas,
+            compute=ray.data.ActorPoolStrategy(size=settings.replicas),
             num_cpus=0.1,
         )
     crash_after = int(os.environ.get("FREEAL_RAY_CRASH_AFTER_PARTS", "0"))  # test hook: a kill mid-stage

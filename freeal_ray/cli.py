@@ -35,7 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="freeal-ray", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log what each stage does, and show Ray's, vLLM's and torch's logs live instead of "
+                             "writing them to OUTPUT/logs/run.log")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser(
@@ -78,12 +80,16 @@ def _overrides(args) -> dict:
     return out
 
 
-def _run(config_path, overrides) -> int:
+def _run(config_path, overrides, verbose: bool = False) -> int:
     from freeal_ray.config import load_config
     from freeal_ray.loop import run_freeal
     from freeal_ray.report import summary
 
     config = load_config(config_path, overrides)
+    if not verbose:
+        from freeal_ray.logs import log_file_for, send_logs_to_file
+
+        print(f"[freeal_ray] Ray, vLLM and torch logs: {send_logs_to_file(log_file_for(config.output))} (-v shows them here)")
     started = time.time()
     result = run_freeal(config)
     import json
@@ -102,13 +108,13 @@ def main(argv=None) -> int:
         if args.command == "run":
             if not args.config and not args.corpus:
                 raise FreeALError("give --config FILE or --corpus PATH (see `freeal-ray run --help`)")
-            return _run(args.config, _overrides(args))
+            return _run(args.config, _overrides(args), args.verbose)
         if args.command == "example":
             from freeal_ray.examples import write_example_corpus
 
             path = write_example_corpus(args.folder, args.rows)
             print(f"wrote {path} and its corpus")
-            return _run(str(path), _overrides(args)) if args.run else 0
+            return _run(str(path), _overrides(args), args.verbose) if args.run else 0
         if args.command == "config-reference":
             from freeal_ray.config import reference
 

@@ -95,6 +95,13 @@ class LLMConfig:
     )
     tensor_parallel_size: int = _f(1, "GPU engine: GPUs per annotator replica.")
     use_gpu: str = _f("auto", "auto | true | false: run the engine on GPUs.")
+    prompt_style: str = _f(
+        "auto",
+        "How classification prompts are written: plain (a few-shot completion prompt ending in 'Label:'), "
+        "chat (the model's chat template: the instruction as the system message, the demos listed in the "
+        "user's message), chat-turns (the demos as earlier user/assistant turns), or auto (the annotator "
+        "preset's measured best; plain for other models). Chat styles need a vllm engine with a local model.",
+    )
     max_text_chars: int = _f(1000, "Texts are cut to this many characters in prompts.")
     synth_temperature: float = _f(0.8, "Sampling temperature for round-0 demo synthesis.")
     synth_max_tokens: int = _f(64, "Longest synthesised demo, in tokens.")
@@ -296,6 +303,10 @@ def validate(c: RunConfig) -> None:
         (c.llm.use_gpu in ("auto", "true", "false"), "llm.use_gpu must be auto, true or false"),
         (c.llm.dtype in ("auto", "bfloat16", "float32", "float16"), "llm.dtype must be auto, bfloat16, float32 or float16"),
         (c.llm.runner in ("auto", "actors", "ray_data_llm"), "llm.runner must be auto, actors or ray_data_llm"),
+        (c.llm.prompt_style in ("auto", "plain", "chat", "chat-turns"), "llm.prompt_style must be auto, plain, chat or chat-turns"),
+        (c.llm.prompt_style in ("auto", "plain") or c.llm.engine == "vllm",
+         "llm.prompt_style chat and chat-turns need llm.engine vllm (they read the local model's chat template)"),
+        (c.llm.cpu_threads >= 0, "llm.cpu_threads must be >= 0 (0: every core)"),
         (c.llm.runner != "ray_data_llm" or c.llm.engine == "vllm", "llm.runner ray_data_llm needs llm.engine vllm"),
         (c.slm.use_gpu in ("auto", "true", "false"), "slm.use_gpu must be auto, true or false"),
         (c.llm.replicas >= 1 and c.llm.batch_size >= 1, "llm.replicas and llm.batch_size must be >= 1"),

@@ -95,7 +95,7 @@ class EntityRun(FreeALRun):
             )
             s = self.cfg.slm
             result = train_slm(rows, self._train_settings(r, tags), str(self._path(f"round-{r}", "slm")),
-                               s.num_workers, _want_gpu(s.use_gpu), tagger=True)
+                               s.num_workers, _want_gpu(s.use_gpu), tagger=True, desc=f"SLM training, round {r}")
             info.update({k: result[k] for k in ("train_loss", "clean_fraction") if k in result})
 
     def _score_metrics(self, scores: ray.data.Dataset, clean: ray.data.Dataset, n_clean: int) -> dict:

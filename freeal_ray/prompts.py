@@ -1,11 +1,19 @@
-"""Prompt text. Plain few-shot prompts, because small instruct models score higher on them than
-on chat-wrapped ones. The instruction comes first and never varies, so every prompt of a run
-shares a prefix that vLLM's prefix cache reuses."""
+"""Prompt text, in one of three styles (`llm.prompt_style`):
+
+- plain: a few-shot completion prompt ending in "Label:";
+- chat: the model's chat template, the instruction as the system message, the demos listed in the
+  user's message before the row;
+- chat-turns: the chat template with each demo as an earlier user turn and the assistant's answer.
+
+The instruction comes first and never varies, so every prompt of a run shares a prefix that vLLM's
+prefix cache reuses. The answer is the label word in every style (after a space in plain prompts,
+where BPE tokenises it that way)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from freeal_ray.errors import ConfigError
 from freeal_ray.task import EntityTask, Task
 
 
@@ -18,17 +26,54 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def classification_prompt(task: Task, demos: Sequence[tuple[str, str]], text: str) -> str:
-    """A prompt ending in 'Label:'; demos come least similar first so the nearest sits closest."""
-    shots = "".join(
-        f"{task.input_name}: {_one_line(t)}\nLabel: {task.word(label)}\n\n" for t, label in demos
-    )
-    return f"{_header(task)}{shots}{task.input_name}: {_one_line(text)}\nLabel:"
+PROMPT_STYLES = ("plain", "chat", "chat-turns")
 
 
-def answer_choices(task: Task) -> list[str]:
-    """What the engine may answer after 'Label:' (the leading space matches how BPE tokenises)."""
-    return [" " + task.word(label) for label in task.labels]
+def classification_prompt(task: Task, demos: Sequence[tuple[str, str]], text: str, style: str = "plain",
+                          render: Callable[[list[dict]], str] | None = None) -> str:
+    """The prompt for one row; demos come least similar first so the nearest sits closest.
+    Chat styles need `render`, the model's chat template (`chat_renderer`)."""
+    if style == "plain":
+        return f"{_header(task)}{_shots(task, demos)}{task.input_name}: {_one_line(text)}\nLabel:"
+    if render is None:
+        raise ValueError(f"prompt style {style!r} needs the model's chat template")
+    return render(classification_messages(task, demos, text, turns=style == "chat-turns"))
+
+
+def _shots(task: Task, demos: Sequence[tuple[str, str]]) -> str:
+    return "".join(f"{task.input_name}: {_one_line(t)}\nLabel: {task.word(label)}\n\n" for t, label in demos)
+
+
+def classification_messages(task: Task, demos: Sequence[tuple[str, str]], text: str, turns: bool) -> list[dict]:
+    """Chat messages for one row: the instruction as the system message, then the demos as earlier
+    turns (`turns`) or listed in the user's message, then the row."""
+    system = {"role": "system", "content": _header(task).strip()}
+    row = f"{task.input_name}: {_one_line(text)}"
+    if turns:
+        history = []
+        for t, label in demos:
+            history += [{"role": "user", "content": f"{task.input_name}: {_one_line(t)}"},
+                        {"role": "assistant", "content": task.word(label)}]
+        return [system, *history, {"role": "user", "content": row}]
+    content = f"Examples:\n\n{_shots(task, demos)}Now label this one.\n{row}" if demos else row
+    return [system, {"role": "user", "content": content}]
+
+
+def chat_renderer(model_path: str) -> Callable[[list[dict]], str]:
+    """The model's chat template as a function of messages, ending where the assistant answers."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"llm.prompt_style chat needs a model with a chat template; {model_path} has none (use plain)")
+    return lambda messages: tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def answer_choices(task: Task, style: str = "plain") -> list[str]:
+    """What the engine may answer: after 'Label:' a space and the word (as BPE tokenises it), in
+    a chat the assistant's reply, the word alone."""
+    lead = " " if style == "plain" else ""
+    return [lead + task.word(label) for label in task.labels]
 
 
 def synthesis_prompt(task: Task, label: str, prototypes: Sequence[str]) -> str:

@@ -136,6 +136,7 @@ def _train_loop(config: dict) -> None:
             loss.backward()
             optim.step()
             total += float(loss.detach())
+            _tick(config, rank, len(batch["label_idx" if "label_idx" in batch else "tag_idx"]) * world)
         if epoch == s.warmup_epochs - 1 < s.epochs - 1:  # the first robust epoch comes next
             losses = [_eval_losses(model, shard, s.batch_size, labelled_losses, torch)]
         gmm = _fit_gathered(losses, world, s.seed) or gmm
@@ -277,6 +278,7 @@ def _train_tagger_loop(config: dict) -> None:
             loss.backward()
             optim.step()
             total += float(loss.detach())
+            _tick(config, rank, len(batch["label_idx" if "label_idx" in batch else "tag_idx"]) * world)
         # No eval pass here: on the toy NER test it tipped the drop-mode split into setting ever more
         # sentences aside (clean share 0.68 -> 0.52 over three epochs); unmeasured on real NER data.
         gmm = _fit_gathered(losses, world, s.seed) or gmm
@@ -323,6 +325,41 @@ def _gather(values: np.ndarray, world: int) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def _tick(config: dict, rank: int, rows: int) -> None:
+    """Rank 0 tells the driver's progress bar how many rows (all workers together) one step trained."""
+    if rank == 0 and config.get("progress") is not None:
+        config["progress"].put_nowait(rows)
+
+
+def _fit_with_progress(trainer, progress, total_rows: int, desc: str):
+    """`trainer.fit()` in a thread, with a bar of rows trained (epochs x rows) in this one."""
+    import queue
+    import threading
+
+    from tqdm.auto import tqdm
+
+    done: dict = {}
+    thread = threading.Thread(target=lambda: done.update(result=_fit_or_error(trainer)), daemon=True)
+    thread.start()
+    with tqdm(total=total_rows, desc=desc, unit="row") as bar:
+        while thread.is_alive() or not progress.empty():
+            try:
+                bar.update(min(progress.get(timeout=0.5), max(0, total_rows - bar.n)))
+            except queue.Empty:
+                pass
+    thread.join()
+    if isinstance(done["result"], BaseException):
+        raise done["result"]
+    return done["result"]
+
+
+def _fit_or_error(trainer):
+    try:
+        return trainer.fit()
+    except BaseException as exc:  # re-raised on the caller's thread
+        return exc
+
+
 def train_slm(
     rows: ray.data.Dataset,
     settings: TrainSettings,
@@ -330,22 +367,29 @@ def train_slm(
     num_workers: int,
     use_gpu: bool,
     tagger: bool = False,
+    desc: str = "SLM training",
 ) -> dict:
     """Fit the SLM on `rows` (text, label_idx[, view]); write the checkpoint to `out_dir`.
     With `tagger`, the NER tagger on `rows` (tokens, tag_idx: a tag index per word, -1 for none)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from ray.util.queue import Queue
+
     out = Path(out_dir)
     storage = Path(tempfile.mkdtemp(prefix="freeal-train-"))
+    progress = Queue(actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
         _train_tagger_loop if tagger else _train_loop,
-        train_loop_config={"settings": asdict(settings)},
+        train_loop_config={"settings": asdict(settings), "progress": progress},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
         run_config=RunConfig(storage_path=str(storage), name="slm"),
         datasets={"train": rows},
     )
-    result = trainer.fit()
+    try:
+        result = _fit_with_progress(trainer, progress, rows.count() * settings.epochs, desc)
+    finally:
+        progress.shutdown()
     if result.checkpoint is None:
         raise RuntimeError(f"SLM training ended without a checkpoint: {result.error}")
     staging = out.with_name(out.name + ".partial")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -27,6 +28,20 @@ def run_args(corpus, models, output):
     return args
 
 
+OUR_LINE = re.compile(
+    r"^(\[freeal_ray\] .*"  # the product's own notices
+    r"|(LLM annotation, round \d+|LLM demo synthesis|SLM training, round \d+):.*"  # its progress bars
+    r"|freeal_ray run in .*|rows: .*|labels: .*|wall time: .*|round \d+ stopped the run: .*"  # the summary
+    r"|\|.*\||)$"  # the summary's table, blank lines
+)
+
+
+def third_party_lines(output: str) -> list[str]:
+    """Lines of a run's terminal output that the product did not write (progress bars redraw with \\r)."""
+    lines = [part.strip() for line in output.splitlines() for part in line.split("\r")]
+    return [line for line in lines if not OUR_LINE.match(line)]
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_without_repeating_llm_work(tiny_models, toy_jsonl, tmp_path):
     out = tmp_path / "run"
@@ -48,6 +63,9 @@ def test_killed_run_resumes_without_repeating_llm_work(tiny_models, toy_jsonl, t
     # 3. finishes; nothing paid for is asked again
     done = freeal(args)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert third_party_lines(done.stdout + done.stderr) == []  # Ray's, vLLM's, torch's lines went to the log file
+    log_file = out / "logs" / "run.log"
+    assert str(log_file) in done.stdout and log_file.stat().st_size > 0
     annotations = cio.read_table(out / "round-0" / "labels").to_pandas()
     # toy_corpus(40) repeats one text (row-38 is row-36's): the LLM is asked about it once
     assert len(annotations) == 39 and annotations["id"].is_unique and "row-38" not in set(annotations["id"])

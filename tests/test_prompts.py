@@ -59,3 +59,44 @@ def test_written_examples_that_repeat_a_shown_row_or_serve_two_labels_are_not_de
                       "repeated": 0, "kept": 1}
     again, counts = new_examples(["objective"] * 2, ["A new fact.", "a new  fact."], [[row]] * 2)
     assert len(again) == 1 and counts["repeated"] == 1
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def _tokenizer_folder(path, chat_template):
+    from tiny_models import _train_tokenizer
+
+    tokenizer = _train_tokenizer(["the film was great", "the plot was dull"])
+    tokenizer.chat_template = chat_template
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def test_chat_prompts_use_the_models_template_with_demos_listed_or_as_turns(tmp_path):
+    from freeal_ray.prompts import chat_renderer
+
+    task = get_preset("sentiment")
+    render = chat_renderer(_tokenizer_folder(tmp_path, CHAT_TEMPLATE))
+    demos = [("far demo", "negative"), ("near demo", "positive")]
+    listed = classification_prompt(task, demos, "the row", "chat", render)
+    assert listed.startswith(f"<|system|>{task.instruction}")
+    assert listed.count("<|user|>") == 1 and listed.index("far demo") < listed.index("near demo") < listed.index("the row")
+    assert listed.endswith("<|assistant|>")  # the answer comes next, as the assistant's reply
+    turns = classification_prompt(task, demos, "the row", "chat-turns", render)
+    assert turns.count("<|user|>") == 3 and "<|assistant|>negative<|end|>" in turns and "<|assistant|>positive<|end|>" in turns
+    assert turns.index("near demo") < turns.index("the row") and turns.endswith("<|assistant|>")
+    assert answer_choices(task, "chat") == ["negative", "positive"]  # no leading space in a fresh reply
+
+
+def test_chat_style_needs_a_chat_template(tmp_path):
+    import pytest
+
+    from freeal_ray.errors import ConfigError
+    from freeal_ray.prompts import chat_renderer
+
+    with pytest.raises(ConfigError, match="prompt_style"):
+        chat_renderer(_tokenizer_folder(tmp_path, None))

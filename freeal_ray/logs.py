@@ -1,0 +1,90 @@
+"""Where output goes: the product's own lines and one progress bar per stage to the terminal;
+everything Ray, vLLM, torch and transformers say to `<output>/logs/run.log` (`-v` shows it live).
+
+The driver's third-party loggers and Python warnings are routed to the file here. Ray's worker
+processes (engine actors, Ray Data and Ray Train workers) write to their own stdout and stderr, which
+Ray would stream to the terminal; a Ray setup hook points those two file descriptors at the same file,
+so even C++ and OpenMP lines land there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+LOG_FILE_ENV = "FREEAL_RAY_LOG_FILE"  # set for the driver; Ray carries it to every worker
+THIRD_PARTY = ("ray", "vllm", "transformers", "torch", "accelerate", "filelock", "urllib3", "httpx", "openai",
+               "huggingface_hub", "sentence_transformers", "gguf", "py.warnings")
+_QUIET_ENV = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "VLLM_LOGGING_LEVEL": "ERROR",
+}
+
+
+def log_file_for(output: str | Path) -> Path:
+    return Path(output).expanduser() / "logs" / "run.log"
+
+
+def send_logs_to_file(path: str | Path) -> Path:
+    """Route third-party logging and warnings of this process, and of the Ray workers it starts
+    (`ensure_ray` reads the variable this sets), to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.environ[LOG_FILE_ENV] = str(path)
+    for key, value in _QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    for terminal in root.handlers:
+        if isinstance(terminal, logging.StreamHandler) and not isinstance(terminal, logging.FileHandler):
+            terminal.addFilter(lambda record: record.name.startswith("freeal_ray"))
+            terminal.setLevel(max(terminal.level, logging.WARNING))
+    root.addHandler(handler)
+    root.setLevel(min(root.level, logging.INFO))
+    for name in THIRD_PARTY:
+        quiet_logger(name)
+    logging.captureWarnings(True)
+    warnings.simplefilter("default")
+    _quiet_transformers()
+    return path
+
+
+def quiet_logger(name: str) -> None:
+    """Drop a library logger's own terminal handlers: its records reach the root's file handler."""
+    logger = logging.getLogger(name)
+    for handler in list(logger.handlers):
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            logger.removeHandler(handler)
+    logger.propagate = True
+
+
+def _quiet_transformers() -> None:
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
+    hf_logging.disable_default_handler()
+    hf_logging.enable_propagation()
+
+
+def redirect_worker_output() -> None:
+    """Ray worker setup hook: this worker's stdout and stderr append to the run's log file."""
+    path = os.environ.get(LOG_FILE_ENV)
+    if not path:
+        return
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError:
+        return  # a node that cannot reach the output folder keeps Ray's own worker logs
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    for name in THIRD_PARTY:
+        quiet_logger(name)
