@@ -106,7 +106,8 @@ def main(argv=None) -> None:
     config = load_config(None, {"task": "sentiment", "corpus.path": "unused", "llm.model": args.model,
                                 "llm.batch_size": args.batch_size})
     run = FreeALRun(config)
-    task, settings, shots = run.task, run._llm(), config.loop.shots
+    task, settings = run.task, run._llm()
+    shots = run.shots
     encoder = str(resolve_encoder(config.slm.model))
     demos = read_mr("train", 200).assign(origin="corpus")
     test = read_mr("test", args.rows + WARMUP_ROWS, seed=1)

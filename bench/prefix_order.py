@@ -63,7 +63,7 @@ def main(argv=None) -> None:
     settings = run._llm()
     demos = read_mr("train", 200).assign(origin="corpus")
     rows = read_mr("test", args.rows, seed=1)
-    prompts = build_prompts(rows, demos, run.task, settings, str(resolve_encoder(config.slm.model)), config.loop.shots)
+    prompts = build_prompts(rows, demos, run.task, settings, str(resolve_encoder(config.slm.model)), run.shots)
     batches = [prompts[i : i + args.batch_size] for i in range(0, len(prompts), args.batch_size)]
 
     @ray.remote(num_cpus=1)
@@ -93,7 +93,7 @@ def main(argv=None) -> None:
     total = sum(len(p) for b in ids for p in b)
     shared = sum(shared_prefix_tokens(b) for b in ids)
     result = {
-        "rows": len(prompts), "batch_size": args.batch_size, "model": args.model, "shots": config.loop.shots,
+        "rows": len(prompts), "batch_size": args.batch_size, "model": args.model, "shots": run.shots,
         "prompt_tokens": total, "shared_prefix_tokens": shared, "shared_prefix_share": round(shared / total, 3),
         "corpus_order_rows_per_s": round(len(prompts) / corpus_s, 3),
         "sorted_rows_per_s": round(len(prompts) / sorted_s, 3),

@@ -432,7 +432,7 @@ def run_mr_refinery(args) -> None:
     run = FreeALRun(config)
     task, llm = run.task, run._llm()
     asked = {}
-    for name, pool, shots in (("refined", demos, loop.shots), ("zero_shot", demos.iloc[:0], 0)):
+    for name, pool, shots in (("refined", demos, run.shots), ("zero_shot", demos.iloc[:0], 0)):
         folder = work / name
         started = time.time()
         annotate(ray_rows(sample), pool, task, llm, str(checkpoint / "encoder"), shots, 1, str(folder), total=len(sample))
@@ -440,9 +440,9 @@ def run_mr_refinery(args) -> None:
         asked[name] = (answers["label"].reindex(sample["id"]).to_numpy(object), time.time() - started,
                        int(answers["prompt_tokens"].sum()))
     if args.pick != "random":
-        write_result(f"mr-refinery-{args.pick}", *asked_rows_summary(rows, labelled, sample, asked, demos, loop.shots, args, checkpoint))
+        write_result(f"mr-refinery-{args.pick}", *asked_rows_summary(rows, labelled, sample, asked, demos, run.shots, args, checkpoint))
     else:
-        write_result("mr-refinery", *refinery_summary(rows, clean, labelled, sample, asked, demos, loop.shots, args, checkpoint))
+        write_result("mr-refinery", *refinery_summary(rows, clean, labelled, sample, asked, demos, run.shots, args, checkpoint))
 
 
 def ray_rows(frame: pd.DataFrame):

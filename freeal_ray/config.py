@@ -53,8 +53,10 @@ class CorpusConfig:
 @dataclass
 class LLMConfig:
     model: str = _f(
-        "qwen2.5-coder-1.5b",
-        "Annotator: a preset (qwen2.5-coder-1.5b, qwen2.5-coder-0.5b) or a local HF model folder.",
+        "auto",
+        "Annotator: a preset (qwen2.5-coder-1.5b, qwen2.5-coder-0.5b), a local HF model folder, or auto: the "
+        "profile that fits the machine (a GPU or a CPU with native bfloat16: the 1.5B with 10 shots; a CPU "
+        "without: the 0.5B with 4 shots; docs/benchmarks.md has the figures).",
     )
     engine: str = _f(
         "vllm",
@@ -150,7 +152,7 @@ class LoopConfig:
     rounds: int = _f(2, "Refinement rounds after the initial annotation.")
     prototypes: int = _f(20, "Q: unlabeled rows shown to the LLM as style prototypes in round 0.")
     synth_per_class: int = _f(10, "Demos the LLM writes per class in round 0.")
-    shots: int = _f(10, "m: demos retrieved per row by kNN.")
+    shots: int | None = _f(None, "m: demos retrieved per row by kNN; null (auto) is the llm.model auto profile's, else 10.")
     top_ratio: float = _f(0.2, "R: per class, the share of clean agreeing rows kept as demo candidates.")
     demos_per_class: int = _f(20, "k-medoids picks this many demos per class from the candidates.")
     medoid_sample_cap: int = _f(2000, "Candidates per class are sampled down to this before k-medoids.")
@@ -228,6 +230,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     for key, value in (overrides or {}).items():
         _set_dotted(data, key, value)
     config = from_dict(data)
+    if config.loop.shots == "auto":
+        config.loop.shots = None
     validate(config)
     return config
 
@@ -322,7 +326,9 @@ def validate(c: RunConfig) -> None:
         (c.loop.rounds >= 0, "loop.rounds must be >= 0"),
         (0.0 < c.loop.top_ratio <= 1.0, "loop.top_ratio must be in (0, 1]"),
         (-1.0 <= c.loop.max_agreement_drop <= 1.0, "loop.max_agreement_drop must be in [-1, 1]"),
-        (c.loop.shots >= 1 and c.loop.demos_per_class >= 1, "loop.shots and loop.demos_per_class must be >= 1"),
+        (c.loop.shots is None or (isinstance(c.loop.shots, int) and c.loop.shots >= 1),
+         "loop.shots must be a whole number >= 1, or null for the profile's"),
+        (c.loop.demos_per_class >= 1, "loop.demos_per_class must be >= 1"),
         (c.loop.synth_per_class >= 1 and c.loop.prototypes >= 1, "loop.synth_per_class and loop.prototypes must be >= 1"),
         (c.corpus.limit is None or c.corpus.limit > 0, "corpus.limit must be a positive number of rows"),
         (0.0 < c.loop.subset_fraction <= 1.0, "loop.subset_fraction must be in (0, 1]"),

@@ -154,7 +154,12 @@ def engine_dtype(dtype: str, use_gpu: bool, cpu_flags: set[str] | None = None) -
     if dtype != "auto" or use_gpu:
         return dtype
     flags = cpu_flags if cpu_flags is not None else _cpu_flags()
-    return "bfloat16" if flags & {"avx512_bf16", "amx_bf16", "bf16"} else "float32"
+    return "bfloat16" if has_native_bf16(flags) else "float32"
+
+
+def has_native_bf16(flags: set[str]) -> bool:
+    """Whether a CPU with these feature flags computes bfloat16 natively (x86 AVX512-BF16 or AMX, Arm BF16)."""
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def _cpu_flags() -> set[str]:

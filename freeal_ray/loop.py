@@ -30,12 +30,13 @@ from freeal_ray import corpus as cio
 from freeal_ray import metrics as M
 from freeal_ray.annotation import LLMSettings, annotate, synthesize_demos
 from freeal_ray.config import RunConfig
-from freeal_ray.engines import EngineConfig
+from freeal_ray.engines import EngineConfig, engine_dtype
 from freeal_ray.errors import CorpusError, FreeALError, short_reason
 from freeal_ray.logs import LOG_FILE_ENV, THIRD_PARTY, quiet_logger
 from freeal_ray.manifest import Manifest
 from freeal_ray.model_store import prompt_style_for, resolve_encoder, resolve_llm
 from freeal_ray.noise import fit_loss_gmm
+from freeal_ray.profile import resolve as resolve_profile
 from freeal_ray.sampling import row_draws, subset_size, uncertainty
 from freeal_ray.selection import select_demos
 from freeal_ray.slm import SLMScorer, label_indices
@@ -90,6 +91,8 @@ class FreeALRun:
         self.manifest = Manifest(self.out, config.to_dict())
         self.incremental = config.loop.subset_fraction < 1.0
         self.entities = False
+        self.model: str | None = None  # the annotator and shots per prompt, once Ray can say what the machine has
+        self.shots: int | None = None
 
     scorer = SLMScorer
 
@@ -121,11 +124,25 @@ class FreeALRun:
     def _path(self, *parts) -> Path:
         return self.out.joinpath(*[str(p) for p in parts])
 
+    def _pick_annotator(self) -> None:
+        """Resolve `llm.model: auto` and `loop.shots: null` for this machine, once per run."""
+        c = self.cfg.llm
+        if c.engine != "vllm":
+            self.model, self.shots = c.model, self.cfg.loop.shots or 10
+            return
+        use_gpu = _want_gpu(c.use_gpu)
+        self.model, self.shots, why = resolve_profile(c.model, self.cfg.loop.shots, use_gpu)
+        if why:
+            print(f"[freeal_ray] annotator {self.model}, {self.shots} shots, in "
+                  f"{engine_dtype(c.dtype, use_gpu)}: {why} (llm.model sets another)", flush=True)
+
     def _llm(self) -> LLMSettings:
+        if self.model is None:
+            self._pick_annotator()
         c = self.cfg.llm
         use_gpu = _want_gpu(c.use_gpu) and c.engine == "vllm"  # an endpoint brings its own
         engine = EngineConfig(
-            model_path=str(resolve_llm(c.model)) if c.engine == "vllm" else c.model,
+            model_path=str(resolve_llm(self.model)) if c.engine == "vllm" else c.model,
             max_model_len=c.max_model_len,
             kv_cache_gib=c.kv_cache_gib,
             cpu_threads=c.cpu_threads,
@@ -138,7 +155,7 @@ class FreeALRun:
         )
         runner = c.runner if c.runner != "auto" else ("ray_data_llm" if use_gpu else "actors")
         return LLMSettings(c.engine, engine, c.replicas, c.batch_size, c.max_text_chars, runner, c.save_every_s,
-                           prompt_style_for(c.prompt_style, c.model, c.engine))
+                           prompt_style_for(c.prompt_style, self.model, c.engine))
 
     def _table(self, *parts) -> ray.data.Dataset:
         ds = cio.read_table(self._path(*parts))
@@ -149,6 +166,7 @@ class FreeALRun:
     # ---- the loop ------------------------------------------------------------------------
     def run(self) -> RunResult:
         ensure_ray()
+        self._pick_annotator()
         self.ingest()
         n_rows = self.manifest.stage("ingest")["rows"]
         llm = None
@@ -210,7 +228,7 @@ class FreeALRun:
                     rows = self._fresh_rows(0, n, "random")
                 annotate(
                     rows, self._demos(0), self.task, llm,
-                    str(resolve_encoder(self.cfg.slm.model)), self.cfg.loop.shots, 0,
+                    str(resolve_encoder(self.cfg.slm.model)), self.shots, 0,
                     str(self._path("round-0", "labels")), total=n,
                 )
                 info.update(self._llm_usage(self._path("round-0", "labels"), 0))
@@ -441,7 +459,7 @@ class FreeALRun:
                 llm = llm or self._llm()
                 annotate(
                     noisy, self._demos(r), self.task, llm, str(self._path(f"round-{r}", "slm", "encoder")),
-                    self.cfg.loop.shots, r, str(labels_dir / "refined"), total=n_noisy,
+                    self.shots, r, str(labels_dir / "refined"), total=n_noisy,
                 )
             usage = self._llm_usage(labels_dir / "refined", r)
             table = self._table(f"round-{r}", "labels")
@@ -475,7 +493,7 @@ class FreeALRun:
                 llm = llm or self._llm()
                 annotate(
                     self._fresh_rows(r, n, self.cfg.loop.subset_strategy), self._demos(r), self.task, llm,
-                    str(self._path(f"round-{r}", "slm", "encoder")), self.cfg.loop.shots, r,
+                    str(self._path(f"round-{r}", "slm", "encoder")), self.shots, r,
                     str(labels_dir / "added"), total=n,
                 )
             added = self._llm_usage(labels_dir / "added", r)

