@@ -2,7 +2,7 @@
 
     python bench/cpu_profile.py levers [--rows 48]     # one engine per lever, each in its own process
     python bench/cpu_profile.py stage [--rows 64]      # the annotation stage (Ray) with all cores vs one
-    python bench/cpu_profile.py accuracy [--rows 150]  # the CPU profile against the default, MR and AG News
+    python bench/cpu_profile.py accuracy [--rows 100]  # the CPU profiles against each other, MR and AG News
     python bench/cpu_profile.py quickstart --seconds S # record a timed fresh-clone quickstart
 
 Levers: compute threads (1 vs every core), dtype (bfloat16 vs float32), the 0.5B vs 1.5B annotator,
@@ -197,6 +197,64 @@ def cmd_stage(a) -> None:
     print(f"annotation stage, all cores vs one: {ratio:.2f}x")
 
 
+PROFILE_EXPLAINED = """
+## The annotator on a CPU: what each lever buys
+
+`python bench/cpu_profile.py levers`, `... stage`, `... accuracy`
+
+Each lever is one engine built as the loop builds it, in its own process, labelling MR test reviews
+with the nearest of 200 gold-labelled MR training rows as demos; rows/s are timed after a warm-up
+batch, and *acc* is on those rows (gold demos: a measure of the lever, not of the loop's labels).
+*load s* includes vLLM's torch.compile warm-up. `llm.model: auto` picks from these figures
+(freeal_ray/profile.py).
+"""
+
+
+def docs_section() -> list[str]:
+    """docs/benchmarks.md's CPU-profile section, from cpu-profile.json (bench/quality.py docs)."""
+    if not RESULT.exists():
+        return []
+    r = json.loads(RESULT.read_text())
+    lines = ["| lever | model | dtype | threads | shots | rows/s | s/row | prompt tokens/s | acc | load s | s/demo (synthesis) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, p in r.get("levers", {}).items():
+        if "error" in p:
+            lines.append(f"| {name} | {p['model']} | {p['dtype']} |  | {p['shots']} | failed: {' '.join(p['error'])[:160]} |||||")
+            continue
+        synth = f"{p['s_per_demo']} ({p['synth_max_tokens']} tokens)" if "s_per_demo" in p else ""
+        lines.append(f"| {name} | {p['model']} | {p['dtype']} | {p['threads']} | {p['shots']} | {p['rows_per_s']} | "
+                     f"{p['s_per_row']} | {p['prompt_tokens_per_s']} | {p['accuracy']} | {p['load_s']} | {synth} |")
+    parts = [PROFILE_EXPLAINED, f"On {r['cpu']}.\n", "\n".join(lines) + "\n"]
+    if "stage" in r:
+        st = r["stage"]
+        parts.append(f"The annotation stage (Ray Data, prompt builder, engine actor, Parquet parts; {st['one_core']['model']}, "
+                     f"{st['one_core']['rows']} rows, 10 shots): {st['one_core']['rows_per_s']} rows/s with one compute "
+                     f"thread, {st['all_cores']['rows_per_s']} with every core: **{r['all_cores_vs_one_ratio']}x**.\n")
+    for bench, acc in r.get("accuracy", {}).items():
+        parts.append(f"Accuracy of the CPU profile against the default on {bench}: " + ", ".join(
+            f"{name} {v['accuracy']} ({v['rows_per_s']} rows/s)" for name, v in acc.items()) + ".\n")
+    if "quickstart_seconds" in r:
+        parts.append(f"`time bash scripts/quickstart.sh` from a fresh clone: **{r['quickstart_seconds']:.0f} s**.\n")
+    return parts
+
+
+ACCURACY_PROFILES = {
+    "default (1.5b, bf16, 10 shots)": dict(model="qwen2.5-coder-1.5b", dtype="bfloat16", threads=0, shots=10),
+    "no-bf16 profile (0.5b, fp32, 4 shots)": dict(model="qwen2.5-coder-0.5b", dtype="float32", threads=0, shots=4),
+}
+
+
+def cmd_accuracy(a) -> None:
+    data = json.loads(RESULT.read_text()) if RESULT.exists() else {}
+    accuracy = data.get("accuracy", {})
+    for bench in ("mr", "agnews"):
+        for name, args in ACCURACY_PROFILES.items():
+            print(f"accuracy {bench} {name} ...", flush=True)
+            accuracy.setdefault(bench, {})[name] = run_probe_process({**args, "rows": a.rows, "benchmark": bench})
+            print(json.dumps(accuracy[bench][name]), flush=True)
+            update_result(accuracy=accuracy)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -205,6 +263,8 @@ def main(argv=None) -> None:
     lv = sub.add_parser("levers", help="one probe per lever")
     lv.add_argument("--rows", type=int, default=48)
     lv.add_argument("--only", action="append", choices=list(LEVERS))
+    ac = sub.add_parser("accuracy", help="the CPU profiles' accuracy on MR and AG News")
+    ac.add_argument("--rows", type=int, default=100)
     st = sub.add_parser("stage", help="the annotation stage with every core vs one")
     st.add_argument("--rows", type=int, default=64)
     st.add_argument("--model", default="qwen2.5-coder-0.5b")
@@ -217,6 +277,8 @@ def main(argv=None) -> None:
     a = parser.parse_args(argv)
     if a.command == "stage":
         cmd_stage(a)
+    elif a.command == "accuracy":
+        cmd_accuracy(a)
     elif a.command == "stage-probe":
         print(json.dumps(stage_seconds(a.model, a.threads, a.rows)))
     elif a.command == "quickstart":

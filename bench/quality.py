@@ -1070,6 +1070,9 @@ def write_docs() -> Path:
             path.with_suffix(".md").write_text(table)
             parts += [f"### {r['benchmark']}\n\n`{r['command']}`\n", table]
     parts += scale_section()
+    from cpu_profile import docs_section as cpu_profile_section  # bench/ is on sys.path when run as a script
+
+    parts += cpu_profile_section()
     out = ROOT / "docs" / "benchmarks.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(parts))

@@ -9,6 +9,7 @@ much LLM work and nothing saved is asked again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -207,9 +208,10 @@ def engine_pool(settings: LLMSettings) -> list:
     resources = {"num_cpus": 1 if settings.engine == "vllm" else 0.25}  # other engines are clients or nothing
     if settings.engine_config.use_gpu:
         resources["num_gpus"] = settings.engine_config.tensor_parallel_size
+    config = dataclasses.replace(settings.engine_config, cpu_share=settings.replicas)
     pool = [
         EngineActor.options(name=f"freeal-engine-{key}-{i}", get_if_exists=True, **resources).remote(
-            settings.engine, settings.engine_config
+            settings.engine, config
         )
         for i in range(settings.replicas)
     ]

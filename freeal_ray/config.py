@@ -87,8 +87,9 @@ class LLMConfig:
     kv_cache_gib: float = _f(2.0, "CPU engine: GiB of memory for the KV cache.")
     cpu_threads: int = _f(
         0,
-        "CPU engine: compute threads; 0 is every core the engine's process may run on (Ray counts the "
-        "engine as one CPU so the other stages still get scheduled; they share the cores with it).",
+        "CPU engine: compute threads; 0 is every core the engine's process may run on, split between the "
+        "llm.replicas engines (Ray counts an engine as one CPU so the other stages still get scheduled; they "
+        "share the cores with it).",
     )
     dtype: str = _f(
         "auto",

@@ -20,7 +20,8 @@ class EngineConfig:
     max_model_len: int = 2048
     dtype: str = "auto"  # `engine_dtype` resolves it where the engine is built (ray.data.llm: on the driver)
     kv_cache_gib: float = 2.0  # CPU only: memory for the KV cache
-    cpu_threads: int = 0  # CPU only: compute threads; 0 is every core this process may run on
+    cpu_threads: int = 0  # CPU only: compute threads; 0 is every core this process may run on ...
+    cpu_share: int = 1  # ... split between this many engines (llm.replicas), so they do not oversubscribe a node
     tensor_parallel_size: int = 1
     use_gpu: bool = False
     seed: int = 0
@@ -76,7 +77,7 @@ class VLLMEngine(Engine):
             # In-process engine: a Ray actor is already the process boundary we want.
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(config.kv_cache_gib))))
-            self.threads = use_cpu_threads(config.cpu_threads)
+            self.threads = use_cpu_threads(config.cpu_threads, config.cpu_share)
         from vllm import LLM
 
         self._llm = LLM(
@@ -130,16 +131,16 @@ class VLLMEngine(Engine):
         return [out.outputs[0].text.strip() for out in self._generate(prompts, params)]
 
 
-def use_cpu_threads(threads: int = 0) -> int:
+def use_cpu_threads(threads: int = 0, share: int = 1) -> int:
     """Give this process's torch (the in-process CPU engine) `threads` compute threads, 0 meaning
-    every core it may run on; returns the count.
+    every core it may run on divided by `share`; returns the count.
 
     Ray sets OMP_NUM_THREADS to an actor's `num_cpus`, so the engine actor (one logical CPU, which
     keeps the other stages schedulable) computed on one core of two. vLLM's CPU worker turns
     `torch.set_num_threads` into a no-op once it starts, so this must run before the engine is built."""
     import torch
 
-    n = threads if threads > 0 else len(os.sched_getaffinity(0))
+    n = threads if threads > 0 else max(1, len(os.sched_getaffinity(0)) // max(1, share))
     os.environ["OMP_NUM_THREADS"] = str(n)
     torch.set_num_threads(n)
     return n

@@ -74,6 +74,11 @@ def write_example_corpus(folder: str | Path, rows: int = 200, seed: int = 7) -> 
     config = {
         "task": TASK,
         "corpus": {"path": str(folder / "tickets.jsonl"), "id_column": "ticket_id", "text_column": "body", "gold_column": "true_topic"},
+        # Sized to finish in minutes on a laptop CPU and still be a whole FreeAL run: demo synthesis,
+        # annotation, a trained SLM and one refinery (docs/benchmarks.md has what each lever costs).
+        "llm": {"model": "qwen2.5-coder-0.5b"},
+        "slm": {"epochs": 4, "warmup_epochs": 2},
+        "loop": {"rounds": 1, "shots": 4, "synth_per_class": 6},
         "output": str(folder / "run"),
     }
     import yaml
