@@ -131,10 +131,16 @@ class FreeALRun:
             self.model, self.shots = c.model, self.cfg.loop.shots or 10
             return
         use_gpu = _want_gpu(c.use_gpu)
+        picked = self.manifest.data.get("annotator")
+        if picked and c.model == "auto" and self.cfg.loop.shots is None:
+            self.model, self.shots = picked["model"], picked["shots"]  # a resumed run keeps its annotator
+            return
         self.model, self.shots, why = resolve_profile(c.model, self.cfg.loop.shots, use_gpu)
         if why:
             print(f"[freeal_ray] annotator {self.model}, {self.shots} shots, in "
                   f"{engine_dtype(c.dtype, use_gpu)}: {why} (llm.model sets another)", flush=True)
+        self.manifest.data["annotator"] = {"model": self.model, "shots": self.shots, "why": why}
+        self.manifest.save()
 
     def _llm(self) -> LLMSettings:
         if self.model is None:
@@ -232,6 +238,7 @@ class FreeALRun:
                     str(self._path("round-0", "labels")), total=n,
                 )
                 info.update(self._llm_usage(self._path("round-0", "labels"), 0))
+                self._notice_abstentions(self._path("round-0", "labels"), "in round 0")
                 self.manifest.round_metrics(0, **info, **self._label_metrics(self._table("round-0", "labels"), "label", "llm"))
         return llm
 
@@ -312,7 +319,19 @@ class FreeALRun:
                 print(f"[freeal_ray] {n_dupes} rows repeat another row's text: each text is labelled once, "
                       "and the output copies its label to the repeats (column duplicate_of)")
             self._check_gold()
-            info.update(rows=n_rows, quarantined=n_bad, duplicate_texts=n_dupes)
+            n_long = self._notice_long_texts()
+            info.update(rows=n_rows, quarantined=n_bad, duplicate_texts=n_dupes, texts_cut=n_long)
+
+    def _notice_long_texts(self) -> int:
+        """Texts longer than llm.max_text_chars reach the LLM cut: say so once, at ingest."""
+        if self.entities:
+            return 0
+        cap = self.cfg.llm.max_text_chars
+        n = self._table("corpus").filter(lambda row, cap=cap: len(row["text"]) > cap).count()
+        if n:
+            print(f"[freeal_ray] {n} texts are longer than llm.max_text_chars ({cap}): the LLM sees their first "
+                  f"{cap} characters (the SLM its first slm.max_length tokens)", flush=True)
+        return n
 
     def _check_gold(self) -> None:
         if not self.cfg.corpus.gold_column:
@@ -462,6 +481,7 @@ class FreeALRun:
                     self.shots, r, str(labels_dir / "refined"), total=n_noisy,
                 )
             usage = self._llm_usage(labels_dir / "refined", r)
+            self._notice_abstentions(labels_dir / "refined", f"of the {n_noisy} rows re-asked in round {r}")
             table = self._table(f"round-{r}", "labels")
             changed = table.filter(self.changed).count()
             n = table.count()
@@ -554,6 +574,16 @@ class FreeALRun:
             partial.mkdir(parents=True, exist_ok=True)  # an empty sample is still a finished one
             partial.rename(folder)
         return cio.read_table(folder)
+
+    def _notice_abstentions(self, folder: Path, where: str) -> None:
+        """Say in plain words when the LLM left rows without a label in the label set."""
+        ds = None if self.entities else cio.read_table(folder, columns=["label"])
+        if ds is None:
+            return
+        n, missing = ds.count(), ds.filter(lambda row: row["label"] is None).count()
+        if missing:
+            print(f"[freeal_ray] the LLM gave no answer in the label set for {missing} of {n} rows {where} "
+                  f"({missing / max(n, 1):.1%}): the SLM labels them", flush=True)
 
     def _llm_usage(self, folder: Path, round_: int) -> dict:
         ds = cio.read_table(folder, columns=["prompt_tokens", "output_tokens"])
