@@ -216,15 +216,19 @@ class FreeALRun:
         return True
 
     def annotate_round_zero(self, n_rows: int) -> LLMSettings | None:
-        """Round 0: the LLM writes its own demos, then labels every row with the nearest of them."""
+        """Round 0: the LLM writes its own demos, then labels every row with the nearest of them
+        (`loop.round0_demos: synthetic`), or labels every row with no demo (`none`)."""
         llm = None
+        zero_shot = self.cfg.loop.round0_demos == "none"
         with self._stage("synthesize") as info:
-            if info is not None:
+            if info is not None and not zero_shot:
                 llm = llm or self._llm()
                 demos = self._synthesize(n_rows, llm, info)
                 shutil.rmtree(self._path("round-0", "demos"), ignore_errors=True)
                 cio.write_part(demos, self._path("round-0", "demos"), "demos")
                 info.update(demos=len(demos))
+            elif info is not None:
+                info.update(demos=0, skipped="loop.round0_demos: none")
         with self._stage("annotate-0") as info:
             if info is not None:
                 llm = llm or self._llm()
@@ -232,9 +236,10 @@ class FreeALRun:
                 if self.incremental:
                     n = subset_size(n_rows, self.cfg.loop.subset_fraction)
                     rows = self._fresh_rows(0, n, "random")
+                demos = pd.DataFrame(columns=["id", "text", "label"]) if zero_shot else self._demos(0)
                 annotate(
-                    rows, self._demos(0), self.task, llm,
-                    str(resolve_encoder(self.cfg.slm.model)), self.shots, 0,
+                    rows, demos, self.task, llm,
+                    str(resolve_encoder(self.cfg.slm.model)), 0 if zero_shot else self.shots, 0,
                     str(self._path("round-0", "labels")), total=n,
                 )
                 info.update(self._llm_usage(self._path("round-0", "labels"), 0))
