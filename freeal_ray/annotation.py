@@ -191,6 +191,10 @@ class EngineActor:
     def extract(self, prompts, schema, max_tokens):
         return self.engine.extract(prompts, schema, max_tokens)
 
+    def compute_threads(self) -> int | None:
+        """The CPU engine's torch threads (None for engines that compute elsewhere)."""
+        return getattr(self.engine, "threads", None)
+
 
 _POOLS: dict[tuple, list] = {}
 

@@ -76,6 +76,10 @@ def test_the_engine_runs_a_batch_in_prefix_order_and_answers_each_prompt_in_its_
     alone = [ray.get(engine.choose.remote([p], answer_choices(task)))[0] for p in prompts]
     assert [c.prompt_tokens for c in together] == [c.prompt_tokens for c in alone]
     assert len(set(c.prompt_tokens for c in alone)) == len(prompts)
+    # Ray gives a one-CPU actor OMP_NUM_THREADS=1; the engine still computes on every core
+    import os
+
+    assert ray.get(engine.compute_threads.remote()) == len(os.sched_getaffinity(0))
     # (the answers themselves are not compared: a random tiny model's near-tied logits may flip with batch shape)
 
 
@@ -253,3 +257,20 @@ def test_auto_dtype_is_bfloat16_only_on_cpus_that_compute_it_natively():
     assert engine_dtype("auto", False, {"amx_bf16", "amx_tile"}) == "bfloat16"
     assert engine_dtype("auto", True, set()) == "auto"  # a GPU keeps the model's own dtype
     assert engine_dtype("bfloat16", False, {"avx2"}) == "bfloat16"  # an explicit choice stands
+
+
+def test_cpu_engine_threads_take_every_core_split_between_replicas(monkeypatch):
+    import os
+
+    import torch
+
+    from freeal_ray.engines import use_cpu_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as Ray leaves a one-CPU actor
+    before, cores = torch.get_num_threads(), len(os.sched_getaffinity(0))
+    try:
+        assert use_cpu_threads(0) == cores == torch.get_num_threads() and os.environ["OMP_NUM_THREADS"] == str(cores)
+        assert use_cpu_threads(0, share=2 * cores) == 1  # more replicas than cores: one thread each, never none
+        assert use_cpu_threads(3) == 3 == torch.get_num_threads()  # llm.cpu_threads given: as given
+    finally:
+        torch.set_num_threads(before)
