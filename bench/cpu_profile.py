@@ -240,6 +240,7 @@ def docs_section() -> list[str]:
 
 ACCURACY_PROFILES = {
     "default (1.5b, bf16, 10 shots)": dict(model="qwen2.5-coder-1.5b", dtype="bfloat16", threads=0, shots=10),
+    "1.5b, bf16, 4 shots": dict(model="qwen2.5-coder-1.5b", dtype="bfloat16", threads=0, shots=4),
     "no-bf16 profile (0.5b, fp32, 4 shots)": dict(model="qwen2.5-coder-0.5b", dtype="float32", threads=0, shots=4),
 }
 
