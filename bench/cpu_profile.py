@@ -54,10 +54,14 @@ LEVERS = {
 def cpu_name() -> str:
     from freeal_ray.engines import _cpu_flags
 
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    info = {}
+    for line in open("/proc/cpuinfo"):
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
     flags = _cpu_flags()
     native = sorted(flags & {"avx512_bf16", "amx_bf16", "avx2", "avx512f"})
-    return f"{model}, {os.cpu_count()} cores, flags {' '.join(native)}"
+    return (f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}), "
+            f"{os.cpu_count()} cores, flags {' '.join(native)}")
 
 
 def read_split(benchmark: str, split: str, n: int, seed: int) -> pd.DataFrame:
