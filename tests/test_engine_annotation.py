@@ -50,6 +50,25 @@ def test_annotation_labels_every_row_within_the_label_set_and_resumes(ray_sessio
     assert cio.table_files(out) == files
 
 
+def test_chat_prompts_reach_the_engine_through_the_models_template(ray_session, tiny_models, settings, tmp_path):
+    import dataclasses
+
+    import ray
+
+    task = get_preset("sentiment")
+    ds = ray.data.from_pandas(pd.DataFrame(toy_corpus(8)))
+    demos = pd.DataFrame([{"id": "d0", "text": "the plot was superb", "label": "positive", "origin": "corpus"}])
+    tokens = {}
+    for style in ("plain", "chat", "chat-turns"):
+        annotate(ds, demos, task, dataclasses.replace(settings, prompt_style=style), str(tiny_models["encoder"]), 1, 0,
+                 str(tmp_path / style), total=8)
+        got = cio.read_table(tmp_path / style).to_pandas().sort_values("id")
+        assert len(got) == 8 and set(got["label"].dropna()) <= set(task.labels)  # answers are the bare label words
+        tokens[style] = got["prompt_tokens"].tolist()
+    # the template's role markers make every chat prompt longer than its plain twin; the two chat forms differ
+    assert all(p < c and p < t and c != t for p, c, t in zip(tokens["plain"], tokens["chat"], tokens["chat-turns"]))
+
+
 def test_synthesis_writes_demos_for_every_class(ray_session, settings):
     import ray
 

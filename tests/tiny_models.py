@@ -99,8 +99,14 @@ def build_tiny_llm(folder: Path, train_steps: int = 150) -> Path:
         optim.step()
         optim.zero_grad()
     model.save_pretrained(folder)
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE  # so chat prompt styles can run on it too
     tokenizer.save_pretrained(folder)
     return folder
+
+
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
+)
 
 
 def build_tiny_encoder(folder: Path) -> Path:
