@@ -84,8 +84,8 @@ def probe(model: str, dtype: str, threads: int, shots: int, rows: int, benchmark
     extra = {"enable_prefix_caching": prefix_cache} if not prefix_cache else {}
     if quantization:
         extra["quantization"] = quantization
-    if eager:
-        extra["compilation_config"] = 0  # no torch.compile: a faster start, maybe slower steps
+    # the engine starts without torch.compile on a CPU; eager=False asks for vLLM's compiled mode
+    extra["compilation_config"] = 0 if eager else 3
     config = EngineConfig(model_path=str(resolve_llm(model)), dtype=dtype, cpu_threads=threads, kv_cache_gib=2,
                           max_model_len=2048, extra=extra)
     started = time.perf_counter()
@@ -128,7 +128,9 @@ def run_probe_process(args: dict, timeout: int = 1800) -> dict:
                           env={**os.environ, "VLLM_LOGGING_LEVEL": "ERROR", "TOKENIZERS_PARALLELISM": "false"})
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
-        return {**args, "error": (done.stderr or done.stdout).strip().splitlines()[-1:] or ["exit " + str(done.returncode)]}
+        said = (done.stderr or done.stdout).strip().splitlines()
+        errors = [line for line in said if "Error" in line] or said[-1:] or [f"exit {done.returncode}"]
+        return {**args, "error": errors[-1:]}
     return json.loads(lines[-1])
 
 

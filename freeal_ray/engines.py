@@ -80,13 +80,18 @@ class VLLMEngine(Engine):
             self.threads = use_cpu_threads(config.cpu_threads, config.cpu_share)
         from vllm import LLM
 
+        defaults = {"enable_prefix_caching": True}  # every prompt of a stage shares its header
+        if not config.use_gpu:
+            # No torch.compile on a CPU: on a 2-core EPYC it added 50 s to every engine start (0.5B: 70 s
+            # against 17 s) and the compiled engine answered no faster (4.70 vs 4.65 rows/s).
+            defaults["compilation_config"] = 0
         self._llm = LLM(
             model=config.model_path,
             max_model_len=config.max_model_len,
             dtype=engine_dtype(config.dtype, config.use_gpu),
             tensor_parallel_size=config.tensor_parallel_size,
             seed=config.seed,
-            **{"enable_prefix_caching": True, **config.extra},  # every prompt of a stage shares its header
+            **{**defaults, **config.extra},
         )
 
     @staticmethod
