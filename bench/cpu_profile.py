@@ -190,14 +190,15 @@ def stage_seconds(model: str, threads: int, rows: int) -> dict:
 
 def cmd_stage(a) -> None:
     runs = {}
-    for threads in (1, 0):
+    variants = {"one_core": (1, {}), "all_cores": (0, {}), "all_cores_passive_omp": (0, {"OMP_WAIT_POLICY": "PASSIVE"})}
+    for name, (threads, env) in variants.items():
         done = subprocess.run([sys.executable, __file__, "stage-probe", a.model, str(threads), str(a.rows)],
-                              capture_output=True, text=True, timeout=1800)
+                              capture_output=True, text=True, timeout=1800, env={**os.environ, **env})
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
         if not lines:
             raise SystemExit(f"stage probe failed: {done.stderr[-2000:]}")
-        runs["all_cores" if threads == 0 else "one_core"] = json.loads(lines[-1])
-        print(lines[-1], flush=True)
+        runs[name] = {**json.loads(lines[-1]), **env}
+        print(name, lines[-1], flush=True)
     ratio = runs["all_cores"]["rows_per_s"] / runs["one_core"]["rows_per_s"]
     update_result(stage=runs, all_cores_vs_one_ratio=round(ratio, 2))
     print(f"annotation stage, all cores vs one: {ratio:.2f}x")

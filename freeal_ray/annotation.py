@@ -272,6 +272,9 @@ def annotate(
         batch_size=settings.batch_size,
         compute=ray.data.ActorPoolStrategy(size=1),
         num_cpus=0.5,
+        # The demos travel in the object store; Ray warns that a restarted actor could not find them.
+        # A builder holds no state worth restarting for: a crash fails the stage, and a re-run resumes.
+        max_restarts=0,
     )
     if settings.runner == "ray_data_llm":
         from freeal_ray.ray_llm import choose_labels

@@ -113,7 +113,7 @@ def main(argv=None) -> int:
             from freeal_ray.examples import write_example_corpus
 
             path = write_example_corpus(args.folder, args.rows)
-            print(f"wrote {path} and its corpus")
+            print(f"[freeal_ray] wrote {path} and its corpus")
             return _run(str(path), _overrides(args), args.verbose) if args.run else 0
         if args.command == "config-reference":
             from freeal_ray.config import reference

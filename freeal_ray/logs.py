@@ -51,7 +51,21 @@ def send_logs_to_file(path: str | Path) -> Path:
     logging.captureWarnings(True)
     warnings.simplefilter("default")
     _quiet_transformers()
+    _quiet_ray_data(path.parent)
     return path
+
+
+def _quiet_ray_data(folder: Path) -> None:
+    """Ray Data re-applies its logging config (a terminal handler at INFO) at every dataset execution;
+    its supported override is a config file named by RAY_DATA_LOGGING_CONFIG. Ours gives `ray.data` no
+    handler of its own, so its records reach the root logger's file handler. (A file handler in the
+    config would be opened anew, and never closed, at every execution.)"""
+    import json
+
+    config = folder / "ray-data-logging.json"  # JSON is YAML, and needs no YAML writer
+    config.write_text(json.dumps({"version": 1, "disable_existing_loggers": False,
+                                  "loggers": {"ray.data": {"level": "INFO", "handlers": [], "propagate": True}}}))
+    os.environ["RAY_DATA_LOGGING_CONFIG"] = str(config)  # read when ray.data is imported and at every execution
 
 
 def quiet_logger(name: str) -> None:

@@ -8,8 +8,10 @@ Any local HF model folder can be given instead of a preset name.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
+import io
 import logging
 import os
 import shutil
@@ -211,8 +213,13 @@ def _gguf_to_hf_folder(gguf_path: Path, target: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "fastest in float32" is advice for running a GGUF model; this converts it once
+    said = io.StringIO()  # transformers' per-tensor progress bars: the line we printed says what happens
     try:
-        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.bfloat16, **kwargs)
+        with contextlib.redirect_stderr(said):
+            model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.bfloat16, **kwargs)
+    except Exception:
+        sys.stderr.write(said.getvalue()[-4000:])
+        raise
     finally:
         hf_logging.set_verbosity(verbosity)
     # transformers refuses to save a model that still carries its GGUF quantizer
@@ -220,7 +227,8 @@ def _gguf_to_hf_folder(gguf_path: Path, target: Path) -> None:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     staging = Path(tempfile.mkdtemp(dir=target.parent if target.parent.exists() else None))
-    model.save_pretrained(staging)
+    with contextlib.redirect_stderr(io.StringIO()):
+        model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(target, ignore_errors=True)
