@@ -71,7 +71,7 @@ def read_split(benchmark: str, split: str, n: int, seed: int) -> pd.DataFrame:
 
 def probe(model: str, dtype: str, threads: int, shots: int, rows: int, benchmark: str = "mr",
           prefix_cache: bool = True, synth_tokens: int = 0, quantization: str | None = None,
-          eager: bool = False) -> dict:
+          eager: bool = False, batch: int = 32) -> dict:
     """One engine, built as the loop builds it, timed on `rows` rows after a warm-up batch."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # as Ray leaves it in a one-CPU actor
     from freeal_ray.annotation import PromptBuilder
@@ -99,14 +99,14 @@ def probe(model: str, dtype: str, threads: int, shots: int, rows: int, benchmark
     engine.choose(prompts[:WARMUP_ROWS], choices)
     started = time.perf_counter()
     answers = []
-    for i in range(WARMUP_ROWS, len(prompts), 32):
-        answers += engine.choose(prompts[i : i + 32], choices)
+    for i in range(WARMUP_ROWS, len(prompts), batch):
+        answers += engine.choose(prompts[i : i + batch], choices)
     seconds = time.perf_counter() - started
     gold = test["label"].tolist()[WARMUP_ROWS:]
     correct = sum(a.index is not None and task.labels[a.index] == g for a, g in zip(answers, gold))
     out = {"model": model, "dtype": dtype, "threads": engine.threads, "shots": shots, "rows": len(answers),
            "benchmark": benchmark, "prefix_cache": prefix_cache, "quantization": quantization,
-           "eager": eager,
+           "eager": eager, "batch": batch,
            "load_s": round(load_s, 1), "rows_per_s": round(len(answers) / seconds, 3),
            "s_per_row": round(seconds / len(answers), 3),
            "prompt_tokens_per_row": round(sum(a.prompt_tokens for a in answers) / len(answers), 1),

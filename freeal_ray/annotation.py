@@ -291,6 +291,7 @@ def annotate(
             batch_size=settings.batch_size,
             compute=ray.data.ActorPoolStrategy(size=settings.replicas),
             num_cpus=0.1,
+            max_restarts=0,  # as the builder: a worker that dies fails the stage; a re-run resumes from the parts
         )
     crash_after = int(os.environ.get("FREEAL_RAY_CRASH_AFTER_PARTS", "0"))  # test hook: a kill mid-stage
     parts = PartWriter(out_dir, settings.save_every_s)
