@@ -177,15 +177,21 @@ def stage_seconds(model: str, threads: int, rows: int) -> dict:
     settings, encoder = run._llm(), str(resolve_encoder(config.slm.model))
     demos = read_split("mr", "train", 200, seed=0).assign(origin="corpus")
     test = read_split("mr", "test", rows + WARMUP_ROWS, seed=1)
+    from freeal_ray.annotation import engine_pool
+
     with tempfile.TemporaryDirectory() as tmp:
         annotate(ray.data.from_pandas(test.iloc[:WARMUP_ROWS]), demos, run.task, settings, encoder, 10, 0, f"{tmp}/warm")
+        engine = engine_pool(settings)[0]
+        busy_before = ray.get(engine.busy_seconds.remote())
         started = time.perf_counter()
         annotate(ray.data.from_pandas(test.iloc[WARMUP_ROWS:]), demos, run.task, settings, encoder, 10, 0, f"{tmp}/rows",
                  total=rows)
         seconds = time.perf_counter() - started
+        busy = ray.get(engine.busy_seconds.remote()) - busy_before
     ray.shutdown()
     return {"model": model, "threads": threads or os.cpu_count(), "rows": rows, "seconds": round(seconds, 1),
-            "rows_per_s": round(rows / seconds, 3)}
+            "rows_per_s": round(rows / seconds, 3), "engine_busy_s": round(busy, 1),
+            "engine_rows_per_busy_s": round(rows / busy, 3)}
 
 
 def cmd_stage(a) -> None:

@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import re
+import time
 from dataclasses import dataclass
 
 import pandas as pd
@@ -181,15 +182,26 @@ class EngineActor:
 
     def __init__(self, kind: str, config: EngineConfig):
         self.engine = build_engine(kind, config)
+        self.busy_s = 0.0  # time spent answering: against a stage's wall time, how well it kept the engine fed
+
+    def _timed(self, call, *args):
+        started = time.perf_counter()
+        try:
+            return call(*args)
+        finally:
+            self.busy_s += time.perf_counter() - started
 
     def choose(self, prompts, choices):
-        return self.engine.choose(prompts, choices)
+        return self._timed(self.engine.choose, prompts, choices)
 
     def generate(self, prompts, max_tokens, temperature, stop):
-        return self.engine.generate(prompts, max_tokens, temperature, stop)
+        return self._timed(self.engine.generate, prompts, max_tokens, temperature, stop)
 
     def extract(self, prompts, schema, max_tokens):
-        return self.engine.extract(prompts, schema, max_tokens)
+        return self._timed(self.engine.extract, prompts, schema, max_tokens)
+
+    def busy_seconds(self) -> float:
+        return self.busy_s
 
     def compute_threads(self) -> int | None:
         """The CPU engine's torch threads (None for engines that compute elsewhere)."""
