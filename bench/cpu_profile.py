@@ -33,20 +33,21 @@ DATA = Path(os.environ.get("FREEAL_RAY_DATA", ROOT.parent / "shared" / "data"))
 RESULT = ROOT / "bench" / "results" / "cpu-profile.json"
 WARMUP_ROWS = 8
 
-# name -> probe arguments; "default" is what the loop ran before this profile existed
+# name -> probe arguments; eager=False: as measured, with torch.compile (vLLM's default then)
 LEVERS = {
-    "1.5b-bf16-all-cores-10-shot": dict(model="qwen2.5-coder-1.5b", dtype="bfloat16", threads=0, shots=10),
-    "1.5b-bf16-one-core-10-shot": dict(model="qwen2.5-coder-1.5b", dtype="bfloat16", threads=1, shots=10),
-    "1.5b-fp32-all-cores-10-shot": dict(model="qwen2.5-coder-1.5b", dtype="float32", threads=0, shots=10),
-    "1.5b-bf16-all-cores-4-shot": dict(model="qwen2.5-coder-1.5b", dtype="bfloat16", threads=0, shots=4),
-    "1.5b-bf16-all-cores-0-shot": dict(model="qwen2.5-coder-1.5b", dtype="bfloat16", threads=0, shots=0),
-    "1.5b-bf16-all-cores-10-shot-no-prefix-cache": dict(model="qwen2.5-coder-1.5b", dtype="bfloat16", threads=0,
+    "1.5b-bf16-all-cores-10-shot": dict(eager=False, model="qwen2.5-coder-1.5b", dtype="bfloat16", threads=0, shots=10),
+    "1.5b-bf16-one-core-10-shot": dict(eager=False, model="qwen2.5-coder-1.5b", dtype="bfloat16", threads=1, shots=10),
+    "1.5b-fp32-all-cores-10-shot": dict(eager=False, model="qwen2.5-coder-1.5b", dtype="float32", threads=0, shots=10),
+    "1.5b-bf16-all-cores-4-shot": dict(eager=False, model="qwen2.5-coder-1.5b", dtype="bfloat16", threads=0, shots=4),
+    "1.5b-bf16-all-cores-0-shot": dict(eager=False, model="qwen2.5-coder-1.5b", dtype="bfloat16", threads=0, shots=0),
+    "1.5b-bf16-all-cores-10-shot-no-prefix-cache": dict(eager=False, model="qwen2.5-coder-1.5b", dtype="bfloat16", threads=0,
                                                         shots=10, prefix_cache=False),
-    "0.5b-bf16-all-cores-10-shot": dict(model="qwen2.5-coder-0.5b", dtype="bfloat16", threads=0, shots=10),
-    "0.5b-bf16-all-cores-4-shot": dict(model="qwen2.5-coder-0.5b", dtype="bfloat16", threads=0, shots=4),
-    "0.5b-fp32-all-cores-4-shot": dict(model="qwen2.5-coder-0.5b", dtype="float32", threads=0, shots=4),
+    "0.5b-bf16-all-cores-10-shot": dict(eager=False, model="qwen2.5-coder-0.5b", dtype="bfloat16", threads=0, shots=10),
+    "0.5b-bf16-all-cores-4-shot": dict(eager=False, model="qwen2.5-coder-0.5b", dtype="bfloat16", threads=0, shots=4),
+    "0.5b-fp32-all-cores-4-shot": dict(eager=False, model="qwen2.5-coder-0.5b", dtype="float32", threads=0, shots=4),
     "0.5b-bf16-all-cores-4-shot-eager": dict(model="qwen2.5-coder-0.5b", dtype="bfloat16", threads=0, shots=4, eager=True),
-    "0.5b-bf16-all-cores-4-shot-fp8-weights": dict(model="qwen2.5-coder-0.5b", dtype="bfloat16", threads=0, shots=4,
+    "1.5b-bf16-all-cores-4-shot-eager": dict(model="qwen2.5-coder-1.5b", dtype="bfloat16", threads=0, shots=4, eager=True),
+    "0.5b-bf16-all-cores-4-shot-fp8-weights": dict(eager=False, model="qwen2.5-coder-0.5b", dtype="bfloat16", threads=0, shots=4,
                                                    quantization="fp8"),
 }
 
@@ -71,7 +72,7 @@ def read_split(benchmark: str, split: str, n: int, seed: int) -> pd.DataFrame:
 
 def probe(model: str, dtype: str, threads: int, shots: int, rows: int, benchmark: str = "mr",
           prefix_cache: bool = True, synth_tokens: int = 0, quantization: str | None = None,
-          eager: bool = False, batch: int = 32) -> dict:
+          eager: bool = True, batch: int = 32) -> dict:
     """One engine, built as the loop builds it, timed on `rows` rows after a warm-up batch."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # as Ray leaves it in a one-CPU actor
     from freeal_ray.annotation import PromptBuilder
@@ -84,7 +85,8 @@ def probe(model: str, dtype: str, threads: int, shots: int, rows: int, benchmark
     extra = {"enable_prefix_caching": prefix_cache} if not prefix_cache else {}
     if quantization:
         extra["quantization"] = quantization
-    # the engine starts without torch.compile on a CPU; eager=False asks for vLLM's compiled mode
+    # the engine starts without torch.compile on a CPU (eager); eager=False asks for vLLM's compiled mode,
+    # which the levers measured before the engine dropped it (their "eager": false)
     extra["compilation_config"] = 0 if eager else 3
     config = EngineConfig(model_path=str(resolve_llm(model)), dtype=dtype, cpu_threads=threads, kv_cache_gib=2,
                           max_model_len=2048, extra=extra)
