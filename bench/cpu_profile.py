@@ -220,8 +220,10 @@ PROFILE_EXPLAINED = """
 Each lever is one engine built as the loop builds it, in its own process, labelling MR test reviews
 with the nearest of 200 gold-labelled MR training rows as demos; rows/s are timed after a warm-up
 batch, and *acc* is on those rows (gold demos: a measure of the lever, not of the loop's labels).
-*load s* includes vLLM's torch.compile warm-up. `llm.model: auto` picks from these figures
-(freeal_ray/profile.py).
+*compiled* says whether vLLM's torch.compile ran (its default until this profile: the engine now starts
+without it on a CPU), and *load s* includes it. `llm.model: auto` picks from these figures
+(freeal_ray/profile.py). On this CPU's native bfloat16 the 1.5B is the CPU default; a CPU without it
+runs float32 (the fp32 lines: 2x slower here, more on AVX2-only CPUs).
 """
 
 
@@ -230,21 +232,25 @@ def docs_section() -> list[str]:
     if not RESULT.exists():
         return []
     r = json.loads(RESULT.read_text())
-    lines = ["| lever | model | dtype | threads | shots | rows/s | s/row | prompt tokens/s | acc | load s | s/demo (synthesis) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| lever | model | dtype | threads | shots | compiled | rows/s | s/row | prompt tokens/s | acc | load s | s/demo (synthesis) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, p in r.get("levers", {}).items():
         if "error" in p:
-            lines.append(f"| {name} | {p['model']} | {p['dtype']} |  | {p['shots']} | failed: {' '.join(p['error'])[:160]} |||||")
+            lines.append(f"| {name} | {p['model']} | {p['dtype']} |  | {p['shots']} |  | failed: {' '.join(p['error'])[:200]} |||||")
             continue
         synth = f"{p['s_per_demo']} ({p['synth_max_tokens']} tokens)" if "s_per_demo" in p else ""
-        lines.append(f"| {name} | {p['model']} | {p['dtype']} | {p['threads']} | {p['shots']} | {p['rows_per_s']} | "
+        lines.append(f"| {name} | {p['model']} | {p['dtype']} | {p['threads']} | {p['shots']} | "
+                     f"{'no' if p.get('eager') else 'yes'} | {p['rows_per_s']} | "
                      f"{p['s_per_row']} | {p['prompt_tokens_per_s']} | {p['accuracy']} | {p['load_s']} | {synth} |")
     parts = [PROFILE_EXPLAINED, f"On {r['cpu']}.\n", "\n".join(lines) + "\n"]
     if "stage" in r:
         st = r["stage"]
+        busy = lambda v: (f" (engine busy {v['engine_busy_s']} of {v['seconds']} s, {v['engine_rows_per_busy_s']} rows "  # noqa: E731
+                          "per busy second)") if "engine_busy_s" in v else ""
+        variants = "; ".join(f"{name.replace('_', ' ')}: {v['rows_per_s']} rows/s{busy(v)}" for name, v in st.items())
         parts.append(f"The annotation stage (Ray Data, prompt builder, engine actor, Parquet parts; {st['one_core']['model']}, "
-                     f"{st['one_core']['rows']} rows, 10 shots): {st['one_core']['rows_per_s']} rows/s with one compute "
-                     f"thread, {st['all_cores']['rows_per_s']} with every core: **{r['all_cores_vs_one_ratio']}x**.\n")
+                     f"{st['one_core']['rows']} rows, 10 shots), timed after a warm-up stage: {variants}. Every core "
+                     f"against one: **{r['all_cores_vs_one_ratio']}x**.\n")
     for bench, acc in r.get("accuracy", {}).items():
         parts.append(f"Accuracy of the CPU profile against the default on {bench}: " + ", ".join(
             f"{name} {v['accuracy']} ({v['rows_per_s']} rows/s)" for name, v in acc.items()) + ".\n")

@@ -58,6 +58,34 @@ def accuracy(engine, task, prompts: list[str], gold: list[str], style: str) -> d
             "top_label_share": round(float(answered.value_counts(normalize=True).max()), 3) if len(answered) else None}
 
 
+EXPLAINED = """
+## Prompt style: plain completion prompts or the model's chat template
+
+`python bench/prompt_style.py`
+
+The annotator asked about the rows each whole-loop benchmark labels, answers constrained to the label
+words and read greedily as the loop's annotation reads them. *plain* is the loop's completion prompt
+ending in "Label:"; *chat* the model's chat template with the instruction as the system message;
+*chat-turns* the template with each demo as an earlier user/assistant turn. Few-shot rows use the 10
+nearest of 200 gold-labelled training rows from outside the benchmark's rows (gold demos isolate the
+prompt form from demo quality). `llm.prompt_style: auto` takes the winner per annotator preset.
+"""
+
+
+def docs_section() -> list[str]:
+    """docs/benchmarks.md's prompt-style section, from prompt-style.json (bench/quality.py docs)."""
+    if not RESULT.exists():
+        return []
+    r = json.loads(RESULT.read_text())
+    names = sorted({k for b in r["benchmarks"].values() for k in b}, key=lambda k: (int(k.split("_")[1]), k))
+    head = "| benchmark | " + " | ".join(n.replace("_0_shot", ", zero-shot").replace("_10_shot", ", 10-shot") for n in names) + " |"
+    lines = [head, "|---" * (len(names) + 1) + "|"]
+    for bench, out in r["benchmarks"].items():
+        cells = [f"{out[n]['acc']:.3f} ({out[n]['rows']})" if n in out else "" for n in names]
+        lines.append(f"| {bench} | " + " | ".join(cells) + " |")
+    return [EXPLAINED, f"{r['model']} in {r['dtype']}, {r['threads']} threads; accuracy (rows).\n", "\n".join(lines) + "\n"]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="qwen2.5-coder-1.5b")

@@ -1085,6 +1085,9 @@ def write_docs() -> Path:
     from cpu_profile import docs_section as cpu_profile_section  # bench/ is on sys.path when run as a script
 
     parts += cpu_profile_section()
+    from prompt_style import docs_section as prompt_style_section
+
+    parts += prompt_style_section()
     out = ROOT / "docs" / "benchmarks.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(parts))
