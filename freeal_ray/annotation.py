@@ -23,7 +23,7 @@ import pyarrow as pa
 import ray
 from tqdm.auto import tqdm
 
-from freeal_ray.corpus import PartWriter, conform, count_rows, join_partitions, read_table
+from freeal_ray.corpus import NO_RESTARTS, PartWriter, conform, count_rows, join_partitions, read_table
 from freeal_ray.embedding import Encoder
 from freeal_ray.engines import EngineConfig, build_engine
 from freeal_ray.errors import FreeALError, short_reason
@@ -284,9 +284,7 @@ def annotate(
         batch_size=settings.batch_size,
         compute=ray.data.ActorPoolStrategy(size=1),
         num_cpus=0.5,
-        # The demos travel in the object store; Ray warns that a restarted actor could not find them.
-        # A builder holds no state worth restarting for: a crash fails the stage, and a re-run resumes.
-        max_restarts=0,
+        **NO_RESTARTS,
     )
     if settings.runner == "ray_data_llm":
         from freeal_ray.ray_llm import choose_labels
@@ -303,7 +301,7 @@ def annotate(
             batch_size=settings.batch_size,
             compute=ray.data.ActorPoolStrategy(size=settings.replicas),
             num_cpus=0.1,
-            max_restarts=0,  # as the builder: a worker that dies fails the stage; a re-run resumes from the parts
+            **NO_RESTARTS,
         )
     crash_after = int(os.environ.get("FREEAL_RAY_CRASH_AFTER_PARTS", "0"))  # test hook: a kill mid-stage
     parts = PartWriter(out_dir, settings.save_every_s)

@@ -395,5 +395,12 @@ def conform(batch: pd.DataFrame) -> pa.Table:
     return pa.table(columns, names=names)
 
 
+# Ray remote args for the loop's Ray Data actors. Ray Data restarts map actors forever by default, with
+# their constructor arguments kept in the object store, and the driver prints a warning line for each
+# such actor. These actors hold no state worth restarting for: a crash fails the stage, and a re-run
+# resumes from what was saved. (Ray 2.60 has no named parameter for it; its own docs pass max_restarts=0.)
+NO_RESTARTS = {"max_restarts": 0}
+
+
 def count_rows(path: str | Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in table_files(path))

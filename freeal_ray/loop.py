@@ -400,6 +400,7 @@ class FreeALRun:
             scored = self._table(f"round-{r - 1}", "labels").map_batches(
                 self.scorer, fn_constructor_kwargs={"folder": str(self._path(f"round-{r}", "slm"))},
                 batch_format="pandas", batch_size=64, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1,
+                **cio.NO_RESTARTS,
             )
             cio.write_table(scored.map_batches(cio.conform, batch_format="pandas"), partial)
             losses = _loss_sample(cio.read_table(partial, columns=["loss"]), self.cfg.loop.seed)
@@ -545,6 +546,7 @@ class FreeALRun:
                 scored = pool.map_batches(
                     SLMScorer, fn_constructor_kwargs={"folder": str(self._path(f"round-{r}", "slm"))},
                     batch_format="pandas", batch_size=64, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1,
+                **cio.NO_RESTARTS,
                 )
                 keyed = scored.map_batches(_with_uncertainty, fn_kwargs={"strategy": strategy}, batch_format="pandas")
                 picked = keyed.sort(["draw", "id"], descending=[True, False]).limit(n)
@@ -644,6 +646,7 @@ class FreeALRun:
         rest = self._unannotated(last).map_batches(
             SLMScorer, fn_constructor_kwargs={"folder": str(self._path(f"round-{last}", "slm"))},
             batch_format="pandas", batch_size=64, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1,
+                **cio.NO_RESTARTS,
         )
         labelled = rest.map_batches(_slm_labels, fn_kwargs={"round_": last}, batch_format="pandas")
         cio.write_table(labelled.map_batches(cio.conform, batch_format="pandas"), out)
