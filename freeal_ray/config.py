@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from freeal_ray.errors import ConfigError
+from freeal_ray.prompts import PROMPT_STYLES
 from freeal_ray.task import EntityTask, Task, get_preset, task_from_dict
 
 
@@ -313,7 +314,7 @@ def validate(c: RunConfig) -> None:
         (c.llm.use_gpu in ("auto", "true", "false"), "llm.use_gpu must be auto, true or false"),
         (c.llm.dtype in ("auto", "bfloat16", "float32", "float16"), "llm.dtype must be auto, bfloat16, float32 or float16"),
         (c.llm.runner in ("auto", "actors", "ray_data_llm"), "llm.runner must be auto, actors or ray_data_llm"),
-        (c.llm.prompt_style in ("auto", "plain", "chat", "chat-turns"), "llm.prompt_style must be auto, plain, chat or chat-turns"),
+        (c.llm.prompt_style in ("auto", *PROMPT_STYLES), "llm.prompt_style must be auto, plain, chat or chat-turns"),
         (c.llm.prompt_style in ("auto", "plain") or c.llm.engine == "vllm",
          "llm.prompt_style chat and chat-turns need llm.engine vllm (they read the local model's chat template)"),
         (c.llm.cpu_threads >= 0, "llm.cpu_threads must be >= 0 (0: every core)"),

@@ -397,11 +397,7 @@ class FreeALRun:
             partial, final = self._path(f"round-{r}", "scores.partial"), self._path(f"round-{r}", "scores")
             for p in (partial, final):
                 shutil.rmtree(p, ignore_errors=True)
-            scored = self._table(f"round-{r - 1}", "labels").map_batches(
-                self.scorer, fn_constructor_kwargs={"folder": str(self._path(f"round-{r}", "slm"))},
-                batch_format="pandas", batch_size=64, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1,
-                **cio.NO_RESTARTS,
-            )
+            scored = self._scored(self._table(f"round-{r - 1}", "labels"), r)
             cio.write_table(scored.map_batches(cio.conform, batch_format="pandas"), partial)
             losses = _loss_sample(cio.read_table(partial, columns=["loss"]), self.cfg.loop.seed)
             gmm = fit_loss_gmm(losses[np.isfinite(losses)], seed=self.cfg.loop.seed)
@@ -543,11 +539,7 @@ class FreeALRun:
                 keyed = pool.map_batches(_with_draw, fn_kwargs={"seed": self.cfg.loop.seed}, batch_format="pandas")
                 picked = keyed.sort(["draw", "id"]).limit(n)
             else:
-                scored = pool.map_batches(
-                    SLMScorer, fn_constructor_kwargs={"folder": str(self._path(f"round-{r}", "slm"))},
-                    batch_format="pandas", batch_size=64, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1,
-                **cio.NO_RESTARTS,
-                )
+                scored = self._scored(pool, r)
                 keyed = scored.map_batches(_with_uncertainty, fn_kwargs={"strategy": strategy}, batch_format="pandas")
                 picked = keyed.sort(["draw", "id"], descending=[True, False]).limit(n)
             cio.write_table(picked.drop_columns(["draw"]).map_batches(cio.conform, batch_format="pandas"), partial)
@@ -582,12 +574,20 @@ class FreeALRun:
             partial.rename(folder)
         return cio.read_table(folder)
 
+    def _scored(self, ds: ray.data.Dataset, r: int) -> ray.data.Dataset:
+        """`ds` with round r's SLM's prediction, loss and embedding per row (one scorer actor)."""
+        return ds.map_batches(
+            self.scorer, fn_constructor_kwargs={"folder": str(self._path(f"round-{r}", "slm"))},
+            batch_format="pandas", batch_size=64, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1,
+            **cio.NO_RESTARTS,
+        )
+
     def _notice_abstentions(self, folder: Path, where: str) -> None:
         """Say in plain words when the LLM left rows without a label in the label set."""
         ds = None if self.entities else cio.read_table(folder, columns=["label"])
         if ds is None:
             return
-        n, missing = ds.count(), ds.filter(lambda row: row["label"] is None).count()
+        n, missing = cio.count_rows(folder), ds.filter(lambda row: row["label"] is None).count()
         if missing:
             print(f"[freeal_ray] the LLM gave no answer in the label set for {missing} of {n} rows {where} "
                   f"({missing / max(n, 1):.1%}): the SLM labels them", flush=True)
@@ -643,11 +643,7 @@ class FreeALRun:
 
     def _label_the_rest(self, last: int, out: Path) -> dict:
         """Incremental mode: the last SLM labels every row the LLM never saw (source 'slm')."""
-        rest = self._unannotated(last).map_batches(
-            SLMScorer, fn_constructor_kwargs={"folder": str(self._path(f"round-{last}", "slm"))},
-            batch_format="pandas", batch_size=64, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1,
-                **cio.NO_RESTARTS,
-        )
+        rest = self._scored(self._unannotated(last), last)
         labelled = rest.map_batches(_slm_labels, fn_kwargs={"round_": last}, batch_format="pandas")
         cio.write_table(labelled.map_batches(cio.conform, batch_format="pandas"), out)
         n = cio.count_rows(out)

@@ -209,7 +209,6 @@ def _gguf_to_hf_folder(gguf_path: Path, target: Path) -> None:
 
     log.info("converting %s to a Hugging Face folder (once)", gguf_path.name)
     kwargs = {"gguf_file": gguf_path.name}
-    hf_logging.disable_progress_bar()  # one line of ours says what happens; its per-tensor bars are noise
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "fastest in float32" is advice for running a GGUF model; this converts it once
