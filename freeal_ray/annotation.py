@@ -69,18 +69,24 @@ class PromptBuilder:
                  style: str = "plain", llm_path: str | None = None):
         self.task, self.shots, self.max_chars, self.style = task, shots, max_chars, style
         self.render = chat_renderer(llm_path) if style != "plain" else None
-        self.demo_ids = demos["id"].tolist()
+        self.demo_ids = [str(i) for i in demos["id"]]
         self.demos = list(zip(demos["text"], demos["label"]))
         zero_shot = shots == 0 or not self.demos
         self.encoder = None if zero_shot else Encoder(encoder_path)
         self.index = None if zero_shot else FaissIndex(self.encoder.embed(demos["text"].tolist()))
 
+    def _picks(self, texts: list[str], ids) -> list[list[int]]:
+        """The nearest demos per row, never the row itself: demo pools of corpus rows (the SLM's
+        picks, round 0's confident answers) hold rows that are being labelled, and a row shown its
+        own label would only copy it."""
+        if self.index is None:
+            return [[] for _ in texts]
+        picks = nearest_demos(self.index, self.encoder.embed(texts), self.shots + 1)
+        return [[i for i in pick if self.demo_ids[i] != str(row)][-self.shots:] for pick, row in zip(picks, ids)]
+
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         texts = [t[: self.max_chars] for t in batch["text"]]
-        if self.index is None:
-            picks = [[] for _ in texts]
-        else:
-            picks = nearest_demos(self.index, self.encoder.embed(texts), self.shots)
+        picks = self._picks(texts, batch["id"])
         batch = batch.copy()
         batch["prompt"] = [
             classification_prompt(self.task, [self.demos[i] for i in pick], text, self.style, self.render)
@@ -103,7 +109,7 @@ class EntityPromptBuilder(PromptBuilder):
         batch = batch.copy()
         batch["text"] = [" ".join(t) for t in batch["tokens"]]
         texts = [t[: self.max_chars] for t in batch["text"]]
-        picks = [[] for _ in texts] if self.index is None else nearest_demos(self.index, self.encoder.embed(texts), self.shots)
+        picks = self._picks(texts, batch["id"])
         batch["prompt"] = [entity_prompt(self.task, [self.demos[i] for i in pick], list(tokens))
                            for pick, tokens in zip(picks, batch["tokens"])]
         batch["demo_ids"] = [[self.demo_ids[i] for i in pick] for pick in picks]

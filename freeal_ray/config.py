@@ -149,16 +149,23 @@ class SLMConfig:
     )
 
 
+ROUND0_DEMOS = ("auto", "synthetic", "confident", "mixed", "none")
+
+
 @dataclass
 class LoopConfig:
     rounds: int = _f(2, "Refinement rounds after the initial annotation.")
     prototypes: int = _f(20, "Q: unlabeled rows shown to the LLM as style prototypes in round 0.")
     synth_per_class: int = _f(10, "Demos the LLM writes per class in round 0.")
     round0_demos: str = _f(
-        "synthetic",
-        "What round 0 shows the LLM: synthetic (FreeAL: demos it writes itself, the nearest per row), or none "
-        "(zero-shot: no demo until the SLM picks some for the refinery).",
+        "auto",
+        "What round 0 shows the LLM: synthetic (FreeAL: demos it writes itself, the nearest per row), confident "
+        "(the LLM labels loop.seed_rows corpus rows zero-shot; per class its top loop.top_ratio by confidence, "
+        "then k-medoids, become the demos), mixed (both pools), none (zero-shot: no demo until the SLM picks "
+        "some), or auto: confident for text classification in a chat prompt style, whose zero-shot answers "
+        "measured trustworthy (docs/benchmarks.md), else synthetic.",
     )
+    seed_rows: int = _f(500, "loop.round0_demos confident or mixed: corpus rows the LLM labels zero-shot to find its demos.")
     shots: int | None = _f(None, "m: demos retrieved per row by kNN; null (auto) is the llm.model auto profile's, else 10.")
     top_ratio: float = _f(0.2, "R: per class, the share of clean agreeing rows kept as demo candidates.")
     demos_per_class: int = _f(20, "k-medoids picks this many demos per class from the candidates.")
@@ -336,8 +343,10 @@ def validate(c: RunConfig) -> None:
         (c.loop.shots is None or (isinstance(c.loop.shots, int) and c.loop.shots >= 1),
          "loop.shots must be a whole number >= 1, or null for the profile's"),
         (c.loop.demos_per_class >= 1, "loop.demos_per_class must be >= 1"),
-        (c.loop.round0_demos in ("synthetic", "none"), "loop.round0_demos must be synthetic or none"),
-        (not entities or c.loop.round0_demos == "synthetic", "NER tasks start from synthetic demos: loop.round0_demos must be synthetic"),
+        (c.loop.round0_demos in ROUND0_DEMOS, "loop.round0_demos must be auto, synthetic, confident, mixed or none"),
+        (not entities or c.loop.round0_demos in ("auto", "synthetic"),
+         "NER tasks start from synthetic demos: loop.round0_demos must be synthetic (or auto)"),
+        (c.loop.seed_rows >= 1, "loop.seed_rows must be >= 1"),
         (c.loop.synth_per_class >= 1 and c.loop.prototypes >= 1, "loop.synth_per_class and loop.prototypes must be >= 1"),
         (c.corpus.limit is None or c.corpus.limit > 0, "corpus.limit must be a positive number of rows"),
         (0.0 < c.loop.subset_fraction <= 1.0, "loop.subset_fraction must be in (0, 1]"),

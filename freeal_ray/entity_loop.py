@@ -38,6 +38,7 @@ TAGGER_HEAD_LR_SCALE = 20
 class EntityRun(FreeALRun):
     scorer = TaggerScorer
     demo_columns = ("id", "text", "tokens", "tags", "label")
+    round0_can_be_confident = False
 
     def __init__(self, config):
         super().__init__(config)

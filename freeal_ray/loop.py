@@ -1,6 +1,6 @@
 """The FreeAL loop: stages in order, each written to disk and recorded in the manifest.
 
-round 0:  ingest -> synthesize (demo pool) -> annotate (every row, LLM)
+round 0:  ingest -> synthesize (demo pool: written by the LLM, or its surest zero-shot answers) -> annotate (every row, LLM)
 round r:  train (SLM) -> score (loss, GMM clean split) -> select (next demos) -> refine (LLM, noisy rows only)
 final:    labels (abstentions filled by the SLM), the SLM checkpoint, the report
 
@@ -30,6 +30,7 @@ from freeal_ray import corpus as cio
 from freeal_ray import metrics as M
 from freeal_ray.annotation import LLMSettings, annotate, synthesize_demos
 from freeal_ray.config import RunConfig
+from freeal_ray.embedding import Encoder
 from freeal_ray.engines import EngineConfig, engine_dtype
 from freeal_ray.errors import CorpusError, FreeALError, short_reason
 from freeal_ray.logs import LOG_FILE_ENV, THIRD_PARTY, quiet_logger
@@ -38,6 +39,7 @@ from freeal_ray.model_store import prompt_style_for, resolve_encoder, resolve_ll
 from freeal_ray.noise import fit_loss_gmm
 from freeal_ray.profile import resolve as resolve_profile
 from freeal_ray.sampling import row_draws, subset_size, uncertainty
+from freeal_ray.seeding import confident_demos
 from freeal_ray.selection import select_demos
 from freeal_ray.slm import SLMScorer, label_indices
 from freeal_ray.training import TrainSettings, train_slm
@@ -216,19 +218,23 @@ class FreeALRun:
         return True
 
     def annotate_round_zero(self, n_rows: int) -> LLMSettings | None:
-        """Round 0: the LLM writes its own demos, then labels every row with the nearest of them
-        (`loop.round0_demos: synthetic`), or labels every row with no demo (`none`)."""
+        """Round 0: a demo pool (`loop.round0_demos`), then the LLM labels every row with the
+        nearest of its demos (`none`: with no demo)."""
         llm = None
-        zero_shot = self.cfg.loop.round0_demos == "none"
+        kind = self.round0_demo_kind()
         with self._stage("synthesize") as info:
-            if info is not None and not zero_shot:
-                llm = llm or self._llm()
-                demos = self._synthesize(n_rows, llm, info)
+            if info is not None:
+                pools = []
+                if kind in ("synthetic", "mixed"):
+                    llm = llm or self._llm()
+                    pools.append(self._synthesize(n_rows, llm, info))
+                if kind in ("confident", "mixed"):
+                    llm = llm or self._llm()
+                    pools.append(self._confident_demos(n_rows, llm, info))
                 shutil.rmtree(self._path("round-0", "demos"), ignore_errors=True)
-                cio.write_part(demos, self._path("round-0", "demos"), "demos")
-                info.update(demos=len(demos))
-            elif info is not None:
-                info.update(demos=0, skipped="loop.round0_demos: none")
+                if pools:
+                    cio.write_part(pd.concat(pools, ignore_index=True), self._path("round-0", "demos"), "demos")
+                info.update(demos=sum(len(p) for p in pools), round0_demos=kind)
         with self._stage("annotate-0") as info:
             if info is not None:
                 llm = llm or self._llm()
@@ -236,16 +242,58 @@ class FreeALRun:
                 if self.incremental:
                     n = subset_size(n_rows, self.cfg.loop.subset_fraction)
                     rows = self._fresh_rows(0, n, "random")
-                demos = pd.DataFrame(columns=["id", "text", "label"]) if zero_shot else self._demos(0)
+                demos = self._demos(0) if self._has_demos(0) else pd.DataFrame(columns=["id", "text", "label"])
                 annotate(
                     rows, demos, self.task, llm,
-                    str(resolve_encoder(self.cfg.slm.model)), 0 if zero_shot else self.shots, 0,
+                    str(resolve_encoder(self.cfg.slm.model)), self.shots if len(demos) else 0, 0,
                     str(self._path("round-0", "labels")), total=n,
                 )
-                info.update(self._llm_usage(self._path("round-0", "labels"), 0))
+                usage = self._llm_usage(self._path("round-0", "labels"), 0)
+                seed = self._llm_usage(self._path("round-0", "seed-answers"), 0)  # confident demos' zero-shot calls
+                info.update({k: usage[k] + seed[k] for k in usage})
                 self._notice_abstentions(self._path("round-0", "labels"), "in round 0")
                 self.manifest.round_metrics(0, **info, **self._label_metrics(self._table("round-0", "labels"), "label", "llm"))
         return llm
+
+    round0_can_be_confident = True  # NER answers carry no per-span confidence to rank by
+
+    def round0_demo_kind(self) -> str:
+        """`loop.round0_demos` resolved. auto trusts the LLM's own confident answers only where its
+        zero-shot prompt measured trustworthy, a chat style (MR 0.858 against 0.578 plain, 1.5B), and
+        lets it write demos where the plain prompt would pick wrong ones; no gold is needed to decide."""
+        kind = self.cfg.loop.round0_demos
+        if kind != "auto":
+            return kind
+        if self.model is None:
+            self._pick_annotator()
+        style = prompt_style_for(self.cfg.llm.prompt_style, self.model, self.cfg.llm.engine)
+        return "confident" if self.round0_can_be_confident and style != "plain" else "synthetic"
+
+    def _confident_demos(self, n_rows: int, llm: LLMSettings, info: dict) -> pd.DataFrame:
+        """The LLM labels `loop.seed_rows` random rows zero-shot; per class its surest answers,
+        spread by k-medoids, become round 0's demos (seeding.py)."""
+        loop = self.cfg.loop
+        n = min(loop.seed_rows, n_rows)
+        folder = self._path("round-0", "seed-answers")
+        annotate(self._seed_rows(n), pd.DataFrame(columns=["id", "text", "label"]), self.task, llm,
+                 str(resolve_encoder(self.cfg.slm.model)), 0, 0, str(folder), total=n)
+        answers = self._table("round-0", "seed-answers").to_pandas()
+        embeddings = Encoder(str(resolve_encoder(self.cfg.slm.model))).embed(answers["text"].tolist())
+        picks = confident_demos(answers["label"].to_numpy(), answers["confidence"].to_numpy(), embeddings,
+                                loop.top_ratio, loop.demos_per_class, loop.seed)
+        demos = answers.iloc[picks]
+        if demos.empty:
+            raise FreeALError(f"the LLM gave no answer in the label set for any of the {n} seed rows it labelled "
+                              "zero-shot; set loop.round0_demos: synthetic")
+        info.update(seed_rows=n, confident_demos=len(demos))
+        if "gold" in demos:
+            info.update(confident_demo_acc=float((demos["label"] == demos["gold"]).mean()))
+        return demos.assign(origin="seed")[["id", "text", "label", "origin"]].reset_index(drop=True)
+
+    def _seed_rows(self, n: int) -> ray.data.Dataset:
+        """A random `n` corpus rows, by a draw of their ids (a resumed stage asks about the same rows)."""
+        keyed = self._table("corpus").map_batches(_with_draw, fn_kwargs={"seed": self.cfg.loop.seed + 1}, batch_format="pandas")
+        return keyed.sort(["draw", "id"]).limit(n).drop_columns(["draw"])
 
     def _synthesize(self, n_rows: int, llm: LLMSettings, info: dict) -> pd.DataFrame:
         demos, counts = synthesize_demos(
@@ -424,7 +472,8 @@ class FreeALRun:
 
     def _score_metrics(self, scores: ray.data.Dataset, clean: ray.data.Dataset, n_clean: int) -> dict:
         return {"slm_acc": M.label_quality(scores, "pred", self.task.labels)["acc"],
-                "clean_precision": M.label_quality(clean, "label", self.task.labels)["acc"] if n_clean else None}
+                "clean_precision": M.label_quality(clean, "label", self.task.labels)["acc"] if n_clean else None,
+                **M.split_quality(scores)}
 
     def select(self, r: int) -> None:
         with self._stage(f"select-{r}") as info:
@@ -501,7 +550,7 @@ class FreeALRun:
     agrees = staticmethod(lambda row: row["label"] is not None and row["pred"] == row["label"])
 
     def _final_metrics(self, final: ray.data.Dataset) -> dict:
-        return {"final_acc": M.label_quality(final, "label", self.task.labels)["acc"]}
+        return {"final_acc": M.label_quality(final, "label", self.task.labels)["acc"], **M.label_moves(final)}
 
     def expand(self, r: int, n_rows: int, llm: LLMSettings | None) -> LLMSettings | None:
         """Incremental mode: the LLM annotates a fresh P of the corpus with round r's demos."""

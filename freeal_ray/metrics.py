@@ -64,6 +64,43 @@ def label_quality(ds: ray.data.Dataset, column: str, labels, gold: str = "gold")
     return scores(*confusion(ds, column, labels, gold))
 
 
+def split_quality(ds: ray.data.Dataset, gold: str = "gold") -> dict:
+    """How well the SLM's noisy split finds the LLM's wrong labels: of the labelled rows it called
+    noisy, the share whose label is wrong (precision), and of the wrong labels, the share it called
+    noisy (recall). Abstentions are left out: they are noisy by construction."""
+    noisy_wrong, noisy, wrong = _sum_counts(ds, [gold, "label", "clean"], _batch_split_counts, dict(gold=gold), 3)
+    return {"noisy_precision": noisy_wrong / noisy if noisy else None,
+            "noisy_recall": noisy_wrong / wrong if wrong else None}
+
+
+def _batch_split_counts(batch, gold: str) -> dict:
+    g, label = _strings(batch[gold]), _strings(batch["label"])
+    known = (g != None) & (label != None)  # noqa: E711 -- elementwise on object arrays
+    wrong = known & (label != g)
+    noisy = known & ~np.array([bool(x) for x in batch["clean"]], dtype=bool)
+    return {"counts": [np.array([(noisy & wrong).sum(), noisy.sum(), wrong.sum()])]}
+
+
+def _strings(column) -> np.ndarray:
+    """A column as an object array of str or None, whatever Arrow or pandas type it came as."""
+    return np.array([None if x is None or x != x else str(x) for x in column], dtype=object)
+
+
+def label_moves(ds: ray.data.Dataset, gold: str = "gold") -> dict:
+    """What a refinery did to the labels: wrong ones it made right (fixed), right ones it made
+    wrong (broken)."""
+    fixed, broken = _sum_counts(ds, [gold, "label", "prev_label"], _batch_moves, dict(gold=gold), 2)
+    return {"fixed": int(fixed), "broken": int(broken)}
+
+
+def _batch_moves(batch, gold: str) -> dict:
+    g = _strings(batch[gold])
+    known = g != None  # noqa: E711
+    was_right = known & (_strings(batch["prev_label"]) == g)
+    is_right = known & (_strings(batch["label"]) == g)
+    return {"counts": [np.array([(~was_right & is_right).sum(), (was_right & ~is_right).sum()])]}
+
+
 def entity_quality(ds: ray.data.Dataset, column: str, gold: str = "gold_tags") -> dict:
     """Entity-level micro precision, recall and F1 (exact span and type) of `column` against the
     gold tags, counted batch by batch; sentences with no gold tags are skipped."""

@@ -116,3 +116,26 @@ def test_auto_annotator_fits_the_machine_and_explicit_choices_stand():
     assert load_config(None, {"corpus.path": "x", "loop.shots": "auto"}).loop.shots is None
     with pytest.raises(ConfigError, match="loop.shots"):
         load_config(None, {"corpus.path": "x", "loop.shots": 0})
+
+
+def test_auto_prompt_style_and_round0_demos_follow_the_measurements(tmp_path):
+    from freeal_ray.entity_loop import EntityRun
+    from freeal_ray.loop import FreeALRun
+    from freeal_ray.model_store import prompt_style_for
+
+    assert prompt_style_for("auto", "qwen2.5-coder-1.5b", "vllm") == "chat-turns"
+    assert prompt_style_for("auto", "qwen2.5-coder-0.5b", "vllm") == "chat-turns"
+    assert prompt_style_for("auto", "/models/mine", "vllm") == "plain"  # unmeasured: the plain prompt
+    assert prompt_style_for("chat", "/models/mine", "vllm") == "chat"
+
+    def kind(cls=FreeALRun, task="sentiment", **settings):
+        base = {"corpus.path": "x", "task": task, "output": str(tmp_path / f"o{len(list(tmp_path.iterdir()))}"),
+                "llm.use_gpu": "false", **settings}
+        return cls(load_config(None, base)).round0_demo_kind()
+
+    assert kind(**{"llm.model": "qwen2.5-coder-0.5b", "loop.shots": 4}) == "confident"
+    assert kind(**{"llm.model": "qwen2.5-coder-0.5b", "loop.shots": 4, "llm.prompt_style": "plain"}) == "synthetic"
+    assert kind(**{"llm.model": "qwen2.5-coder-0.5b", "loop.shots": 4, "loop.round0_demos": "mixed"}) == "mixed"
+    assert kind(EntityRun, "conll03", **{"llm.model": "qwen2.5-coder-0.5b", "loop.shots": 4}) == "synthetic"
+    with pytest.raises(ConfigError, match="round0_demos"):
+        load_config(None, {"corpus.path": "x", "task": "conll03", "loop.round0_demos": "confident"})

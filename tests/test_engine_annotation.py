@@ -293,3 +293,15 @@ def test_cpu_engine_threads_take_every_core_split_between_replicas(monkeypatch):
         assert use_cpu_threads(3) == 3 == torch.get_num_threads()  # llm.cpu_threads given: as given
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_row_in_the_demo_pool_is_never_shown_itself(tiny_models):
+    from freeal_ray.annotation import PromptBuilder
+
+    rows = pd.DataFrame(toy_corpus(12)).rename(columns={"gold": "label"})
+    builder = PromptBuilder(get_preset("sentiment"), rows, str(tiny_models["encoder"]), shots=3, max_chars=1000)
+    out = builder(rows[["id", "text"]])
+    # a row's nearest demo is its own text: it is dropped and the next nearest fills the place
+    assert all(len(ids) == 3 and row not in ids for row, ids in zip(out["id"], out["demo_ids"]))
+    stranger = builder(pd.DataFrame({"id": ["new"], "text": [rows["text"][0]]}))
+    assert stranger["demo_ids"][0][-1] == rows["id"][0]  # a row not in the pool does get its nearest

@@ -47,6 +47,7 @@ def test_each_round_annotates_fresh_rows_and_the_slm_labels_the_rest(ray_session
         "corpus.path": str(corpus), "corpus.gold_column": "gold", "task": "sentiment",
         "llm.engine": "instant", "llm.model": "instant",  # the LLM's answers are not what is tested here
         "loop.rounds": 2, "loop.subset_fraction": 0.25, "loop.subset_strategy": "entropy",
+        "loop.round0_demos": "mixed", "loop.seed_rows": 8,
     }
     result = run_freeal(load_config(None, overrides))
 
@@ -82,5 +83,12 @@ def test_each_round_annotates_fresh_rows_and_the_slm_labels_the_rest(ray_session
     rounds = result.rounds
     assert rounds["1"]["annotated_rows"] == 20 and rounds["1"]["added_rows"] == 10
     assert rounds["2"]["slm_labelled_rows"] == 20
-    assert rounds["0"]["llm_calls"] == 10
+    assert rounds["0"]["llm_calls"] == 10 + 8  # the seed rows' zero-shot calls count in round 0
+
+    # mixed round-0 demos: the written ones and the LLM's own answers on seed rows, as it gave them
+    demos = cio.read_table(out / "round-0" / "demos").to_pandas()
+    seed = cio.read_table(out / "round-0" / "seed-answers").to_pandas().set_index("id")
+    assert set(demos["origin"]) == {"synthetic", "seed"} and len(seed) == 8
+    picked = demos[demos["origin"] == "seed"].set_index("id")
+    assert (picked["label"] == seed.loc[picked.index, "label"]).all()
     assert rounds["1"]["llm_calls"] == 10 + rounds["1"]["noisy_rows"]

@@ -29,3 +29,20 @@ def test_entity_quality_sums_sentences_across_blocks(ray_session):
     # per group of four: 1 exact match (PER); gold entities PER, LOC, ORG; predicted PER, LOC (B-LOC alone)
     assert (q["gold_entities"], q["predicted_entities"]) == (150, 100)
     assert abs(q["precision"] - 0.5) < 1e-12 and abs(q["recall"] - 50 / 150) < 1e-12
+
+
+def test_split_quality_and_label_moves_count_against_gold(ray_session):
+    from freeal_ray.metrics import label_moves, split_quality
+
+    rows = pd.DataFrame({
+        "gold":       ["a", "b", "a", None, "b", "a"],
+        "label":      ["a", "a", None, "b", "b", "b"],
+        "clean":      [True, False, False, False, True, True],
+        "prev_label": ["b", "a", "a", "a", "b", "b"],
+    })
+    ds = ray.data.from_pandas(pd.concat([rows] * 50, ignore_index=True)).repartition(4)
+    split = split_quality(ds)
+    # labelled rows with gold: row 0 right/clean, row 1 wrong/noisy, row 4 right/clean, row 5 wrong/clean
+    assert split == {"noisy_precision": 1.0, "noisy_recall": 0.5}
+    # row 0 wrong -> right (fixed), row 2 right -> abstained (broken); row 3 has no gold
+    assert label_moves(ds) == {"fixed": 50, "broken": 50}

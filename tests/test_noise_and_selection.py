@@ -71,3 +71,19 @@ def test_refinery_rows_carry_one_copy_of_each_column_in_every_round():
     again = carry_to_refinery(round2)
     assert again.columns.is_unique
     assert again.loc[0, "slm_pred"] == "positive" and again.loc[0, "prev_label"] == "negative"
+
+
+def test_confident_demos_come_from_each_classs_surest_answers():
+    from freeal_ray.seeding import confident_demos
+
+    rng = np.random.default_rng(0)
+    labels = np.array(["neg"] * 40 + ["pos"] * 40 + [None] * 10, dtype=object)
+    confidence = rng.random(90)
+    embeddings = rng.normal(size=(90, 16))
+    picks = confident_demos(labels, confidence, embeddings, top_ratio=0.25, k=4, seed=0)
+    assert len(picks) == 8 and all(labels[i] is not None for i in picks)
+    for label in ("neg", "pos"):
+        rows = np.flatnonzero(labels == label)
+        surest = set(rows[np.argsort(-confidence[rows])[:10]])  # the top quarter of the class
+        chosen = [i for i in picks if labels[i] == label]
+        assert len(chosen) == 4 and set(chosen) <= surest
