@@ -567,7 +567,7 @@ def benchmark_subset(args, columns: list[str]):
     if train is None or test is None:
         return None
     subset = train.sample(n=min(args.rows, len(train)), random_state=args.seed)
-    work = ROOT / "bench" / "work" / f"{args.benchmark}-{len(subset)}"
+    work = ROOT / "bench" / "work" / f"{args.benchmark}-{len(subset)}"  # shared by tags: the zero-shot runs are reused
     work.mkdir(parents=True, exist_ok=True)
     corpus = work / "train.jsonl"
     subset[columns].to_json(corpus, orient="records", lines=True)
@@ -584,7 +584,7 @@ def run_loop(args) -> None:
         return
     subset, test, work, corpus = picked
     overrides = {
-        "task": BENCHMARK_TASKS[args.benchmark], "output": str(work / "run"),
+        "task": BENCHMARK_TASKS[args.benchmark], "output": str(work / (f"run-{args.tag}" if args.tag else "run")),
         "corpus.path": str(corpus), "corpus.gold_column": "label",
         "llm.model": args.llm, "slm.model": args.slm, "loop.rounds": args.rounds, "loop.seed": args.seed,
     }
@@ -618,9 +618,11 @@ def run_loop(args) -> None:
         "llm_calls": sum(r.get("llm_calls", 0) for r in rounds.values()),
         "wall_seconds": round(wall), "rounds": rounds, "machine": machine(),
         "synthesis": run.manifest.stage("synthesize").get("synthesis"), "commit": commit(),
+        "round0_demos": {k: run.manifest.stage("synthesize").get(k) for k in ("round0_demos", "demos", "seed_rows",
+                                                                               "confident_demos", "confident_demo_acc")},
         "command": "python bench/quality.py loop " + " ".join(sys.argv[2:]),
     }
-    write_result(args.benchmark, summary, loop_table(summary))
+    write_result(f"{args.benchmark}-{args.tag}" if args.tag else args.benchmark, summary, loop_table(summary))
 
 
 def commit() -> str | None:
@@ -660,18 +662,25 @@ def loop_table(s: dict) -> str:
     fmt = lambda v: "" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
     lines = [
         f"{s['benchmark']}: {s['rows']} training rows, LLM {s['llm']}, SLM {s['slm']}, {s['wall_seconds']} s on {s['machine']}.\n",
-        "| round | LLM acc | LLM macro-F1 | SLM acc | final acc | clean share | noisy rows | LLM calls | prompt tokens |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| round | LLM acc | LLM macro-F1 | SLM acc | final acc | clean share | noisy rows | noisy precision | noisy recall | fixed | broken | LLM calls | prompt tokens |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    gap = "  |  |  |  |"  # the split and refinery columns, empty on zero-shot rows
     if "zero_shot_chat_acc" in s:
-        lines += [f"| zero-shot, plain prompt | {fmt(s['zero_shot_plain_acc'])} | {fmt(s['zero_shot_llm_macro_f1'])} |  |  |  |  | {s['zero_shot_llm_calls']} |  |",
-                  f"| zero-shot, chat prompt | {fmt(s['zero_shot_chat_acc'])} | {fmt(s['zero_shot_chat_macro_f1'])} |  |  |  |  | {s['zero_shot_llm_calls']} |  |"]
+        lines += [f"| zero-shot, plain prompt | {fmt(s['zero_shot_plain_acc'])} | {fmt(s['zero_shot_llm_macro_f1'])} |  |  |  |{gap} | {s['zero_shot_llm_calls']} |  |",
+                  f"| zero-shot, chat prompt | {fmt(s['zero_shot_chat_acc'])} | {fmt(s['zero_shot_chat_macro_f1'])} |  |  |  |{gap} | {s['zero_shot_llm_calls']} |  |"]
     else:
-        lines.append(f"| zero-shot | {fmt(s['zero_shot_llm_acc'])} | {fmt(s['zero_shot_llm_macro_f1'])} |  |  |  |  | {s['zero_shot_llm_calls']} |  |")
+        lines.append(f"| zero-shot | {fmt(s['zero_shot_llm_acc'])} | {fmt(s['zero_shot_llm_macro_f1'])} |  |  |  |{gap} | {s['zero_shot_llm_calls']} |  |")
     for r, m in sorted(s["rounds"].items()):
-        cells = [m.get(k) for k in ("llm_acc", "llm_macro_f1", "slm_acc", "final_acc", "clean_fraction", "noisy_rows", "llm_calls", "prompt_tokens")]
+        cells = [m.get(k) for k in ("llm_acc", "llm_macro_f1", "slm_acc", "final_acc", "clean_fraction", "noisy_rows", "noisy_precision",
+                                    "noisy_recall", "fixed", "broken", "llm_calls", "prompt_tokens")]
         lines.append(f"| {r} | " + " | ".join(fmt(c) for c in cells) + " |")
     lines.append(f"\nSLM on the test split ({s['test_rows']} rows): accuracy {fmt(s['slm_test_acc'])}, macro-F1 {fmt(s['slm_test_macro_f1'])}.\n")
+    seeded = s.get("round0_demos") or {}
+    if seeded.get("confident_demos"):
+        lines.append(f"Round-0 demos ({seeded['round0_demos']}): the LLM labelled {seeded['seed_rows']} rows zero-shot; its "
+                     f"{seeded['confident_demos']} surest answers, spread by k-medoids, became demos, "
+                     f"{fmt(seeded.get('confident_demo_acc'))} of them right.\n")
     syn = s.get("synthesis")
     if syn:
         lines.append(f"Round-0 synthesis: the LLM wrote {syn['written']} examples; {syn['empty']} were empty, "
@@ -1136,6 +1145,7 @@ def main(argv=None) -> None:
     loop.add_argument("--slm", default="all-minilm-l6-v2")
     loop.add_argument("--seed", type=int, default=0)
     loop.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any config override")
+    loop.add_argument("--tag", default=None, help="a variant's name: its run folder is run-TAG, its result quality-BENCH-TAG.json")
     ner = sub.add_parser("ner", help="the NER loop with the embedded LLM on a CoNLL-03 or BC5CDR subset")
     ner.add_argument("--benchmark", required=True, choices=["conll03", "bc5cdr"])
     ner.add_argument("--rows", type=int, default=200, help="training sentences, sampled at random")
