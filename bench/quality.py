@@ -753,7 +753,7 @@ def ner_zero_shot(run, folder: Path) -> dict:
 
 
 def tagger_test_scores(folder: Path, test: pd.DataFrame) -> dict:
-    from freeal_ray.ner import entity_scores
+    from freeal_ray.metrics import entity_scores
     from freeal_ray.tagger import TaggerScorer
 
     scorer = TaggerScorer(str(folder))

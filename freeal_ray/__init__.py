@@ -1,0 +1,10 @@
+"""freeal_ray: LLM and SLM label a corpus together (FreeAL) on Ray. `run_freeal(config)` is the call."""
+
+
+def __getattr__(name):
+    # Lazy, so `import freeal_ray` (and the CLI's --help) does not start importing Ray and torch.
+    if name == "run_freeal":
+        from freeal_ray.run import run_freeal
+
+        return run_freeal
+    raise AttributeError(name)

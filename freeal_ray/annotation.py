@@ -118,8 +118,10 @@ class EntityPromptBuilder(PromptBuilder):
 
 class EntityWorker:
     """Ray Data actor: asks an engine for each sentence's entities and aligns them to BIO tags.
-    An answer that is not the JSON asked for, or spans that are not in the sentence or have an
-    unknown type, are dropped and counted per row, never an error for the batch."""
+    Spans that are not in the sentence or have an unknown type are dropped and counted per row; an
+    answer that is not the JSON asked for leaves the sentence with no tags (None, an abstention:
+    the tagger does not learn from it, the refinery re-asks it, the tagger fills it at the end),
+    never an error for the batch."""
 
     def __init__(self, task: EntityTask, engines: list, round_: int):
         self.task, self.round, self.engines = task, round_, engines
@@ -135,7 +137,7 @@ class EntityWorker:
         for tokens, answer in zip(batch["tokens"], answers):
             spans = parse_entities(answer.text)
             row_tags, stats = align_spans(list(tokens), spans or [], self.task.entity_types)
-            tags.append(row_tags)
+            tags.append(None if spans is None else row_tags)  # an unread answer is an abstention, as in classification
             placed.append(stats.placed)
             dropped.append(sum(stats.dropped.values()))
             unparsed.append(spans is None)

@@ -82,7 +82,7 @@ def _overrides(args) -> dict:
 
 def _run(config_path, overrides, verbose: bool = False) -> int:
     from freeal_ray.config import load_config
-    from freeal_ray.loop import run_freeal
+    from freeal_ray.run import run_freeal
     from freeal_ray.report import summary
 
     config = load_config(config_path, overrides)

@@ -57,9 +57,10 @@ def read_raw(cfg: CorpusConfig) -> tuple[ray.data.Dataset, ray.data.Dataset | No
     fmt = _format(cfg, files)
     try:
         if fmt == "jsonl":
-            # Parse line by line ourselves: one bad line must not fail the whole read.
-            lines = ray.data.read_text(files, drop_empty_lines=True)
-            parsed = lines.map_batches(_parse_json_lines, batch_format="pandas")
+            # Split and decode line by line ourselves: one bad line (malformed JSON, bytes that are
+            # not UTF-8) must not fail the whole read, as Ray's read_text does on a stray byte.
+            files_ds = ray.data.read_binary_files(files, include_paths=True)
+            parsed = files_ds.map_batches(_parse_json_file, batch_size=1, batch_format="numpy")
             good = parsed.filter(lambda r: r["__error"] is None)
             bad = parsed.filter(lambda r: r["__error"] is not None)
             # Every block gets every key of the whole file: a block whose rows lack a key would
@@ -80,19 +81,34 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def _parse_json_lines(batch: pd.DataFrame) -> pd.DataFrame:
+def _parse_json_file(batch: dict) -> pd.DataFrame:
+    """One JSONL file's lines as (payload, error): a line that is not UTF-8 or not a JSON object
+    is kept, with its reason, for the quarantine."""
     payloads, errors = [], []
-    for line in batch["text"]:
-        try:
-            value = json.loads(line)
-            if not isinstance(value, dict):
-                raise ValueError("line is not a JSON object")
-            payloads.append(json.dumps(value))
-            errors.append(None)
-        except ValueError as exc:
-            payloads.append(line)
-            errors.append(f"malformed JSON: {str(exc).splitlines()[0]}")
-    return pd.DataFrame({"__payload": payloads, "__error": errors})
+    for data, path in zip(batch["bytes"], batch["path"]):
+        for number, raw in enumerate(bytes(data).split(b"\n"), start=1):
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                payloads.append(raw.decode("utf-8", errors="replace"))
+                errors.append(f"line {number} of {Path(path).name} is not UTF-8 text (byte {exc.start} of the line)")
+                continue
+            payload, error = _parse_json_line(line)
+            payloads.append(payload)
+            errors.append(error)
+    return pd.DataFrame({"__payload": payloads, "__error": errors}, dtype=object)
+
+
+def _parse_json_line(line: str) -> tuple[str, str | None]:
+    try:
+        value = json.loads(line)
+        if not isinstance(value, dict):
+            raise ValueError("line is not a JSON object")
+        return json.dumps(value), None
+    except ValueError as exc:
+        return line, f"malformed JSON: {str(exc).splitlines()[0]}"
 
 
 def _json_keys(batch: pd.DataFrame) -> pd.DataFrame:
@@ -133,6 +149,37 @@ def check_columns(cfg: CorpusConfig, ds: ray.data.Dataset) -> list[str]:
     return columns
 
 
+# Columns the stages write. A corpus column of the same name that is not one the config maps
+# (corpus.text_column, ...) travels on as `input_<name>`, so no stage overwrites the user's data.
+RESERVED_COLUMNS = frozenset({
+    "id", "text", "gold", "view", "given_label", "label", "source", "round", "confidence", "prompt_tokens",
+    "output_tokens", "demo_ids", "prev_label", "slm_pred", "pred", "probs", "loss", "embedding", "p_clean",
+    "clean", "duplicate_of", "canonical_id", "text_key", "draw", "tokens", "offsets", "gold_tags", "tags",
+    "prev_tags", "slm_tags", "pred_tags", "spans_placed", "spans_dropped", "answer_unparsed", "__error",
+})
+
+
+def passthrough_renames(columns, cfg: CorpusConfig) -> dict[str, str]:
+    """Pass-through corpus columns whose names the output uses, and the names they travel under."""
+    mapped = {cfg.text_column, cfg.id_column, cfg.gold_column, cfg.view_column, cfg.llm_label_column}
+    renames = {}
+    for column in columns:
+        if column in RESERVED_COLUMNS and column not in mapped:
+            new = f"input_{column}"
+            while new in columns or new in renames.values():
+                new = f"input_{new}"
+            renames[column] = new
+    return renames
+
+
+def _pass_through(batch: pd.DataFrame, out: pd.DataFrame, used: set, cfg: dict) -> pd.DataFrame:
+    renames = cfg.get("renames") or {}
+    for column in batch.columns:
+        if column not in used:
+            out[renames.get(column, column)] = batch[column]
+    return out
+
+
 def normalise_rows(batch: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     """Rename to the stage contract (id, text, gold, view, given_label) and flag rows that cannot be labelled."""
     if cfg.get("entities"):
@@ -154,10 +201,7 @@ def normalise_rows(batch: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     if cfg.get("llm_label_column"):
         out["given_label"] = [None if _missing(v) else str(v) for v in batch[cfg["llm_label_column"]]]
     used = {cfg[k] for k in ("text_column", "id_column", "gold_column", "view_column", "llm_label_column") if cfg.get(k)}
-    for column in batch.columns:
-        if column not in used and column not in out.columns:
-            out[column] = batch[column]
-    return out
+    return _pass_through(batch, out, used, cfg)
 
 
 def normalise_sentences(batch: pd.DataFrame, cfg: dict) -> pd.DataFrame:
@@ -192,10 +236,7 @@ def normalise_sentences(batch: pd.DataFrame, cfg: dict) -> pd.DataFrame:
                     for p, g, t in zip(problems, gold, tokens)]
     out["__error"] = ["missing id" if i is None else p for i, p in zip(out["id"], problems)]
     used = {cfg[k] for k in ("text_column", "id_column", "gold_column") if cfg.get(k)}
-    for column in batch.columns:
-        if column not in used and column not in out.columns:
-            out[column] = batch[column]
-    return out
+    return _pass_through(batch, out, used, cfg)
 
 
 def _is_list(value) -> bool:

@@ -118,8 +118,9 @@ class EntityRun(FreeALRun):
 
     carry = staticmethod(lambda batch: carry_sentence_to_refinery(batch))
     fill = staticmethod(lambda batch: _fill_unread_answers(batch))
-    changed = staticmethod(lambda row: list(row["tags"]) != list(row["prev_tags"]))
+    changed = staticmethod(lambda row: _tag_list(row["tags"]) != _tag_list(row["prev_tags"]))
     agrees = staticmethod(lambda row: row["tags"] is not None and list(row["pred_tags"]) == list(row["tags"]))
+    labelled = staticmethod(lambda row: row["tags"] is not None)
 
     def _final_metrics(self, final: ray.data.Dataset) -> dict:
         q = M.entity_quality(final, "tags")
@@ -128,11 +129,9 @@ class EntityRun(FreeALRun):
 
 def _training_sentences(batch: pd.DataFrame, tags: tuple[str, ...]) -> pd.DataFrame:
     """Labelled sentences as the tagger trains on them: tokens and a tag index per token. A
-    sentence whose answer could not be read has no tags to learn (all -1)."""
+    sentence whose answer could not be read has no tags (None) and so nothing to learn (all -1)."""
     tokens = [list(t) for t in batch["tokens"]]
-    unread = batch["answer_unparsed"].fillna(False).to_numpy(bool) if "answer_unparsed" in batch else np.zeros(len(batch), bool)
-    given = [None if skip else t for t, skip in zip(batch["tags"], unread)]
-    return pd.DataFrame({"tokens": tokens, "tag_idx": tag_indices(given, tags, [len(t) for t in tokens])})
+    return pd.DataFrame({"tokens": tokens, "tag_idx": tag_indices(list(batch["tags"]), tags, [len(t) for t in tokens])})
 
 
 def _with_dominant_type(batch: pd.DataFrame) -> pd.DataFrame:
@@ -150,12 +149,16 @@ def carry_sentence_to_refinery(batch: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fill_unread_answers(batch: pd.DataFrame) -> pd.DataFrame:
-    """Where the LLM's answer could not be read, the tagger's tags become the labels (source 'slm')."""
-    if "slm_tags" not in batch or "answer_unparsed" not in batch:
+    """Where the LLM's answer could not be read (no tags), the tagger's tags become the labels (source 'slm')."""
+    if "slm_tags" not in batch:
         return batch
-    unread = batch["answer_unparsed"].fillna(False).to_numpy(bool) & batch["slm_tags"].notna().to_numpy()
+    unread = np.array([t is None and s is not None for t, s in zip(batch["tags"], batch["slm_tags"])], dtype=bool)
     if unread.any():
         batch = batch.copy()
         batch["tags"] = [s if u else t for t, s, u in zip(batch["tags"], batch["slm_tags"], unread)]
         batch["source"] = np.where(unread, "slm", batch["source"])
     return batch
+
+
+def _tag_list(tags) -> list | None:
+    return None if tags is None else list(tags)

@@ -331,11 +331,14 @@ class FreeALRun:
             raw, bad_lines = cio.read_raw(c)
             if c.limit:
                 raw = raw.limit(c.limit)
-            cio.check_columns(c, raw)
+            renames = cio.passthrough_renames(cio.check_columns(c, raw), c)
+            if renames:
+                shown = ", ".join(f"{a} as {b}" for a, b in renames.items())
+                print(f"[freeal_ray] corpus columns named like the output's are kept under new names: {shown}", flush=True)
             opts = {
                 "text_column": c.text_column, "id_column": c.id_column, "gold_column": c.gold_column,
                 "view_column": c.view_column, "llm_label_column": c.llm_label_column,
-                "entities": self.entities,
+                "entities": self.entities, "renames": renames,
             }
             rows = raw.map_batches(cio.normalise_rows, fn_kwargs={"cfg": opts}, batch_format="pandas")
             for folder in ("corpus", "quarantine"):
@@ -373,7 +376,7 @@ class FreeALRun:
                       "and the output copies its label to the repeats (column duplicate_of)")
             self._check_gold()
             n_long = self._notice_long_texts()
-            info.update(rows=n_rows, quarantined=n_bad, duplicate_texts=n_dupes, texts_cut=n_long)
+            info.update(rows=n_rows, quarantined=n_bad, duplicate_texts=n_dupes, texts_cut=n_long, renamed_columns=renames)
 
     def _notice_long_texts(self) -> int:
         """Texts longer than llm.max_text_chars reach the LLM cut: say so once, at ingest."""
@@ -463,7 +466,9 @@ class FreeALRun:
             scores = self._table(f"round-{r}", "scores")
             clean = scores.filter(lambda row: bool(row["clean"]))
             n, n_clean = scores.count(), clean.count()
-            agreement = scores.filter(self.agrees).count() / max(n, 1)
+            # Over labelled rows only: an abstention cannot agree, and counting it would make a round
+            # with more abstentions look like a worse SLM to the early-stop guard.
+            agreement = scores.filter(self.agrees).count() / max(scores.filter(self.labelled).count(), 1)
             info.update(gmm=gmm.__dict__, clean=n_clean, rows=n, agreement=agreement)
             metrics = {"clean_fraction": n_clean / max(n, 1), "slm_agreement": agreement}
             if self.cfg.corpus.gold_column:
@@ -548,6 +553,7 @@ class FreeALRun:
     fill = staticmethod(lambda batch: _fill_abstentions(batch))
     changed = staticmethod(lambda row: row["label"] != row["prev_label"])
     agrees = staticmethod(lambda row: row["label"] is not None and row["pred"] == row["label"])
+    labelled = staticmethod(lambda row: row["label"] is not None)
 
     def _final_metrics(self, final: ray.data.Dataset) -> dict:
         return {"final_acc": M.label_quality(final, "label", self.task.labels)["acc"], **M.label_moves(final)}
@@ -782,15 +788,20 @@ def _require_demos(demos: pd.DataFrame, task, counts: dict) -> None:
 def _want_gpu(setting: str) -> bool:
     if setting in ("true", "false"):
         return setting == "true"
-    return ray.cluster_resources().get("GPU", 0) > 0
+    return cluster_can_have_gpus()
 
 
-def run_freeal(config: RunConfig) -> RunResult:
-    """Run (or resume) the whole loop for `config`; the one obvious call."""
-    from freeal_ray.task import EntityTask
+def cluster_can_have_gpus() -> bool:
+    """GPUs in the cluster now, or in the node types its autoscaler may start: a cluster that scales
+    its GPU workers from zero (cluster/) has none at the instant a run starts, yet its annotators
+    and trainers belong on them. Ray Train and Data read the same autoscaler config."""
+    if ray.cluster_resources().get("GPU", 0) > 0:
+        return True
+    try:
+        from ray._private.state import state
 
-    if isinstance(config.resolved_task(), EntityTask):
-        from freeal_ray.entity_loop import EntityRun
-
-        return EntityRun(config).run()
-    return FreeALRun(config).run()
+        most = state.get_max_resources_from_cluster_config() or {}
+    except Exception:  # an older Ray, or a cluster with no autoscaler: what it has now is all it gets
+        log.debug("no autoscaler config to read", exc_info=True)
+        return False
+    return most.get("GPU", 0) > 0

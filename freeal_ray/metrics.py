@@ -118,6 +118,17 @@ def _batch_entity_counts(batch, gold: str, column: str) -> dict:
     return {"counts": [total]}
 
 
+def entity_scores(gold, pred) -> dict:
+    """Micro precision, recall and F1 over exact-match entities (span and type), seqeval-style,
+    from two plain sequences of BIO tag lists."""
+    from freeal_ray.ner import entity_counts
+
+    totals = np.zeros(3, dtype=np.int64)
+    for g, p in zip(gold, pred):
+        totals += np.asarray(entity_counts(g, p))
+    return entity_scores_of(*(int(t) for t in totals))
+
+
 def entity_scores_of(tp: int, n_gold: int, n_pred: int) -> dict:
     precision = tp / n_pred if n_pred else 0.0
     recall = tp / n_gold if n_gold else 0.0

@@ -147,16 +147,6 @@ def entity_counts(gold: Sequence[str], pred: Sequence[str]) -> tuple[int, int, i
     return len(gold_set & pred_set), len(gold_set), len(pred_set)
 
 
-def entity_scores(gold: Iterable[Sequence[str]], pred: Iterable[Sequence[str]]) -> dict:
-    """Micro precision, recall and F1 over exact-match entities (span and type), seqeval-style."""
-    from freeal_ray.metrics import entity_scores_of
-
-    totals = [0, 0, 0]
-    for g, p in zip(gold, pred):
-        totals = [a + b for a, b in zip(totals, entity_counts(g, p))]
-    return entity_scores_of(*totals)
-
-
 def dominant_type(tags: Sequence[str]) -> str:
     """The entity type a sentence names most (first named on a tie), or "none": how NER demos
     are grouped, so every type gets demos of its own."""

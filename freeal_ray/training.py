@@ -46,6 +46,7 @@ class TrainSettings:
     sharpen_temperature: float = 0.5
     head_lr: float = 0.0  # 0: the same as lr
     label_floor: float = 0.0
+    shuffle_rows: int = 100_000  # rows per worker shuffled together each epoch (memory: text and label only)
 
 
 def make_optimizer(model, s: TrainSettings):
@@ -103,10 +104,7 @@ def _train_loop(config: dict) -> None:
         robust = gmm is not None and epoch >= s.warmup_epochs
         losses, n_clean, n_labelled, total = [], 0, 0, 0.0
         model.train()
-        for batch in shard.iter_batches(
-            batch_size=s.batch_size, batch_format="numpy", local_shuffle_buffer_size=4 * s.batch_size,
-            local_shuffle_seed=s.seed + epoch,
-        ):
+        for batch in _epoch_batches(shard, s, epoch):
             texts = [str(t) for t in batch["text"]]
             target = torch.as_tensor(batch["label_idx"].astype(np.int64), device=device)
             labelled = target >= 0
@@ -241,8 +239,7 @@ def _train_tagger_loop(config: dict) -> None:
         robust = gmm is not None and epoch >= s.warmup_epochs
         losses, n_clean, n_labelled, total = [], 0, 0, 0.0
         model.train()
-        for batch in shard.iter_batches(batch_size=s.batch_size, batch_format="numpy",
-                                        local_shuffle_buffer_size=4 * s.batch_size, local_shuffle_seed=s.seed + epoch):
+        for batch in _epoch_batches(shard, s, epoch):
             sentences = [list(t) for t in batch["tokens"]]
             ids, mask, word_ids = encode_words(tokenizer, sentences, s.max_length)
             targets = torch.tensor([subword_targets(wi, list(g)) for wi, g in zip(word_ids, batch["tag_idx"])])
@@ -293,6 +290,15 @@ def _train_tagger_loop(config: dict) -> None:
                 save_tagger(inner.cpu(), tokenizer, s.labels, s.max_length, tmp)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _epoch_batches(shard, s: TrainSettings, epoch: int):
+    """One epoch's batches in a fresh random order. The shuffle buffer holds the whole shard up to
+    `shuffle_rows` rows, so a corpus sorted by class (or, from round 2, kept rows before refined
+    ones) still trains on mixed batches; past that it mixes a window of that many rows. It runs in
+    the training worker: a Ray Data shuffle would need CPUs the annotator and the trainer hold."""
+    return shard.iter_batches(batch_size=s.batch_size, batch_format="numpy",
+                              local_shuffle_buffer_size=max(s.batch_size, s.shuffle_rows), local_shuffle_seed=s.seed + epoch)
 
 
 def _eval_losses(model, shard, batch_size: int, batch_losses, torch) -> np.ndarray:

@@ -94,6 +94,21 @@ def test_gpu_runs_reach_vllm_through_ray_data_llm_with_the_configured_parallelis
         load_config(None, {**base, "llm.runner": "ray_data_llm", "llm.engine": "openai"})
 
 
+def test_use_gpu_auto_counts_the_gpus_an_autoscaler_may_start(monkeypatch):
+    import ray
+    from ray._private.state import state
+
+    from freeal_ray.loop import _want_gpu
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})  # a head node, GPU workers at zero
+    monkeypatch.setattr(state, "get_max_resources_from_cluster_config", lambda: {"CPU": 36, "GPU": 8})
+    assert _want_gpu("auto") and not _want_gpu("false")
+    monkeypatch.setattr(state, "get_max_resources_from_cluster_config", lambda: None)  # no autoscaler
+    assert not _want_gpu("auto") and _want_gpu("true")
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0, "GPU": 1.0})
+    assert _want_gpu("auto")
+
+
 def test_model_parts_are_found_by_package_not_by_module_name():
     """The mpnet preset ships its weights as packages whose folders are no importable module; the
     files are found from the installed distribution's record (here the default encoder's package)."""

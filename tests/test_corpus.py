@@ -40,6 +40,29 @@ def test_bad_rows_are_quarantined_with_reasons(ray_session, tmp_path):
     assert any('"id": "b"' in line for line in quarantine["line"])
 
 
+def test_columns_named_like_the_outputs_travel_renamed_with_a_notice(ray_session, tmp_path, capsys):
+    path = write_jsonl(tmp_path / "c.jsonl", [
+        {"id": "a", "review": "fine row", "label": "theirs", "source": "web", "text": "a title", "note": 1},
+        {"id": "b", "review": "another row", "label": "other", "source": "app", "text": "b title", "note": 2},
+    ])
+    corpus, _ = ingest(path, tmp_path, **{"corpus.text_column": "review"})
+    by_id = corpus.set_index("id")
+    assert by_id.loc["a", "text"] == "fine row" and by_id.loc["a", "input_text"] == "a title"
+    assert list(by_id["input_label"]) == ["theirs", "other"] and list(by_id["input_source"]) == ["web", "app"]
+    assert "label" not in corpus.columns and "source" not in corpus.columns and list(by_id["note"]) == [1, 2]
+    notice = capsys.readouterr().out
+    assert "label as input_label" in notice and "source as input_source" in notice and "text as input_text" in notice
+
+
+def test_a_line_that_is_not_utf8_is_quarantined_and_the_rest_read(ray_session, tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b'{"id": "a", "text": "fine row"}\n{"id": "b", "text": "caf\xe9 latin-1"}\n{"id": "c", "text": "caf\xc3\xa9 ok"}\n')
+    corpus, quarantine = ingest(path, tmp_path)
+    assert sorted(corpus["id"]) == ["a", "c"] and "café ok" in set(corpus["text"])
+    assert list(quarantine["reason"]) == ["line 2 of bad.jsonl is not UTF-8 text (byte 24 of the line)"]
+    assert '"id": "b"' in quarantine["line"].iloc[0]
+
+
 def test_repeated_texts_are_kept_aside_for_labelling_once(ray_session, tmp_path):
     path = write_jsonl(
         tmp_path / "c.jsonl",
@@ -143,7 +166,7 @@ def test_given_labels_can_be_kept_with_only_the_abstentions_left_to_fill(ray_ses
     from conftest import tiny_overrides
     from tiny_models import toy_corpus
 
-    from freeal_ray.loop import run_freeal
+    from freeal_ray.run import run_freeal
 
     rows = toy_corpus(40, seed=2)
     for i, row in enumerate(rows):

@@ -9,7 +9,7 @@ from conftest import tiny_overrides, write_jsonl
 from freeal_ray import corpus as cio
 from freeal_ray.config import load_config
 from freeal_ray.errors import ConfigError
-from freeal_ray.loop import run_freeal
+from freeal_ray.run import run_freeal
 from freeal_ray.ner import is_valid_bio
 from freeal_ray.task import EntityTask
 from test_tagger import toy_ner
@@ -64,12 +64,15 @@ def test_the_loop_labels_sentences_end_to_end(ray_session, tiny_models, tmp_path
     quarantine = cio.read_table(out / "quarantine").to_pandas()
     assert "1 gold tags for 2 tokens" in quarantine["reason"].iloc[0]
 
-    # round 0: synthetic demos are annotated sentences; every corpus sentence got valid tags
+    # round 0: synthetic demos are annotated sentences; every corpus sentence got valid tags, or
+    # none where the answer could not be read (an abstention)
     demos0 = cio.read_table(out / "round-0" / "demos").to_pandas()
     assert len(demos0) and all(any(t != "O" for t in tags) for tags in demos0["tags"])
     labels0 = cio.read_table(out / "round-0" / "labels").to_pandas()
     assert len(labels0) == 40 and "s5-repeat" not in set(labels0["id"])
-    assert all(len(t) == len(k) and is_valid_bio(list(t)) for t, k in zip(labels0["tags"], labels0["tokens"]))
+    read = ~labels0["answer_unparsed"].astype(bool)
+    assert labels0.loc[~read, "tags"].isna().all() and read.sum() > 30
+    assert all(len(t) == len(k) and is_valid_bio(list(t)) for t, k in zip(labels0["tags"][read], labels0["tokens"][read]))
     assert labels0["spans_placed"].sum() > 0
 
     # round 1: demos are clean sentences the tagger reproduces; only noisy sentences were re-asked

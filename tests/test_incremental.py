@@ -8,7 +8,7 @@ from conftest import tiny_overrides, write_jsonl
 from freeal_ray import corpus as cio
 from freeal_ray.config import load_config
 from freeal_ray.errors import ConfigError
-from freeal_ray.loop import run_freeal
+from freeal_ray.run import run_freeal
 from freeal_ray.sampling import row_draws, uncertainty
 from freeal_ray.slm import SLMScorer
 from tiny_models import toy_corpus

@@ -1,6 +1,7 @@
 """NER's functional core: tokenising, aligning the LLM's spans to tokens, BIO tags, entity F1."""
 
-from freeal_ray.ner import align_spans, entities, entity_scores, is_valid_bio, spans_of, tokenize
+from freeal_ray.metrics import entity_scores
+from freeal_ray.ner import align_spans, entities, is_valid_bio, spans_of, tokenize
 
 TYPES = ("PER", "ORG", "LOC", "MISC")
 
