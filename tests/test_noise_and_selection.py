@@ -65,7 +65,7 @@ def test_refinery_rows_carry_one_copy_of_each_column_in_every_round():
     round1 = pd.DataFrame({"id": ["a"], "text": ["t"], "label": ["positive"], "pred": ["negative"], "loss": [2.0],
                            "probs": [[0.9, 0.1]], "embedding": [[0.0]], "p_clean": [0.1], "clean": [False]})
     kept = carry_to_refinery(round1)
-    assert list(kept.columns) == ["id", "text", "label", "slm_pred", "prev_label"]
+    assert list(kept.columns) == ["id", "text", "label", "slm_pred", "prev_label", "prev_confidence"]
     # round 2 scores rows that already carry round 1's slm_pred and prev_label
     round2 = kept.assign(label="negative", pred="positive", loss=1.0, probs=[[0.2, 0.8]], embedding=[[0.0]], p_clean=0.9, clean=True)
     again = carry_to_refinery(round2)
@@ -87,3 +87,24 @@ def test_confident_demos_come_from_each_classs_surest_answers():
         surest = set(rows[np.argsort(-confidence[rows])[:10]])  # the top quarter of the class
         chosen = [i for i in picks if labels[i] == label]
         assert len(chosen) == 4 and set(chosen) <= surest
+
+
+def test_a_re_asked_row_keeps_its_label_unless_the_new_answer_is_surer():
+    import pandas as pd
+
+    from freeal_ray.loop import keep_surer_answer
+
+    answers = pd.DataFrame({
+        "label":           ["neg", "neg", None, "pos", "pos", "pos"],
+        "confidence":      [0.90, 0.55, np.nan, 0.70, 0.60, 0.40],
+        "prev_label":      ["pos", "pos", "pos", None, "pos", "pos"],
+        "prev_confidence": [0.80, 0.95, 0.70, np.nan, 0.50, 0.90],
+    })
+    surer = keep_surer_answer(answers, "surer")
+    # surer new answer wins; a hesitant one or an abstention keeps the earlier label; a row with none
+    # takes the new; the same label again is no change of mind, whatever its confidence
+    assert surer["label"].tolist() == ["neg", "pos", "pos", "pos", "pos", "pos"]
+    assert surer["kept_previous"].tolist() == [False, True, True, False, False, False]
+    assert surer["confidence"].tolist()[:2] == [0.90, 0.95]
+    always = keep_surer_answer(answers, "always")
+    assert always["label"].tolist()[:2] == ["neg", "neg"] and pd.isna(always["label"][2]) and not always["kept_previous"].any()
