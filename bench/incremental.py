@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from quality import RESULTS, load_split, machine, predict, quality  # noqa: E402
+from common import RESULTS, load_split, machine, predict, quality  # noqa: E402
 
 
 def run_mode(name: str, corpus: Path, work: Path, overrides: dict, test, labels) -> dict:

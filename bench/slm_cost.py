@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from quality import RESULTS, load_split, machine, read_result  # noqa: E402
+from common import RESULTS, load_split, machine, read_result  # noqa: E402
 
 
 def step_seconds(encoder: str, texts: list[str], batch_size: int, max_length: int, steps: int) -> list[float]:
