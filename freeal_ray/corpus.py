@@ -244,7 +244,13 @@ def _is_list(value) -> bool:
 
 
 def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value))
+    """None, NaN or pandas' NA: how a null arrives depends on the reader and Ray's block format."""
+    if value is None or _is_list(value) or isinstance(value, (str, bytes, dict)):
+        return value is None
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def _text_problem(text, row_id) -> str | None:

@@ -778,16 +778,19 @@ def keep_surer_answer(batch: pd.DataFrame, rule: str) -> pd.DataFrame:
     batch = batch.copy()
     keep = np.zeros(len(batch), dtype=bool)
     if rule == "surer" and "prev_label" in batch:
-        old = batch["prev_confidence"].to_numpy(dtype=float)
-        new = batch["confidence"].to_numpy(dtype=float)
-        had = batch["prev_label"].notna().to_numpy()
-        differs = batch["label"].to_numpy(dtype=object) != batch["prev_label"].to_numpy(dtype=object)
-        hesitant = np.nan_to_num(new, nan=-1.0) < np.nan_to_num(old, nan=-1.0)
-        keep = had & (batch["label"].isna().to_numpy() | (differs & hesitant))
+        label, prev = M.as_strings(batch["label"]), M.as_strings(batch["prev_label"])
+        hesitant = _floats(batch["confidence"], -1.0) < _floats(batch["prev_confidence"], -1.0)
+        had = prev != None  # noqa: E711 -- elementwise on object arrays
+        keep = had & ((label == None) | ((label != prev) & hesitant))  # noqa: E711
         batch.loc[keep, "label"] = batch.loc[keep, "prev_label"]
         batch.loc[keep, "confidence"] = batch.loc[keep, "prev_confidence"]
     batch["kept_previous"] = keep
     return batch
+
+
+def _floats(column, missing: float) -> np.ndarray:
+    """A column as floats, nulls (None, NaN, pandas' NA) as `missing`."""
+    return pd.to_numeric(pd.Series(list(column), dtype=object), errors="coerce").fillna(missing).to_numpy(dtype=float)
 
 
 def _given_labels(batch: pd.DataFrame, labels: tuple[str, ...]) -> pd.DataFrame:

@@ -4,6 +4,7 @@ reach the driver, so the driver holds a KxK matrix however large the corpus."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import ray
 
 
@@ -69,21 +70,21 @@ def split_quality(ds: ray.data.Dataset, gold: str = "gold") -> dict:
     noisy, the share whose label is wrong (precision), and of the wrong labels, the share it called
     noisy (recall). Abstentions are left out: they are noisy by construction."""
     noisy_wrong, noisy, wrong = _sum_counts(ds, [gold, "label", "clean"], _batch_split_counts, dict(gold=gold), 3)
-    return {"noisy_precision": noisy_wrong / noisy if noisy else None,
-            "noisy_recall": noisy_wrong / wrong if wrong else None}
+    return {"noisy_precision": float(noisy_wrong / noisy) if noisy else None,
+            "noisy_recall": float(noisy_wrong / wrong) if wrong else None}
 
 
 def _batch_split_counts(batch, gold: str) -> dict:
-    g, label = _strings(batch[gold]), _strings(batch["label"])
+    g, label = as_strings(batch[gold]), as_strings(batch["label"])
     known = (g != None) & (label != None)  # noqa: E711 -- elementwise on object arrays
     wrong = known & (label != g)
     noisy = known & ~np.array([bool(x) for x in batch["clean"]], dtype=bool)
     return {"counts": [np.array([(noisy & wrong).sum(), noisy.sum(), wrong.sum()])]}
 
 
-def _strings(column) -> np.ndarray:
+def as_strings(column) -> np.ndarray:
     """A column as an object array of str or None, whatever Arrow or pandas type it came as."""
-    return np.array([None if x is None or x != x else str(x) for x in column], dtype=object)
+    return np.array([x if isinstance(x, str) else (None if pd.isna(x) else str(x)) for x in column], dtype=object)
 
 
 def label_moves(ds: ray.data.Dataset, gold: str = "gold") -> dict:
@@ -94,10 +95,10 @@ def label_moves(ds: ray.data.Dataset, gold: str = "gold") -> dict:
 
 
 def _batch_moves(batch, gold: str) -> dict:
-    g = _strings(batch[gold])
+    g = as_strings(batch[gold])
     known = g != None  # noqa: E711
-    was_right = known & (_strings(batch["prev_label"]) == g)
-    is_right = known & (_strings(batch["label"]) == g)
+    was_right = known & (as_strings(batch["prev_label"]) == g)
+    is_right = known & (as_strings(batch["label"]) == g)
     return {"counts": [np.array([(~was_right & is_right).sum(), (was_right & ~is_right).sum()])]}
 
 
