@@ -29,6 +29,22 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def release_engines():
+    """End the engine actors a test module started: each holds a CPU of the small test cluster for
+    as long as it lives, and a later module's Ray Data stage would wait for one forever."""
+    yield
+    import ray
+
+    from freeal_ray import annotation
+
+    if ray.is_initialized():
+        for pool in annotation._POOLS.values():
+            for actor in pool:
+                ray.kill(actor, no_restart=True)
+    annotation._POOLS.clear()
+
+
 def write_jsonl(path: Path, rows) -> Path:
     with open(path, "w") as out:
         for row in rows:
