@@ -29,11 +29,13 @@ def ray_session():
     ray.shutdown()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def release_engines():
-    """End the engine actors a test module started: each holds a CPU of the small test cluster for
-    as long as it lives, and a later module's Ray Data stage would wait for one forever."""
-    yield
+@pytest.fixture
+def no_engines():
+    """End the engine actors earlier tests started, and wait until their names are free: each holds a
+    CPU of the small test cluster for as long as it lives, and a loop that needs its CPUs for Ray Data
+    stages would wait for one forever."""
+    import time
+
     import ray
 
     from freeal_ray import annotation
@@ -42,7 +44,14 @@ def release_engines():
         for pool in annotation._POOLS.values():
             for actor in pool:
                 ray.kill(actor, no_restart=True)
+        annotation._POOLS.clear()
+        deadline = time.time() + 60
+        while time.time() < deadline and any(
+            a["name"].startswith("freeal-engine") for a in ray.util.list_named_actors(all_namespaces=True)
+        ):
+            time.sleep(0.5)
     annotation._POOLS.clear()
+    yield
 
 
 def write_jsonl(path: Path, rows) -> Path:
