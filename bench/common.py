@@ -108,3 +108,12 @@ def command_line() -> str:
     script = Path(sys.argv[0]).resolve()
     shown = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
     return " ".join(["python", str(shown), *sys.argv[1:]])
+
+
+def run_alone(description: str, add_arguments, run) -> None:
+    """A benchmark module's own command line: its arguments, as quality.py's subcommand takes them."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    add_arguments(parser)
+    run(parser.parse_args())

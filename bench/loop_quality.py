@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ modules import each other
-from common import M, benchmark_subset, command_line, commit, machine, predict, quality, write_result  # noqa: E402
+from common import M, benchmark_subset, command_line, commit, machine, predict, quality, run_alone, write_result  # noqa: E402
 
 
 # ---- the whole loop with the embedded LLM ---------------------------------------------------------
@@ -137,13 +137,5 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tag", default=None, help="a variant's name: its run folder is run-TAG, its result quality-BENCH-TAG.json")
 
 
-def main(argv=None) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="the whole loop with the embedded LLM on a benchmark subset")
-    add_arguments(parser)
-    run_loop(parser.parse_args(argv))
-
-
 if __name__ == "__main__":
-    main()
+    run_alone("the whole loop with the embedded LLM on a benchmark subset", add_arguments, run_loop)

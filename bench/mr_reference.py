@@ -16,7 +16,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ modules import each other
 from freeal_ray.config import SLMConfig  # noqa: E402
-from common import MR_LABELS, RESULTS, ROOT, load_split, machine, predict, quality, write_result  # noqa: E402
+from common import MR_LABELS, RESULTS, ROOT, load_split, machine, predict, quality, run_alone, write_result  # noqa: E402
 from freeal_ray.noise import split_clean_noisy  # noqa: E402
 from freeal_ray.slm import label_indices  # noqa: E402
 
@@ -306,13 +306,5 @@ def add_arguments(parser) -> None:
                     help="score the checkpoints already in bench/work/mr-reference again instead of retraining them")
 
 
-def main(argv=None) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="the SLM half on MR's reference gpt-3.5 labels")
-    add_arguments(parser)
-    run_mr_reference(parser.parse_args(argv))
-
-
 if __name__ == "__main__":
-    main()
+    run_alone("the SLM half on MR's reference gpt-3.5 labels", add_arguments, run_mr_reference)

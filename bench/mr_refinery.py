@@ -15,7 +15,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ modules import each other
 from mr_reference import belief_in_given, gmm_clean  # noqa: E402
-from common import DATA, ROOT, command_line, load_split, machine, predict, read_result, write_result  # noqa: E402
+from common import DATA, ROOT, command_line, load_split, machine, predict, read_result, run_alone, write_result  # noqa: E402
 
 
 # ---- the refinery on MR's noisy rows ------------------------------------------------------------
@@ -213,13 +213,5 @@ def add_arguments(parser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any config override")
 
 
-def main(argv=None) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="re-ask the embedded LLM about the MR rows the robust SLM judged noisy")
-    add_arguments(parser)
-    run_mr_refinery(parser.parse_args(argv))
-
-
 if __name__ == "__main__":
-    main()
+    run_alone("re-ask the embedded LLM about the MR rows the robust SLM judged noisy", add_arguments, run_mr_refinery)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ modules import each other
-from common import M, benchmark_subset, command_line, machine, write_result  # noqa: E402
+from common import M, benchmark_subset, command_line, machine, run_alone, write_result  # noqa: E402
 
 
 # ---- NER -------------------------------------------------------------------------------------
@@ -131,13 +131,5 @@ def add_arguments(parser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any config override")
 
 
-def main(argv=None) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="the NER loop with the embedded LLM on a CoNLL-03 or BC5CDR subset")
-    add_arguments(parser)
-    run_ner(parser.parse_args(argv))
-
-
 if __name__ == "__main__":
-    main()
+    run_alone("the NER loop with the embedded LLM on a CoNLL-03 or BC5CDR subset", add_arguments, run_ner)
