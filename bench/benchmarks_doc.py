@@ -156,7 +156,7 @@ answers every `llm.save_every_s` seconds or 25,000 rows (*parts*), not a file pe
 alone, instant engine, no demos, each size in a fresh process; *private* is the driver's heap
 (RssAnon), *RSS* adds the object-store pages it maps. The whole-loop scale run above was measured
 with the block cap and the part writer, reading Parquet through Ray Data's V1 reader as the loop does
-(`loop.ensure_ray`); the runs in this table start Ray themselves and read through Ray 2.60's default V2 reader.
+(`ray_cluster.ensure_ray`); the runs in this table start Ray themselves and read through Ray 2.60's default V2 reader.
 """
 
 

@@ -169,14 +169,15 @@ def stage_seconds(model: str, threads: int, rows: int) -> dict:
 
     from freeal_ray.annotation import annotate
     from freeal_ray.config import load_config
-    from freeal_ray.loop import FreeALRun, ensure_ray
+    from freeal_ray.loop import FreeALRun
+    from freeal_ray.ray_cluster import ensure_ray
     from freeal_ray.model_store import resolve_encoder
 
     ensure_ray()
     config = load_config(None, {"task": "sentiment", "corpus.path": "unused", "llm.model": model,
                                 "llm.cpu_threads": threads, "llm.kv_cache_gib": 2})
     run = FreeALRun(config)
-    settings, encoder = run._llm(), str(resolve_encoder(config.slm.model))
+    settings, encoder = run.ctx.llm(), str(resolve_encoder(config.slm.model))
     demos = read_split("mr", "train", 200, seed=0).assign(origin="corpus")
     test = read_split("mr", "test", rows + WARMUP_ROWS, seed=1)
     from freeal_ray.annotation import engine_pool

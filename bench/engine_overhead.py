@@ -98,7 +98,8 @@ def main(argv=None) -> None:
         return
 
     from freeal_ray.config import load_config
-    from freeal_ray.loop import FreeALRun, ensure_ray
+    from freeal_ray.loop import FreeALRun
+    from freeal_ray.ray_cluster import ensure_ray
     from freeal_ray.model_store import resolve_encoder
     from freeal_ray.prompts import answer_choices
 
@@ -106,8 +107,8 @@ def main(argv=None) -> None:
     config = load_config(None, {"task": "sentiment", "corpus.path": "unused", "llm.model": args.model,
                                 "llm.batch_size": args.batch_size})
     run = FreeALRun(config)
-    task, settings = run.task, run._llm()
-    shots = run.shots
+    task, settings = run.task, run.ctx.llm()
+    shots = run.ctx.shots
     encoder = str(resolve_encoder(config.slm.model))
     demos = read_mr("train", 200).assign(origin="corpus")
     test = read_mr("test", args.rows + WARMUP_ROWS, seed=1)

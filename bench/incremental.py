@@ -68,7 +68,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from freeal_ray.loop import ensure_ray
+    from freeal_ray.ray_cluster import ensure_ray
     from freeal_ray.task import BENCHMARK_TASKS, get_preset
 
     train, test = load_split(args.benchmark, "train"), load_split(args.benchmark, "test")

@@ -23,7 +23,8 @@ from common import M, benchmark_subset, command_line, commit, machine, predict, 
 
 def run_loop(args) -> None:
     from freeal_ray.config import load_config
-    from freeal_ray.loop import FreeALRun, ensure_ray
+    from freeal_ray.loop import FreeALRun
+    from freeal_ray.ray_cluster import ensure_ray
     from freeal_ray.task import BENCHMARK_TASKS
 
     picked = benchmark_subset(args, ["id", "text", "label"])
@@ -54,7 +55,7 @@ def run_loop(args) -> None:
         "benchmark": args.benchmark, "rows": len(subset), "test_rows": len(test), "llm": args.llm, "slm": args.slm,
         "zero_shot_llm_acc": best_zero_shot, "zero_shot_plain_acc": zero_shot["acc"],
         "zero_shot_chat_acc": zero_shot_chat["acc"], "zero_shot_llm_macro_f1": zero_shot["macro_f1"],
-        "zero_shot_chat_macro_f1": zero_shot_chat["macro_f1"], "prompt_style": run._llm().prompt_style,
+        "zero_shot_chat_macro_f1": zero_shot_chat["macro_f1"], "prompt_style": run.ctx.llm().prompt_style,
         "zero_shot_llm_calls": zero_shot["n"], "zero_shot_top_label": zero_shot["top_label"],
         "round0_llm_acc": rounds[0].get("llm_acc"),
         "llm_acc": rounds[last].get("llm_acc"),
@@ -84,8 +85,8 @@ def zero_shot_quality(run, folder: Path, style: str) -> dict:
 
     n = run.manifest.stage("ingest")["rows"]
     if cio.count_rows(folder) < n:
-        llm = dataclasses.replace(run._llm(), prompt_style=style)
-        annotate(run._table("corpus"), pd.DataFrame(columns=["id", "text", "label"]), run.task, llm,
+        llm = dataclasses.replace(run.ctx.llm(), prompt_style=style)
+        annotate(run.ctx.table("corpus"), pd.DataFrame(columns=["id", "text", "label"]), run.task, llm,
                  "", 0, 0, str(folder), total=n)
     # One pass: the confusion matrix's column sums are how often each label was answered.
     matrix, abstained = M.confusion(cio.read_table(folder), "label", run.task.labels)

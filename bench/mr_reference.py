@@ -161,7 +161,7 @@ def run_mr_reference(args) -> None:
         return
     if args.limit:
         train = train.sample(n=min(args.limit, len(train)), random_state=args.seed).reset_index(drop=True)
-    from freeal_ray.loop import ensure_ray
+    from freeal_ray.ray_cluster import ensure_ray
 
     ensure_ray()
     train = train.rename(columns={"label": "gold", "llm_label": "given", "text_bt": "view"})

@@ -32,7 +32,8 @@ def run_mr_refinery(args) -> None:
     from freeal_ray import corpus as cio
     from freeal_ray.annotation import annotate
     from freeal_ray.config import load_config
-    from freeal_ray.loop import FreeALRun, ensure_ray
+    from freeal_ray.loop import FreeALRun
+    from freeal_ray.ray_cluster import ensure_ray
     from freeal_ray.selection import select_demos
 
     train = load_split("mr", "train")
@@ -72,9 +73,9 @@ def run_mr_refinery(args) -> None:
               f"asking the LLM about {len(sample)} with {len(demos)} SLM-chosen demos")
 
     run = FreeALRun(config)
-    task, llm = run.task, run._llm()
+    task, llm = run.task, run.ctx.llm()
     asked = {}
-    for name, pool, shots in (("refined", demos, run.shots), ("zero_shot", demos.iloc[:0], 0)):
+    for name, pool, shots in (("refined", demos, run.ctx.shots), ("zero_shot", demos.iloc[:0], 0)):
         folder = work / name
         started = time.time()
         annotate(ray_rows(sample), pool, task, llm, str(checkpoint / "encoder"), shots, 1, str(folder), total=len(sample))
@@ -82,9 +83,9 @@ def run_mr_refinery(args) -> None:
         asked[name] = (answers["label"].reindex(sample["id"]).to_numpy(object), time.time() - started,
                        int(answers["prompt_tokens"].sum()))
     if args.pick != "random":
-        write_result(f"mr-refinery-{args.pick}", *asked_rows_summary(rows, labelled, sample, asked, demos, run.shots, args, checkpoint))
+        write_result(f"mr-refinery-{args.pick}", *asked_rows_summary(rows, labelled, sample, asked, demos, run.ctx.shots, args, checkpoint))
     else:
-        write_result("mr-refinery", *refinery_summary(rows, clean, labelled, sample, asked, demos, run.shots, args, checkpoint))
+        write_result("mr-refinery", *refinery_summary(rows, clean, labelled, sample, asked, demos, run.ctx.shots, args, checkpoint))
 
 
 def ray_rows(frame: pd.DataFrame):

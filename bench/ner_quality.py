@@ -23,8 +23,8 @@ def run_ner(args) -> None:
     """The NER loop on a CoNLL-03 or BC5CDR training subset: entity F1 of the zero-shot LLM, the
     LLM with FreeAL's demos, the tagger and the final tags; the tagger also on a test subset."""
     from freeal_ray.config import load_config
-    from freeal_ray.entity_loop import EntityRun
-    from freeal_ray.loop import ensure_ray
+    from freeal_ray.loop import FreeALRun
+    from freeal_ray.ray_cluster import ensure_ray
 
     picked = benchmark_subset(args, ["id", "tokens", "tags"])
     if picked is None:
@@ -40,7 +40,7 @@ def run_ner(args) -> None:
     config = load_config(None, overrides)
     started = time.time()
     ensure_ray()
-    run = EntityRun(config)
+    run = FreeALRun(config)
     run.ingest()
     zero_shot = ner_zero_shot(run, work / "zero-shot")
     result = run.run()
@@ -74,7 +74,7 @@ def ner_zero_shot(run, folder: Path) -> dict:
 
     n = run.manifest.stage("ingest")["rows"]
     if cio.count_rows(folder) < n:
-        annotate(run._table("corpus"), pd.DataFrame(columns=["id", "text", "tokens", "tags"]), run.task, run._llm(),
+        annotate(run.ctx.table("corpus"), pd.DataFrame(columns=["id", "text", "tokens", "tags"]), run.task, run.ctx.llm(),
                  "", 0, 0, str(folder), total=n)
     return M.entity_quality(cio.read_table(folder), "tags")
 

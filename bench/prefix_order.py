@@ -53,17 +53,18 @@ def main(argv=None) -> None:
 
     from freeal_ray.config import load_config
     from freeal_ray.engines import VLLMEngine, in_prefix_order
-    from freeal_ray.loop import FreeALRun, ensure_ray
+    from freeal_ray.loop import FreeALRun
+    from freeal_ray.ray_cluster import ensure_ray
     from freeal_ray.model_store import resolve_encoder
     from freeal_ray.prompts import answer_choices
 
     ensure_ray()
     config = load_config(None, {"task": "sentiment", "corpus.path": "unused", "llm.model": args.model})
     run = FreeALRun(config)
-    settings = run._llm()
+    settings = run.ctx.llm()
     demos = read_mr("train", 200).assign(origin="corpus")
     rows = read_mr("test", args.rows, seed=1)
-    prompts = build_prompts(rows, demos, run.task, settings, str(resolve_encoder(config.slm.model)), run.shots)
+    prompts = build_prompts(rows, demos, run.task, settings, str(resolve_encoder(config.slm.model)), run.ctx.shots)
     batches = [prompts[i : i + args.batch_size] for i in range(0, len(prompts), args.batch_size)]
 
     @ray.remote(num_cpus=1)
@@ -93,7 +94,7 @@ def main(argv=None) -> None:
     total = sum(len(p) for b in ids for p in b)
     shared = sum(shared_prefix_tokens(b) for b in ids)
     result = {
-        "rows": len(prompts), "batch_size": args.batch_size, "model": args.model, "shots": run.shots,
+        "rows": len(prompts), "batch_size": args.batch_size, "model": args.model, "shots": run.ctx.shots,
         "prompt_tokens": total, "shared_prefix_tokens": shared, "shared_prefix_share": round(shared / total, 3),
         "corpus_order_rows_per_s": round(len(prompts) / corpus_s, 3),
         "sorted_rows_per_s": round(len(prompts) / sorted_s, 3),

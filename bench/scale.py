@@ -109,7 +109,8 @@ def stage_rows(manifest: dict, rows: int, epochs: int) -> dict:
 
 def run_one(rows: int, encoder: Path, epochs: int) -> dict:
     from freeal_ray.config import load_config
-    from freeal_ray.loop import FreeALRun, ensure_ray
+    from freeal_ray.loop import FreeALRun
+    from freeal_ray.ray_cluster import ensure_ray
 
     ensure_ray()
     start_rss = psutil.Process().memory_info().rss  # imports and Ray's client, before any row is read

@@ -38,3 +38,11 @@ def uncertainty(probs: np.ndarray, strategy: str) -> np.ndarray:
 def subset_size(n_rows: int, fraction: float) -> int:
     """Rows per round for a corpus of `n_rows`: at least one."""
     return max(1, int(round(fraction * n_rows)))
+
+
+def draw_cutoff(n: int, n_rows: int) -> float:
+    """A draw below which at least `n` of `n_rows` uniform draws fall but for a 6-sigma fluke, so
+    the `n` smallest draws can be found by sorting only the rows under it, not the whole corpus."""
+    if n_rows <= 0:
+        return 1.0
+    return min(1.0, (n + 6.0 * n**0.5 + 10.0) / n_rows)

@@ -20,7 +20,7 @@ def tiny_models(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ray_session():
-    from freeal_ray.loop import ensure_ray
+    from freeal_ray.ray_cluster import ensure_ray
 
     ensure_ray()
     yield

@@ -73,14 +73,14 @@ def test_gpu_runs_reach_vllm_through_ray_data_llm_with_the_configured_parallelis
     """llm.runner auto: ray.data.llm on GPUs (TP x replicas from the config), engine actors on CPUs."""
     import dataclasses
 
-    from freeal_ray.loop import FreeALRun
+    from freeal_ray.pipeline import RunContext
     from freeal_ray.ray_llm import processor_config
 
     (tmp_path / "config.json").write_text("{}")  # a model folder, as far as resolving it goes
     base = {"corpus.path": "x.jsonl", "output": str(tmp_path), "llm.model": str(tmp_path),
             "llm.replicas": 3, "llm.tensor_parallel_size": 2, "llm.batch_size": 64}
-    gpu = FreeALRun(load_config(None, {**base, "llm.use_gpu": "true"}))._llm()  # YAML reads it as a bool
-    cpu = FreeALRun(load_config(None, {**base, "llm.use_gpu": "false"}))._llm()
+    gpu = RunContext(load_config(None, {**base, "llm.use_gpu": "true"})).llm()  # YAML reads it as a bool
+    cpu = RunContext(load_config(None, {**base, "llm.use_gpu": "false"})).llm()
     assert (gpu.runner, cpu.runner) == ("ray_data_llm", "actors")
 
     config = processor_config(gpu)
@@ -98,15 +98,15 @@ def test_use_gpu_auto_counts_the_gpus_an_autoscaler_may_start(monkeypatch):
     import ray
     from ray._private.state import state
 
-    from freeal_ray.loop import _want_gpu
+    from freeal_ray.ray_cluster import want_gpu
 
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})  # a head node, GPU workers at zero
     monkeypatch.setattr(state, "get_max_resources_from_cluster_config", lambda: {"CPU": 36, "GPU": 8})
-    assert _want_gpu("auto") and not _want_gpu("false")
+    assert want_gpu("auto") and not want_gpu("false")
     monkeypatch.setattr(state, "get_max_resources_from_cluster_config", lambda: None)  # no autoscaler
-    assert not _want_gpu("auto") and _want_gpu("true")
+    assert not want_gpu("auto") and want_gpu("true")
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0, "GPU": 1.0})
-    assert _want_gpu("auto")
+    assert want_gpu("auto")
 
 
 def test_model_parts_are_found_by_package_not_by_module_name():
@@ -134,23 +134,23 @@ def test_auto_annotator_fits_the_machine_and_explicit_choices_stand():
 
 
 def test_auto_prompt_style_and_round0_demos_follow_the_measurements(tmp_path):
-    from freeal_ray.entity_loop import EntityRun
-    from freeal_ray.loop import FreeALRun
     from freeal_ray.model_store import prompt_style_for
+    from freeal_ray.pipeline import RunContext
+    from freeal_ray.stages.synthesize import round0_demo_kind
 
     assert prompt_style_for("auto", "qwen2.5-coder-1.5b", "vllm") == "chat-turns"
     assert prompt_style_for("auto", "qwen2.5-coder-0.5b", "vllm") == "chat-turns"
     assert prompt_style_for("auto", "/models/mine", "vllm") == "plain"  # unmeasured: the plain prompt
     assert prompt_style_for("chat", "/models/mine", "vllm") == "chat"
 
-    def kind(cls=FreeALRun, task="sentiment", **settings):
+    def kind(task="sentiment", **settings):
         base = {"corpus.path": "x", "task": task, "output": str(tmp_path / f"o{len(list(tmp_path.iterdir()))}"),
                 "llm.use_gpu": "false", **settings}
-        return cls(load_config(None, base)).round0_demo_kind()
+        return round0_demo_kind(RunContext(load_config(None, base)))
 
     assert kind(**{"llm.model": "qwen2.5-coder-0.5b", "loop.shots": 4}) == "confident"
     assert kind(**{"llm.model": "qwen2.5-coder-0.5b", "loop.shots": 4, "llm.prompt_style": "plain"}) == "synthetic"
     assert kind(**{"llm.model": "qwen2.5-coder-0.5b", "loop.shots": 4, "loop.round0_demos": "mixed"}) == "mixed"
-    assert kind(EntityRun, "conll03", **{"llm.model": "qwen2.5-coder-0.5b", "loop.shots": 4}) == "synthetic"
+    assert kind("conll03", **{"llm.model": "qwen2.5-coder-0.5b", "loop.shots": 4}) == "synthetic"
     with pytest.raises(ConfigError, match="round0_demos"):
         load_config(None, {"corpus.path": "x", "task": "conll03", "loop.round0_demos": "confident"})

@@ -60,7 +60,7 @@ def test_faiss_exact_and_ivf_find_true_neighbours():
 def test_refinery_rows_carry_one_copy_of_each_column_in_every_round():
     import pandas as pd
 
-    from freeal_ray.loop import carry_to_refinery
+    from freeal_ray.kinds.classification import carry_to_refinery
 
     round1 = pd.DataFrame({"id": ["a"], "text": ["t"], "label": ["positive"], "pred": ["negative"], "loss": [2.0],
                            "probs": [[0.9, 0.1]], "embedding": [[0.0]], "p_clean": [0.1], "clean": [False]})
@@ -92,7 +92,7 @@ def test_confident_demos_come_from_each_classs_surest_answers():
 def test_a_re_asked_row_keeps_its_label_unless_the_new_answer_is_surer():
     import pandas as pd
 
-    from freeal_ray.loop import keep_surer_answer
+    from freeal_ray.kinds.classification import keep_surer_answer
 
     answers = pd.DataFrame({
         "label":           ["neg", "neg", None, "pos", "pos", "pos"],

@@ -1,0 +1,108 @@
+"""The one interface behind which task kinds differ. The stages call only these methods, so no
+stage branches on the kind: a new kind is one new adapter, not edits across the loop."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import pandas as pd
+import ray
+
+from freeal_ray.annotation import LLMSettings
+from freeal_ray.training import TrainSettings
+
+
+class TaskKind(ABC):
+    """What a task kind decides: how rows look, how the LLM's answers become labels, how the SLM
+    trains on and scores them, which rows may be demos, and how quality is measured."""
+
+    name: str
+    label_column: str  # the column holding a row's label (a class, or BIO tags)
+    demo_columns: tuple[str, ...]  # what a demo carries into a prompt
+    tagger: bool  # the SLM's head: per sentence (False) or per token (True)
+    sentences: bool  # rows are pre-split sentences (`tokens`), not free text
+    round0_can_be_confident: bool  # whether answers carry a confidence to rank round-0 demos by
+    scratch_columns: tuple[str, ...]  # the scorer's columns, dropped when a row moves on
+
+    def __init__(self, task):
+        self.task = task
+
+    # ---- ingest ------------------------------------------------------------------------------
+    @abstractmethod
+    def check_gold(self, corpus: ray.data.Dataset, column: str) -> None:
+        """Raise CorpusError if gold labels fall outside the task's label set."""
+
+    def long_texts(self, corpus: ray.data.Dataset, cap: int) -> int:
+        """How many rows the LLM will see cut at `cap` characters (none where rows are sentences)."""
+        return 0
+
+    # ---- the LLM -----------------------------------------------------------------------------
+    def llm_settings(self, settings: LLMSettings) -> LLMSettings:
+        return settings
+
+    @abstractmethod
+    def synthesize(self, corpus: ray.data.Dataset, n_rows: int, llm: LLMSettings, loop, llm_config) -> tuple[pd.DataFrame, dict]:
+        """Round 0's demos written by the LLM, and counts of what it wrote and what was dropped;
+        raises when none is usable."""
+
+    # ---- the SLM -----------------------------------------------------------------------------
+    @abstractmethod
+    def slm_classes(self) -> tuple[str, ...]:
+        """What the SLM's head predicts: the labels, or the BIO tags per token."""
+
+    @abstractmethod
+    def training_rows(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """Labelled rows as the SLM trains on them (an unlabelled row has target -1)."""
+
+    def train_settings(self, settings: TrainSettings) -> TrainSettings:
+        return settings
+
+    scorer: type  # the Ray Data actor that adds prediction, loss and embedding per row
+
+    @abstractmethod
+    def labelled(self, row) -> bool:
+        """The row has a label (the LLM did not abstain)."""
+
+    @abstractmethod
+    def agrees(self, row) -> bool:
+        """The SLM's prediction equals the row's label."""
+
+    # ---- demos -------------------------------------------------------------------------------
+    @abstractmethod
+    def demo_groups(self) -> tuple[str, ...]:
+        """The groups demo selection keeps a few demos of each of."""
+
+    @abstractmethod
+    def demo_candidates(self, scores: ray.data.Dataset) -> ray.data.Dataset:
+        """Scored rows fit to be demos, with `label` as their group, `loss` and `embedding`."""
+
+    # ---- the refinery ------------------------------------------------------------------------
+    @abstractmethod
+    def carry(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """A scored row as the refinery keeps or re-asks it: its label so far as prev_*, the SLM's
+        prediction as slm_*, without the scorer's scratch columns."""
+
+    def accept(self, batch: pd.DataFrame, rule: str) -> pd.DataFrame:
+        """Re-asked rows' labels from their new answers under `loop.refine_accept`."""
+        return batch
+
+    @abstractmethod
+    def changed(self, row) -> bool:
+        """The refinery gave the row another label than it had."""
+
+    @abstractmethod
+    def fill(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """Final labels: where the LLM gave none, the SLM's (source 'slm')."""
+
+    # ---- quality against gold ----------------------------------------------------------------
+    @abstractmethod
+    def label_metrics(self, ds: ray.data.Dataset, prefix: str) -> dict:
+        """`ds`'s labels against gold, keys prefixed (llm_acc, llm_f1, ...)."""
+
+    @abstractmethod
+    def score_metrics(self, scores: ray.data.Dataset, clean: ray.data.Dataset, n_clean: int) -> dict:
+        """The SLM's predictions and the clean split against gold."""
+
+    @abstractmethod
+    def final_metrics(self, final: ray.data.Dataset) -> dict:
+        """Final labels against gold."""

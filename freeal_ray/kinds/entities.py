@@ -1,0 +1,141 @@
+"""NER: a row is a pre-split sentence (`tokens`), its label BIO `tags` (the LLM's entity list
+aligned to the tokens).
+
+- round 0's demos are sentences the LLM writes already annotated;
+- the SLM is the token tagger; a sentence's loss is its mean token loss, and the GMM splits on it;
+- demo candidates are clean sentences whose tags the tagger reproduces exactly, grouped by the
+  entity type they name most ("none" for none), so every type keeps demos of its own;
+- an answer that could not be read (tags None) is an abstention: the tagger's tags fill it;
+- quality is entity-level exact-match precision, recall and F1 against `gold_tags`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from freeal_ray import corpus as cio
+from freeal_ray import metrics as M
+from freeal_ray.annotation import LLMSettings, synthesize_entity_demos
+from freeal_ray.errors import CorpusError
+from freeal_ray.kinds.base import TaskKind
+from freeal_ray.ner import dominant_type, is_valid_bio
+from freeal_ray.tagger import TaggerScorer, tag_indices
+
+TAGGER_COLUMNS = ("pred_tags", "loss", "embedding", "p_clean", "clean")
+
+# A per-token head from random weights learns little in the ~100 steps a few hundred sentences give
+# at the encoder's rate (see slm.head_lr in the README).
+TAGGER_HEAD_LR_SCALE = 20
+
+
+class Entities(TaskKind):
+    name = "entities"
+    label_column = "tags"
+    demo_columns = ("id", "text", "tokens", "tags", "label")
+    tagger = True
+    sentences = True
+    round0_can_be_confident = False  # an entity answer carries no per-span confidence to rank by
+    scratch_columns = TAGGER_COLUMNS
+    scorer = TaggerScorer
+
+    def check_gold(self, corpus, column):
+        known = set(self.task.tags)
+        bad = corpus.filter(
+            lambda r: r["gold_tags"] is not None and not (set(r["gold_tags"]) <= known and is_valid_bio(list(r["gold_tags"])))
+        ).take(1)
+        if bad:
+            raise CorpusError(
+                f"gold column {column!r} of row {bad[0]['id']!r} holds tags outside the task's BIO tag set or an I- tag "
+                f"with no entity to continue: {list(bad[0]['gold_tags'])}; tags: {', '.join(self.task.tags)}"
+            )
+
+    def llm_settings(self, settings):
+        if settings.runner != "actors":  # NER answers are read by the engine actors' extract
+            settings = LLMSettings(**{**settings.__dict__, "runner": "actors"})
+        return settings
+
+    def synthesize(self, corpus, n_rows, llm, loop, llm_config):
+        demos, counts = synthesize_entity_demos(corpus, n_rows, self.task, llm, loop.prototypes, loop.synth_per_class,
+                                                max(192, 3 * llm_config.synth_max_tokens), loop.seed)
+        if demos.empty:
+            raise RuntimeError(
+                f"demo synthesis produced no usable sentence: of {counts['written']} answers, {counts['unparsed']} "
+                f"were not the JSON asked for and {counts['no_entity_placed']} named no entity found in their sentence"
+            )
+        return demos, counts
+
+    def slm_classes(self):
+        return tuple(self.task.tags)
+
+    def training_rows(self, batch):
+        """Sentences as the tagger trains on them: tokens and a tag index per token. A sentence
+        whose answer could not be read has no tags (None) and so nothing to learn (all -1)."""
+        tokens = [list(t) for t in batch["tokens"]]
+        return pd.DataFrame({"tokens": tokens, "tag_idx": tag_indices(list(batch["tags"]), self.task.tags, [len(t) for t in tokens])})
+
+    def train_settings(self, settings):
+        return dataclasses.replace(settings, head_lr=settings.head_lr or TAGGER_HEAD_LR_SCALE * settings.lr)
+
+    def labelled(self, row):
+        return row["tags"] is not None
+
+    def agrees(self, row):
+        return row["tags"] is not None and list(row["pred_tags"]) == list(row["tags"])
+
+    def demo_groups(self):
+        return (*self.task.entity_types, "none")
+
+    def demo_candidates(self, scores):
+        # the group key is added before filtering, so an empty result still has the column
+        return cio.where(
+            scores.map_batches(_with_dominant_type, batch_format="pandas"),
+            lambda row: bool(row["clean"]) and row["tags"] is not None and list(row["pred_tags"]) == list(row["tags"]),
+            ["clean", "tags", "pred_tags"],
+        ).select_columns(["id", "text", "tokens", "tags", "label", "loss", "embedding"])
+
+    def carry(self, batch):
+        """The tagger's tags as `slm_tags`, the tags the sentence had as `prev_tags`."""
+        batch = batch.drop(columns=[c for c in ("slm_tags", "prev_tags") if c in batch])
+        batch = batch.rename(columns={"pred_tags": "slm_tags"})
+        batch["prev_tags"] = batch["tags"]
+        return batch.drop(columns=[c for c in TAGGER_COLUMNS if c in batch])
+
+    def changed(self, row):
+        return _tag_list(row["tags"]) != _tag_list(row["prev_tags"])
+
+    def fill(self, batch):
+        """Where the LLM's answer could not be read (no tags), the tagger's tags become the labels."""
+        if "slm_tags" not in batch:
+            return batch
+        unread = np.array([t is None and s is not None for t, s in zip(batch["tags"], batch["slm_tags"])], dtype=bool)
+        if unread.any():
+            batch = batch.copy()
+            batch["tags"] = [s if u else t for t, s, u in zip(batch["tags"], batch["slm_tags"], unread)]
+            batch["source"] = np.where(unread, "slm", batch["source"])
+        return batch
+
+    def label_metrics(self, ds, prefix):
+        q = M.entity_quality(ds, "tags")
+        return {f"{prefix}_f1": q["f1"], f"{prefix}_precision": q["precision"], f"{prefix}_recall": q["recall"]}
+
+    def score_metrics(self, scores, clean, n_clean):
+        out = {"slm_f1": M.entity_quality(scores, "pred_tags")["f1"]}
+        if n_clean:
+            out["clean_precision"] = M.entity_quality(clean, "tags")["precision"]
+        return out
+
+    def final_metrics(self, final):
+        q = M.entity_quality(final, "tags")
+        return {"final_f1": q["f1"], "final_precision": q["precision"], "final_recall": q["recall"]}
+
+
+def _with_dominant_type(batch: pd.DataFrame) -> pd.DataFrame:
+    batch["label"] = [dominant_type(list(t)) if t is not None else "none" for t in batch["tags"]]
+    return batch
+
+
+def _tag_list(tags) -> list | None:
+    return None if tags is None else list(tags)

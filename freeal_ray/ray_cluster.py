@@ -1,0 +1,63 @@
+"""Joining or starting the Ray cluster, and what hardware it can have."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+import ray
+
+from freeal_ray.logs import LOG_FILE_ENV, THIRD_PARTY, quiet_logger
+
+log = logging.getLogger(__name__)
+
+
+def ensure_ray() -> None:
+    """Join (RAY_ADDRESS) or start a Ray cluster, and set Ray Data up for this driver."""
+    if not ray.is_initialized():
+        env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "ERROR",
+               "RAY_DATA_USE_DATASOURCE_V2": "0"}
+        env.update({k: v for k, v in os.environ.items() if k.startswith(("VLLM_", "FREEAL_RAY_"))})
+        address = os.environ.get("RAY_ADDRESS")
+        kwargs = {} if address else {"num_cpus": max(4, os.cpu_count() or 1)}  # stages overlap; see README
+        runtime_env = {"env_vars": env}
+        to_file = LOG_FILE_ENV in os.environ  # the CLI without -v: workers write to the run's log file
+        if to_file:
+            runtime_env["worker_process_setup_hook"] = "freeal_ray.logs.redirect_worker_output"
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=not to_file, logging_level="WARNING", **kwargs)
+        if to_file:
+            for name in THIRD_PARTY:
+                quiet_logger(name)  # ray.init installs terminal handlers of its own
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message="Use 'expr' instead of 'fn'")
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # our own bars count rows; Ray's per-operator bars are noise here
+    ctx.print_on_execution_start = False
+    # Ray 2.60's Parquet reader (DataSourceV2) starts a pool of FooterReader actors for every
+    # read: ~9 s a read on 2 cores against 0.5 s for the V1 reader, and each actor needs a free
+    # CPU to start, so a read inside a pipeline that holds every CPU can wait forever.
+    ctx.use_datasource_v2 = False
+
+
+def want_gpu(setting: str) -> bool:
+    """A `use_gpu` setting (true, false, auto) resolved against the cluster."""
+    if setting in ("true", "false"):
+        return setting == "true"
+    return cluster_can_have_gpus()
+
+
+def cluster_can_have_gpus() -> bool:
+    """GPUs in the cluster now, or in the node types its autoscaler may start: a cluster that scales
+    its GPU workers from zero (cluster/) has none at the instant a run starts, yet its annotators
+    and trainers belong on them. Ray Train and Data read the same autoscaler config."""
+    if ray.cluster_resources().get("GPU", 0) > 0:
+        return True
+    try:
+        from ray._private.state import state
+
+        most = state.get_max_resources_from_cluster_config() or {}
+    except Exception:  # an older Ray, or a cluster with no autoscaler: what it has now is all it gets
+        log.debug("no autoscaler config to read", exc_info=True)
+        return False
+    return most.get("GPU", 0) > 0

@@ -1,0 +1,75 @@
+"""finalize: the output. `labels/` holds the last round's labels, abstentions filled by its SLM
+(incremental mode: the SLM labels every row the LLM never saw, `labels/slm`), with rows that
+repeat another's text given its label (`labels/duplicates`); `slm/` the last round's SLM; the
+report is written from the manifest."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+
+from freeal_ray import corpus as cio
+from freeal_ray import metrics as M
+from freeal_ray.pipeline import RunContext, Stage
+
+# The stages' working columns, which the output leaves out.
+WORKING_COLUMNS = ("demo_ids", "prompt_tokens", "output_tokens", "prev_label", "prev_tags", "prev_confidence", "kept_previous")
+
+
+class Finalize(Stage):
+    """`r` is the last round that finished (0: the LLM's round-0 labels, no SLM)."""
+
+    name = "finalize"
+    inputs = ("round-{r}/labels",)
+    outputs = ("labels", "slm")
+
+    def run(self, ctx: RunContext, info: dict) -> None:
+        last, labels_out, slm_out = self.r, ctx.path("labels"), ctx.path("slm")
+        shutil.rmtree(labels_out, ignore_errors=True)
+        final = ctx.table(f"round-{last}", "labels").map_batches(ctx.kind.fill, batch_format="pandas")
+        drop = [c for c in WORKING_COLUMNS if c in final.columns()]
+        cio.write_table(final.drop_columns(drop).map_batches(cio.conform, batch_format="pandas"), labels_out)
+        if ctx.incremental and last:
+            info.update(_label_the_rest(ctx, last, labels_out / "slm"))
+        info.update(_label_the_duplicates(ctx, labels_out / "duplicates"))
+        if last:
+            shutil.rmtree(slm_out, ignore_errors=True)
+            shutil.copytree(ctx.path(f"round-{last}", "slm"), slm_out)
+        info.update(rounds=last)
+
+
+def _label_the_duplicates(ctx: RunContext, out) -> dict:
+    """Rows that repeat a labelled row's text get its label (a distributed join on its id)."""
+    duplicates = cio.read_table(ctx.path("duplicates"))
+    if duplicates is None:
+        return {}
+    canonical = ctx.table("labels").rename_columns({"id": "duplicate_of"})  # read before `out` is written
+    copies = duplicates.rename_columns({"canonical_id": "duplicate_of"}).join(
+        canonical, "inner", num_partitions=cio.join_partitions(cio.count_rows(ctx.path("duplicates"))), on=("duplicate_of",)
+    )
+    cio.write_table(copies.map_batches(cio.conform, batch_format="pandas"), out)
+    return {"duplicates_labelled": cio.count_rows(out)}
+
+
+def _label_the_rest(ctx: RunContext, last: int, out) -> dict:
+    """Incremental mode: the last SLM labels every row the LLM never saw (source 'slm')."""
+    rest = ctx.scored(ctx.unannotated(last), last)
+    labelled = rest.map_batches(_slm_labels, fn_kwargs={"round_": last, "drop": list(ctx.kind.scratch_columns)},
+                                batch_format="pandas")
+    cio.write_table(labelled.map_batches(cio.conform, batch_format="pandas"), out)
+    n = cio.count_rows(out)
+    metrics = {"slm_labelled_rows": n}
+    if ctx.has_gold():
+        metrics["final_acc"] = M.label_quality(ctx.table("labels"), "label", ctx.task.labels)["acc"]
+    ctx.manifest.round_metrics(last, **metrics)
+    return {"slm_labelled": n}
+
+
+def _slm_labels(batch: pd.DataFrame, round_: int, drop: list[str]) -> pd.DataFrame:
+    batch["label"] = batch["pred"]
+    batch["confidence"] = [float(np.max(p)) for p in batch["probs"]]
+    batch["source"] = "slm"
+    batch["round"] = round_
+    return batch.drop(columns=[c for c in drop if c in batch])
