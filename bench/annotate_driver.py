@@ -43,7 +43,7 @@ def run_one(rows: int, max_blocks: int, batch_size: int) -> dict:
     import ray
 
     import freeal_ray.annotation as A
-    from freeal_ray import corpus as cio
+    from freeal_ray import tables
     from freeal_ray.engines import EngineConfig
     from freeal_ray.task import get_preset
 
@@ -66,13 +66,13 @@ def run_one(rows: int, max_blocks: int, batch_size: int) -> dict:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     started = time.time()
-    A.annotate(cio.read_table(corpus), no_demos, get_preset("sentiment"), settings, "", 0, 0, str(out), total=rows)
+    A.annotate(tables.read_table(corpus), no_demos, get_preset("sentiment"), settings, "", 0, 0, str(out), total=rows)
     seconds = time.time() - started
     done.set()
     sampler.join()
     per_block = A.rows_per_block(rows, batch_size)
     return {"rows": rows, "max_blocks": max_blocks, "llm_batch_size": batch_size, "rows_per_block": per_block,
-            "blocks": -(-rows // per_block), "parts": len(cio.table_files(out)), "seconds": round(seconds, 1),
+            "blocks": -(-rows // per_block), "parts": len(tables.table_files(out)), "seconds": round(seconds, 1),
             "driver_start_mb": start, "driver_peak_mb": peak,
             "private_growth_mb": peak["private"] - start["private"], "rss_growth_mb": peak["rss"] - start["rss"]}
 

@@ -72,7 +72,7 @@ def cpu_model() -> str:
 
 def predict(folder: Path, texts, labels=None, columns=("pred", "probs", "loss")) -> pd.DataFrame:
     """An SLM checkpoint's pred, probs and loss against `labels` (NaN where a row has none)."""
-    from freeal_ray.slm import SLMScorer
+    from freeal_ray.checkpoint import SLMScorer
 
     scorer = SLMScorer(str(folder))
     frame = pd.DataFrame({"text": list(texts), "label": list(labels) if labels is not None else None})

@@ -75,7 +75,7 @@ def probe(model: str, dtype: str, threads: int, shots: int, rows: int, benchmark
           eager: bool = True, batch: int = 32) -> dict:
     """One engine, built as the loop builds it, timed on `rows` rows after a warm-up batch."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # as Ray leaves it in a one-CPU actor
-    from freeal_ray.annotation import PromptBuilder
+    from freeal_ray.workers import PromptBuilder
     from freeal_ray.engines import EngineConfig, VLLMEngine
     from freeal_ray.model_store import resolve_encoder, resolve_llm
     from freeal_ray.prompts import answer_choices, synthesis_prompt
@@ -180,7 +180,7 @@ def stage_seconds(model: str, threads: int, rows: int) -> dict:
     settings, encoder = run.ctx.llm(), str(resolve_encoder(config.slm.model))
     demos = read_split("mr", "train", 200, seed=0).assign(origin="corpus")
     test = read_split("mr", "test", rows + WARMUP_ROWS, seed=1)
-    from freeal_ray.annotation import engine_pool
+    from freeal_ray.engine_actors import engine_pool
 
     with tempfile.TemporaryDirectory() as tmp:
         annotate(ray.data.from_pandas(test.iloc[:WARMUP_ROWS]), demos, run.task, settings, encoder, 10, 0, f"{tmp}/warm")

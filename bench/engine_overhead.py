@@ -36,7 +36,7 @@ def read_mr(split: str, n: int, seed: int = 0) -> pd.DataFrame:
 
 
 def build_prompts(rows: pd.DataFrame, demos: pd.DataFrame, task, settings, encoder: str, shots: int) -> list[str]:
-    from freeal_ray.annotation import PromptBuilder
+    from freeal_ray.workers import PromptBuilder
 
     builder = PromptBuilder(task, demos, encoder, shots, settings.max_text_chars)
     return builder(rows[["id", "text"]])["prompt"].tolist()
@@ -78,12 +78,12 @@ def run_raw(prompts, warmup_prompts, settings, choices) -> float:
 def release_engines() -> None:
     import ray
 
-    from freeal_ray import annotation
+    from freeal_ray import engine_actors
 
-    for pool in annotation._POOLS.values():
+    for pool in engine_actors._POOLS.values():
         for actor in pool:
             ray.kill(actor)
-    annotation._POOLS.clear()
+    engine_actors._POOLS.clear()
     time.sleep(5)  # let the engine's core go before the raw engine binds one
 
 

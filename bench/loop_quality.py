@@ -80,16 +80,16 @@ def zero_shot_quality(run, folder: Path, style: str) -> dict:
     baseline FreeAL has to beat."""
     import dataclasses
 
-    from freeal_ray import corpus as cio
+    from freeal_ray import tables
     from freeal_ray.annotation import annotate
 
     n = run.manifest.stage("ingest")["rows"]
-    if cio.count_rows(folder) < n:
+    if tables.count_rows(folder) < n:
         llm = dataclasses.replace(run.ctx.llm(), prompt_style=style)
         annotate(run.ctx.table("corpus"), pd.DataFrame(columns=["id", "text", "label"]), run.task, llm,
                  "", 0, 0, str(folder), total=n)
     # One pass: the confusion matrix's column sums are how often each label was answered.
-    matrix, abstained = M.confusion(cio.read_table(folder), "label", run.task.labels)
+    matrix, abstained = M.confusion(tables.read_table(folder), "label", run.task.labels)
     answered = matrix.sum(0)
     top = ({"label": run.task.labels[int(answered.argmax())], "share": float(answered.max() / answered.sum())}
            if answered.sum() else None)

@@ -29,7 +29,7 @@ def run_mr_refinery(args) -> None:
     nearest `shots` of them. A random sample of the noisy rows keeps the run within budget on a CPU;
     the zero-shot LLM is asked the same rows for comparison.
     """
-    from freeal_ray import corpus as cio
+    from freeal_ray import tables
     from freeal_ray.annotation import annotate
     from freeal_ray.config import load_config
     from freeal_ray.loop import FreeALRun
@@ -79,7 +79,7 @@ def run_mr_refinery(args) -> None:
         folder = work / name
         started = time.time()
         annotate(ray_rows(sample), pool, task, llm, str(checkpoint / "encoder"), shots, 1, str(folder), total=len(sample))
-        answers = cio.read_table(folder).to_pandas().set_index("id")
+        answers = tables.read_table(folder).to_pandas().set_index("id")
         asked[name] = (answers["label"].reindex(sample["id"]).to_numpy(object), time.time() - started,
                        int(answers["prompt_tokens"].sum()))
     if args.pick != "random":

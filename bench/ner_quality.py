@@ -69,21 +69,21 @@ def run_ner(args) -> None:
 
 def ner_zero_shot(run, folder: Path) -> dict:
     """The LLM with no demo sentence at all."""
-    from freeal_ray import corpus as cio
+    from freeal_ray import tables
     from freeal_ray.annotation import annotate
 
     n = run.manifest.stage("ingest")["rows"]
-    if cio.count_rows(folder) < n:
+    if tables.count_rows(folder) < n:
         annotate(run.ctx.table("corpus"), pd.DataFrame(columns=["id", "text", "tokens", "tags"]), run.task, run.ctx.llm(),
                  "", 0, 0, str(folder), total=n)
-    return M.entity_quality(cio.read_table(folder), "tags")
+    return M.entity_quality(tables.read_table(folder), "tags")
 
 
 def tagger_test_scores(folder: Path, test: pd.DataFrame) -> dict:
     from freeal_ray.metrics import entity_scores
-    from freeal_ray.tagger import TaggerScorer
+    from freeal_ray.checkpoint import SLMScorer
 
-    scorer = TaggerScorer(str(folder))
+    scorer = SLMScorer(str(folder))
     preds = []
     for start in range(0, len(test), 64):
         preds += list(scorer(test.iloc[start : start + 64][["tokens"]].reset_index(drop=True))["pred_tags"])

@@ -95,7 +95,7 @@ def main(argv=None) -> None:
     a = parser.parse_args(argv)
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
-    from freeal_ray.annotation import PromptBuilder
+    from freeal_ray.workers import PromptBuilder
     from freeal_ray.engines import EngineConfig, VLLMEngine, engine_dtype
     from freeal_ray.model_store import resolve_encoder, resolve_llm
     from freeal_ray.task import BENCHMARK_TASKS, get_preset

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import ray
 
-from freeal_ray import corpus as cio
-from freeal_ray.annotation import LLMSettings
+from freeal_ray import tables
+from freeal_ray.checkpoint import SLMScorer
 from freeal_ray.config import RunConfig
+from freeal_ray.engine_actors import LLMSettings
 from freeal_ray.engines import EngineConfig, engine_dtype
 from freeal_ray.errors import FreeALError, short_reason
 from freeal_ray.kinds import kind_for
@@ -80,7 +81,7 @@ class RunContext:
         if self.manifest.done(stage.key):
             log.info("stage %s already finished, skipping", stage.key)
             return False
-        missing = [f for f in stage.input_folders() if not cio.table_files(self.path(f))]
+        missing = [f for f in stage.input_folders() if not tables.table_files(self.path(f))]
         if missing:
             raise FreeALError(f"stage {stage.key} needs {', '.join(missing)} in {self.out}, which "
                               f"{'is' if len(missing) == 1 else 'are'} missing: the folder was changed since those "
@@ -107,13 +108,13 @@ class RunContext:
         return self.out.joinpath(*[str(p) for p in parts])
 
     def table(self, *parts) -> ray.data.Dataset:
-        ds = cio.read_table(self.path(*parts))
+        ds = tables.read_table(self.path(*parts))
         if ds is None:
             raise RuntimeError(f"table {self.path(*parts)} is empty")
         return ds
 
     def has_demos(self, r: int) -> bool:
-        return bool(cio.table_files(self.path(f"round-{r}", "demos")))
+        return bool(tables.table_files(self.path(f"round-{r}", "demos")))
 
     def demos(self, r: int):
         return self.table(f"round-{r}", "demos").to_pandas()
@@ -134,18 +135,18 @@ class RunContext:
     def scored(self, ds: ray.data.Dataset, r: int) -> ray.data.Dataset:
         """`ds` with round r's SLM's prediction, loss and embedding per row (one scorer actor)."""
         return ds.map_batches(
-            self.kind.scorer, fn_constructor_kwargs={"folder": str(self.path(f"round-{r}", "slm"))},
+            SLMScorer, fn_constructor_kwargs={"folder": str(self.path(f"round-{r}", "slm"))},
             batch_format="pandas", batch_size=64, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1,
-            **cio.NO_RESTARTS,
+            **tables.NO_RESTARTS,
         )
 
     def unannotated(self, r: int) -> ray.data.Dataset:
         """Corpus rows with no label in round r's table: a distributed anti-join, no id set in memory."""
         corpus = self.table("corpus")
-        done = cio.read_table(self.path(f"round-{r}", "labels"), columns=["id"])
+        done = tables.read_table(self.path(f"round-{r}", "labels"), columns=["id"])
         if done is None:
             return corpus
-        return corpus.join(done, "left_anti", num_partitions=cio.join_partitions(self.n_rows()), on=("id",))
+        return corpus.join(done, "left_anti", num_partitions=tables.join_partitions(self.n_rows()), on=("id",))
 
     # ---- the annotator -----------------------------------------------------------------------
     def pick_annotator(self) -> None:
@@ -195,7 +196,7 @@ class RunContext:
 
     def llm_usage(self, folder: Path) -> dict:
         """LLM calls and tokens spent writing the answers in `folder`."""
-        ds = cio.read_table(folder, columns=["prompt_tokens", "output_tokens"])
+        ds = tables.read_table(folder, columns=["prompt_tokens", "output_tokens"])
         if ds is None:
             return {"llm_calls": 0, "prompt_tokens": 0, "output_tokens": 0}
         sums = ds.sum(["prompt_tokens", "output_tokens"]) or {}
@@ -204,11 +205,11 @@ class RunContext:
 
     def notice_abstentions(self, folder: Path, where: str) -> None:
         """Say in plain words when the LLM left rows without a usable label."""
-        ds = cio.read_table(folder, columns=[self.kind.label_column])
+        ds = tables.read_table(folder, columns=[self.kind.label_column])
         if ds is None:
             return
         labelled = self.kind.labelled  # the lambda ships to Ray workers: the adapter, not the whole context
-        n, missing = cio.count_rows(folder), ds.filter(lambda row: not labelled(row)).count()
+        n, missing = tables.count_rows(folder), ds.filter(lambda row: not labelled(row)).count()
         if missing:
             print(f"[freeal_ray] the LLM gave no usable answer for {missing} of {n} rows {where} "
                   f"({missing / max(n, 1):.1%}): the SLM labels them", flush=True)

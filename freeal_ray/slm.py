@@ -1,4 +1,5 @@
-"""The small model: a pretrained encoder, mean pooling, a linear head. Saving, loading, scoring.
+"""The small model for classification: a pretrained encoder, mean pooling, a linear head, and how
+it scores a batch (checkpoint.py saves and loads it).
 
 The head sits on the pooled sentence embedding so mixup can mix embeddings inside the same
 forward call (DDP needs every parameter use to go through one forward).
@@ -6,8 +7,6 @@ forward call (DDP needs every parameter use to go through one forward).
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -37,28 +36,6 @@ class SLMClassifier(nn.Module):
         return logits, pooled, self.head(self.dropout(mixed))
 
 
-def save_slm(model: SLMClassifier, tokenizer, labels, max_length: int, folder: str | Path) -> Path:
-    folder = Path(folder)
-    (folder / "encoder").mkdir(parents=True, exist_ok=True)
-    model.encoder.save_pretrained(folder / "encoder")
-    tokenizer.save_pretrained(folder / "encoder")
-    torch.save(model.head.state_dict(), folder / "head.pt")
-    (folder / "slm.json").write_text(json.dumps({"labels": list(labels), "max_length": max_length}))
-    return folder
-
-
-def load_slm(folder: str | Path):
-    """(model in eval mode, tokenizer, labels, max_length) from a folder written by save_slm."""
-    from transformers import AutoTokenizer
-
-    folder = Path(folder)
-    meta = json.loads((folder / "slm.json").read_text())
-    model = SLMClassifier(str(folder / "encoder"), len(meta["labels"]))
-    model.head.load_state_dict(torch.load(folder / "head.pt", weights_only=True))
-    tokenizer = AutoTokenizer.from_pretrained(folder / "encoder")
-    return model.eval(), tokenizer, meta["labels"], meta["max_length"]
-
-
 def label_indices(values, labels) -> np.ndarray:
     """Each value's index in `labels`; -1 for a missing label or one outside the set (an abstention)."""
     index = {label: i for i, label in enumerate(labels)}
@@ -70,25 +47,20 @@ def tokenize(tokenizer, texts, max_length: int):
     return enc["input_ids"], enc["attention_mask"]
 
 
-class SLMScorer:
-    """Ray Data actor: per row, the SLM's prediction, class probabilities, loss against the
-    current label (NaN when the row has none) and its sentence embedding."""
-
-    def __init__(self, folder: str, batch_size: int = 64):
-        self.model, self.tokenizer, self.labels, self.max_length = load_slm(folder)
-        self.batch_size = batch_size
-
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        with torch.inference_mode():
-            ids, mask = tokenize(self.tokenizer, batch["text"], self.max_length)
-            logits, pooled, _ = self.model(ids, mask)
-        log_probs = torch.log_softmax(logits.float(), dim=-1).numpy()
-        targets = label_indices(batch["label"] if "label" in batch else [None] * len(batch), self.labels)
-        rows = np.arange(len(targets))
-        loss = np.where(targets >= 0, -log_probs[rows, targets.clip(min=0)], np.nan)
-        batch = batch.copy()
-        batch["pred"] = [self.labels[i] for i in log_probs.argmax(1)]
-        batch["probs"] = list(np.exp(log_probs).astype(np.float32))
-        batch["loss"] = loss
-        batch["embedding"] = list(torch.nn.functional.normalize(pooled, dim=-1).numpy().astype(np.float32))
-        return batch
+def score_texts(checkpoint, batch: pd.DataFrame) -> pd.DataFrame:
+    """Per row: the classifier's prediction, class probabilities, loss against the current label
+    (NaN when the row has none) and its sentence embedding."""
+    model, labels = checkpoint.model, checkpoint.classes
+    with torch.inference_mode():
+        ids, mask = tokenize(checkpoint.tokenizer, batch["text"], checkpoint.max_length)
+        logits, pooled, _ = model(ids, mask)
+    log_probs = torch.log_softmax(logits.float(), dim=-1).numpy()
+    targets = label_indices(batch["label"] if "label" in batch else [None] * len(batch), labels)
+    rows = np.arange(len(targets))
+    loss = np.where(targets >= 0, -log_probs[rows, targets.clip(min=0)], np.nan)
+    batch = batch.copy()
+    batch["pred"] = [labels[i] for i in log_probs.argmax(1)]
+    batch["probs"] = list(np.exp(log_probs).astype(np.float32))
+    batch["loss"] = loss
+    batch["embedding"] = list(torch.nn.functional.normalize(pooled, dim=-1).numpy().astype(np.float32))
+    return batch

@@ -8,9 +8,7 @@ mean, not the sum, so a long sentence is not judged noisy for being long.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -93,45 +91,20 @@ def tag_indices(values: Sequence[Sequence[str]] | None, tags: Sequence[str], n_w
     return [[index.get(t, -1) for t in v] if v is not None else [-1] * n for v, n in zip(values, n_words)]
 
 
-def save_tagger(model: TokenTagger, tokenizer, tags, max_length: int, folder: str | Path) -> Path:
-    folder = Path(folder)
-    (folder / "encoder").mkdir(parents=True, exist_ok=True)
-    model.encoder.save_pretrained(folder / "encoder")
-    tokenizer.save_pretrained(folder / "encoder")
-    torch.save(model.head.state_dict(), folder / "head.pt")
-    (folder / "slm.json").write_text(json.dumps({"kind": "tagger", "labels": list(tags), "max_length": max_length}))
-    return folder
-
-
-def load_tagger(folder: str | Path):
-    """(model in eval mode, tokenizer, tags, max_length) from a folder written by save_tagger."""
-    from transformers import AutoTokenizer
-
-    folder = Path(folder)
-    meta = json.loads((folder / "slm.json").read_text())
-    model = TokenTagger(str(folder / "encoder"), len(meta["labels"]))
-    model.head.load_state_dict(torch.load(folder / "head.pt", weights_only=True))
-    return model.eval(), AutoTokenizer.from_pretrained(folder / "encoder"), meta["labels"], meta["max_length"]
-
-
-class TaggerScorer:
-    """Ray Data actor: per sentence, the tagger's BIO tags (`pred_tags`), its loss against the
-    current `tags` (NaN when the row has none) and its sentence embedding (for demo selection)."""
-
-    def __init__(self, folder: str):
-        self.model, self.tokenizer, self.tags, self.max_length = load_tagger(folder)
-
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        sentences = [list(t) for t in batch["tokens"]]
-        ids, mask, word_ids = encode_words(self.tokenizer, sentences, self.max_length)
-        given = tag_indices(batch["tags"] if "tags" in batch else None, self.tags, [len(s) for s in sentences])
-        targets = torch.tensor([subword_targets(w, g) for w, g in zip(word_ids, given)])
-        with torch.inference_mode():
-            logits, pooled = self.model(ids, mask)
-            loss = sentence_losses(logits.float(), targets).numpy()
-        logits = logits.float().numpy()
-        batch = batch.copy()
-        batch["pred_tags"] = [word_tags(logits[i], word_ids[i], len(s), self.tags) for i, s in enumerate(sentences)]
-        batch["loss"] = loss.astype(np.float64)
-        batch["embedding"] = list(torch.nn.functional.normalize(pooled, dim=-1).numpy().astype(np.float32))
-        return batch
+def score_sentences(checkpoint, batch: pd.DataFrame) -> pd.DataFrame:
+    """Per sentence: the tagger's BIO tags (`pred_tags`), its loss against the current `tags` (NaN
+    when the row has none) and its sentence embedding (for demo selection)."""
+    model, tags = checkpoint.model, checkpoint.classes
+    sentences = [list(t) for t in batch["tokens"]]
+    ids, mask, word_ids = encode_words(checkpoint.tokenizer, sentences, checkpoint.max_length)
+    given = tag_indices(batch["tags"] if "tags" in batch else None, tags, [len(s) for s in sentences])
+    targets = torch.tensor([subword_targets(w, g) for w, g in zip(word_ids, given)])
+    with torch.inference_mode():
+        logits, pooled = model(ids, mask)
+        loss = sentence_losses(logits.float(), targets).numpy()
+    logits = logits.float().numpy()
+    batch = batch.copy()
+    batch["pred_tags"] = [word_tags(logits[i], word_ids[i], len(s), tags) for i, s in enumerate(sentences)]
+    batch["loss"] = loss.astype(np.float64)
+    batch["embedding"] = list(torch.nn.functional.normalize(pooled, dim=-1).numpy().astype(np.float32))
+    return batch

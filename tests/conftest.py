@@ -38,19 +38,19 @@ def no_engines():
 
     import ray
 
-    from freeal_ray import annotation
+    from freeal_ray import engine_actors
 
     if ray.is_initialized():
-        for pool in annotation._POOLS.values():
+        for pool in engine_actors._POOLS.values():
             for actor in pool:
                 ray.kill(actor, no_restart=True)
-        annotation._POOLS.clear()
+        engine_actors._POOLS.clear()
         deadline = time.time() + 60
         while time.time() < deadline and any(
             a["name"].startswith("freeal-engine") for a in ray.util.list_named_actors(all_namespaces=True)
         ):
             time.sleep(0.5)
-    annotation._POOLS.clear()
+    engine_actors._POOLS.clear()
     yield
 
 

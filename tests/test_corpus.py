@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from conftest import write_jsonl
 
-from freeal_ray import corpus as cio
+from freeal_ray import tables
 from freeal_ray.config import load_config
 from freeal_ray.errors import CorpusError
 from freeal_ray.loop import FreeALRun
@@ -16,8 +16,8 @@ def ingest(path, tmp_path, **overrides):
     config = load_config(None, {"corpus.path": str(path), "output": str(tmp_path / "run"), **overrides})
     run = FreeALRun(config)
     run.ingest()
-    corpus = cio.read_table(tmp_path / "run" / "corpus").to_pandas()
-    quarantine = cio.read_table(tmp_path / "run" / "quarantine")
+    corpus = tables.read_table(tmp_path / "run" / "corpus").to_pandas()
+    quarantine = tables.read_table(tmp_path / "run" / "quarantine")
     return corpus, (quarantine.to_pandas() if quarantine is not None else pd.DataFrame(columns=["line", "reason"]))
 
 
@@ -71,7 +71,7 @@ def test_repeated_texts_are_kept_aside_for_labelling_once(ray_session, tmp_path)
     )
     corpus, _ = ingest(path, tmp_path)
     assert sorted(corpus["id"]) == ["a", "c", "e"]  # the smallest id of each text is its canonical row
-    duplicates = cio.read_table(tmp_path / "run" / "duplicates").to_pandas()
+    duplicates = tables.read_table(tmp_path / "run" / "duplicates").to_pandas()
     assert dict(zip(duplicates["id"], duplicates["canonical_id"])) == {"b": "a", "d": "a"}
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["stages"]["ingest"]["duplicate_texts"] == 2 and manifest["stages"]["ingest"]["rows"] == 3
@@ -131,7 +131,7 @@ def test_given_llm_labels_start_round_zero_without_an_llm(ray_session, tmp_path)
     run = FreeALRun(config)
     run.ingest()
     run.start_from_given_labels()
-    labels = cio.read_table(tmp_path / "run" / "round-0" / "labels").to_pandas().set_index("id")
+    labels = tables.read_table(tmp_path / "run" / "round-0" / "labels").to_pandas().set_index("id")
     assert labels["label"].to_dict() == {"a": "positive", "b": "negative", "c": None, "d": None}
     assert set(labels["source"]) == {"given"}
     metrics = run.manifest.data["rounds"]["0"]
@@ -146,7 +146,7 @@ def test_kept_rows_can_be_grouped_when_a_block_keeps_none(ray_session):
 
     blocks = [pa.table({"id": ["a", "b"], "label": ["x", "y"], "clean": [False, False]}),
               pa.table({"id": ["c", "d", "e"], "label": ["x", "y", "x"], "clean": [True, True, True]})]
-    kept = cio.where(ray.data.from_arrow(blocks), lambda row: row["clean"], ["clean"])
+    kept = tables.where(ray.data.from_arrow(blocks), lambda row: row["clean"], ["clean"])
     assert kept.schema().names == ["id", "label", "clean"]
     sizes = kept.groupby("label").map_groups(
         lambda g: pd.DataFrame({"label": [g["label"].iloc[0]], "n": [len(g)]}), batch_format="pandas"
@@ -182,12 +182,12 @@ def test_given_labels_can_be_kept_with_only_the_abstentions_left_to_fill(ray_ses
     })
     result = run_freeal(config)
 
-    scores = cio.read_table(out / "round-1" / "scores").to_pandas()
+    scores = tables.read_table(out / "round-1" / "scores").to_pandas()
     assert not scores.loc[scores["label"].notna(), "clean"].all()  # the default would have re-asked labelled rows
-    asked = cio.read_table(out / "round-1" / "labels" / "refined")
+    asked = tables.read_table(out / "round-1" / "labels" / "refined")
     asked_ids = set() if asked is None else set(asked.to_pandas()["id"])
     assert asked_ids == (abstained if refine_rows == "abstentions" else set())
-    labels = cio.read_table(result.labels_path).to_pandas()
+    labels = tables.read_table(result.labels_path).to_pandas()
     assert sorted(labels["id"]) == sorted(given), "one final label per row"
     final, source = dict(zip(labels["id"], labels["label"])), dict(zip(labels["id"], labels["source"]))
     assert {i: final[i] for i in given if i not in abstained} == {i: g for i, g in given.items() if i not in abstained}

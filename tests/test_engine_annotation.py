@@ -3,11 +3,13 @@
 import pandas as pd
 import pytest
 
-from freeal_ray import corpus as cio
-from freeal_ray.annotation import LLMSettings, annotate, synthesize_demos
+from freeal_ray import tables
+from freeal_ray.annotation import annotate
 from freeal_ray.embedding import Encoder
+from freeal_ray.engine_actors import LLMSettings
 from freeal_ray.engines import EngineConfig, engine_dtype
 from freeal_ray.retrieval import FaissIndex, nearest_demos
+from freeal_ray.synthesis import synthesize_demos
 from freeal_ray.task import get_preset
 from tiny_models import toy_corpus
 
@@ -30,9 +32,9 @@ def test_annotation_labels_every_row_within_the_label_set_and_resumes(ray_sessio
     ds = ray.data.from_pandas(pd.DataFrame(rows))
     out = tmp_path / "labels"
     annotate(ds, demos, task, settings, str(tiny_models["encoder"]), 3, 0, str(out), total=24)
-    got = cio.read_table(out).to_pandas()
+    got = tables.read_table(out).to_pandas()
     assert sorted(got["id"]) == sorted(r["id"] for r in rows)
-    assert len(cio.table_files(out)) == 3  # save_every_s=0: one part per engine batch of 8
+    assert len(tables.table_files(out)) == 3  # save_every_s=0: one part per engine batch of 8
     assert set(got["label"].dropna()) <= set(task.labels)
     assert got["confidence"].between(0, 1).all()
     assert (got["prompt_tokens"] > 0).all() and (got["source"] == "llm").all()
@@ -45,9 +47,9 @@ def test_annotation_labels_every_row_within_the_label_set_and_resumes(ray_sessio
     assert [list(x) for x in got["demo_ids"]] == [[f"d{i}" for i in e] for e in expected]
 
     # a second call on the same folder sends nothing to the engine
-    files = cio.table_files(out)
+    files = tables.table_files(out)
     annotate(ds, demos, task, settings, str(tiny_models["encoder"]), 3, 0, str(out), total=24)
-    assert cio.table_files(out) == files
+    assert tables.table_files(out) == files
 
 
 def test_chat_prompts_reach_the_engine_through_the_models_template(ray_session, tiny_models, settings, tmp_path):
@@ -62,7 +64,7 @@ def test_chat_prompts_reach_the_engine_through_the_models_template(ray_session, 
     for style in ("plain", "chat", "chat-turns"):
         annotate(ds, demos, task, dataclasses.replace(settings, prompt_style=style), str(tiny_models["encoder"]), 1, 0,
                  str(tmp_path / style), total=8)
-        got = cio.read_table(tmp_path / style).to_pandas().sort_values("id")
+        got = tables.read_table(tmp_path / style).to_pandas().sort_values("id")
         assert len(got) == 8 and set(got["label"].dropna()) <= set(task.labels)  # answers are the bare label words
         tokens[style] = got["prompt_tokens"].tolist()
     # the template's role markers make every chat prompt longer than its plain twin; the two chat forms differ
@@ -84,7 +86,7 @@ def test_synthesis_writes_demos_for_every_class(ray_session, settings):
 def test_the_engine_runs_a_batch_in_prefix_order_and_answers_each_prompt_in_its_place(ray_session, settings):
     import ray
 
-    from freeal_ray.annotation import engine_pool
+    from freeal_ray.engine_actors import engine_pool
     from freeal_ray.prompts import answer_choices
 
     task = get_preset("sentiment")
@@ -133,7 +135,7 @@ def test_ray_data_llm_runner_answers_as_the_engine_actors_do(ray_session, tiny_m
     for name, runner in (("actors", settings), ("ray_data_llm", processor)):
         out = tmp_path / name
         annotate(ray.data.from_pandas(rows), demos, task, runner, str(tiny_models["encoder"]), 3, 1, str(out), total=16)
-        got[name] = cio.read_table(out).to_pandas().set_index("id").loc[rows["id"]]
+        got[name] = tables.read_table(out).to_pandas().set_index("id").loc[rows["id"]]
     a, b = got["actors"], got["ray_data_llm"]
     assert (b["source"] == "llm").all() and (b["round"] == 1).all() and set(b["label"].dropna()) <= set(task.labels)
     # the same greedy model behind two engines: rows the tiny LLM nearly ties on may flip with batch numerics
@@ -158,11 +160,11 @@ def test_a_resumed_annotation_asks_only_rows_without_an_answer(ray_session, tmp_
     no_demos = pd.DataFrame(columns=["id", "text", "label", "origin"])
     out = tmp_path / "labels"
     annotate(ray.data.from_pandas(rows.iloc[:10]), no_demos, task, settings, "", 0, 1, str(out))
-    before = set(cio.table_files(out))
+    before = set(tables.table_files(out))
     annotate(ray.data.from_pandas(rows), no_demos, task, settings, "", 0, 1, str(out), total=30)
-    got = cio.read_table(out).to_pandas()
+    got = tables.read_table(out).to_pandas()
     assert sorted(got["id"]) == sorted(rows["id"]) and got["id"].is_unique
-    added = pd.concat(pd.read_parquet(p) for p in set(cio.table_files(out)) - before)
+    added = pd.concat(pd.read_parquet(p) for p in set(tables.table_files(out)) - before)
     assert set(added["id"]) == set(rows["id"].iloc[10:])
 
 
@@ -179,8 +181,8 @@ def test_answers_are_saved_in_few_large_parts_unless_asked_to_save_each_batch(ra
                                max_text_chars=200, save_every_s=every_s)
         out = tmp_path / f"labels-{every_s}"
         annotate(ray.data.from_pandas(rows), no_demos, task, settings, "", 0, 0, str(out), total=40)
-        assert len(cio.table_files(out)) == parts
-        got = cio.read_table(out).to_pandas()
+        assert len(tables.table_files(out)) == parts
+        got = tables.read_table(out).to_pandas()
         assert sorted(got["id"]) == sorted(rows["id"]) and got["id"].is_unique
 
 
@@ -201,17 +203,17 @@ def test_part_writer_writes_when_the_buffer_is_old_or_full(tmp_path, monkeypatch
     import pyarrow.parquet as pq
 
     table = pa.table({"id": ["a", "b"], "label": [None, None]})  # an all-null column, as in an abstaining batch
-    writer = cio.PartWriter(tmp_path / "slow", every_s=3600)
+    writer = tables.PartWriter(tmp_path / "slow", every_s=3600)
     assert not writer.add(table) and not writer.add(pa.table({"id": ["c"], "label": ["positive"]}))
-    assert cio.table_files(tmp_path / "slow") == []  # nothing written yet: neither old nor full
+    assert tables.table_files(tmp_path / "slow") == []  # nothing written yet: neither old nor full
     writer.flush()
-    assert writer.parts == 1 and cio.count_rows(tmp_path / "slow") == 3
-    assert pq.read_table(cio.table_files(tmp_path / "slow")[0])["label"].to_pylist() == [None, None, "positive"]
+    assert writer.parts == 1 and tables.count_rows(tmp_path / "slow") == 3
+    assert pq.read_table(tables.table_files(tmp_path / "slow")[0])["label"].to_pylist() == [None, None, "positive"]
 
-    monkeypatch.setattr(cio, "ROWS_PER_ROW_GROUP", 4)
-    writer = cio.PartWriter(tmp_path / "full", every_s=3600)
+    monkeypatch.setattr(tables, "ROWS_PER_ROW_GROUP", 4)
+    writer = tables.PartWriter(tmp_path / "full", every_s=3600)
     assert [writer.add(table) for _ in range(4)] == [False, True, False, True]
-    assert cio.count_rows(tmp_path / "full") == 8 and len(cio.table_files(tmp_path / "full")) == 2
+    assert tables.count_rows(tmp_path / "full") == 8 and len(tables.table_files(tmp_path / "full")) == 2
 
 
 NER_TASK = {"POS": "words of praise", "NEG": "words of blame"}
@@ -227,7 +229,7 @@ def test_entity_answers_outside_the_sentence_or_schema_are_dropped_and_counted(r
     (what is under test is the alignment and bookkeeping, not a model)."""
     import ray
 
-    from freeal_ray.annotation import EntityWorker
+    from freeal_ray.workers import EntityWorker
     from freeal_ray.engines import Extraction
     from freeal_ray.ner import is_valid_bio
     from freeal_ray.task import EntityTask
@@ -265,7 +267,7 @@ def test_ner_annotation_on_the_real_engine_gives_valid_bio_for_every_row(ray_ses
     rows = ner_rows(12)
     out = tmp_path / "ner"
     annotate(ray.data.from_pandas(rows), demos, task, settings, str(tiny_models["encoder"]), 3, 0, str(out), total=12)
-    got = cio.read_table(out).to_pandas().set_index("id").loc[rows["id"]]
+    got = tables.read_table(out).to_pandas().set_index("id").loc[rows["id"]]
     # every row is answered; an answer that is not the JSON asked for (the tiny LLM's often run past
     # the answer budget) leaves no tags, an abstention, and every other row gets valid BIO of its length
     unread = got["answer_unparsed"].astype(bool).to_numpy()
@@ -302,7 +304,7 @@ def test_cpu_engine_threads_take_every_core_split_between_replicas(monkeypatch):
 
 
 def test_a_row_in_the_demo_pool_is_never_shown_itself(tiny_models):
-    from freeal_ray.annotation import PromptBuilder
+    from freeal_ray.workers import PromptBuilder
 
     rows = pd.DataFrame(toy_corpus(12)).rename(columns={"gold": "label"})
     builder = PromptBuilder(get_preset("sentiment"), rows, str(tiny_models["encoder"]), shots=3, max_chars=1000)

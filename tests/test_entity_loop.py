@@ -6,11 +6,12 @@ import pandas as pd
 import pytest
 from conftest import tiny_overrides, write_jsonl
 
-from freeal_ray import corpus as cio
+from freeal_ray import corpus
+from freeal_ray import tables
 from freeal_ray.config import load_config
 from freeal_ray.errors import ConfigError
-from freeal_ray.run import run_freeal
 from freeal_ray.ner import is_valid_bio
+from freeal_ray.run import run_freeal
 from freeal_ray.task import EntityTask
 from test_tagger import toy_ner
 
@@ -30,7 +31,7 @@ def test_sentences_are_read_as_tokens_or_tokenised_text_and_bad_rows_are_named()
         "gold": [["B-ORG", "O", "O"], ["B-PER", "I-PER", "O", "B-LOC", "O"], [], ["O"]],
     })
     cfg = {"text_column": "tokens", "id_column": "id", "gold_column": "gold", "entities": True}
-    out = cio.normalise_rows(batch, cfg)
+    out = corpus.normalise_rows(batch, cfg)
     assert out["tokens"][0] == ["EU", "rejects", "it"] and out["text"][0] == "EU rejects it"
     assert out["tokens"][1] == ["Peter", "Blackburn", ",", "Bonn", "."]
     assert out["offsets"][1][3] == [17, 21]  # raw text keeps where each token was
@@ -61,14 +62,14 @@ def test_the_loop_labels_sentences_end_to_end(ray_session, tiny_models, tmp_path
     manifest = json.loads((out / "manifest.json").read_text())
 
     assert manifest["stages"]["ingest"]["quarantined"] == 1
-    quarantine = cio.read_table(out / "quarantine").to_pandas()
+    quarantine = tables.read_table(out / "quarantine").to_pandas()
     assert "1 gold tags for 2 tokens" in quarantine["reason"].iloc[0]
 
     # round 0: synthetic demos are annotated sentences; every corpus sentence got valid tags, or
     # none where the answer could not be read (an abstention)
-    demos0 = cio.read_table(out / "round-0" / "demos").to_pandas()
+    demos0 = tables.read_table(out / "round-0" / "demos").to_pandas()
     assert len(demos0) and all(any(t != "O" for t in tags) for tags in demos0["tags"])
-    labels0 = cio.read_table(out / "round-0" / "labels").to_pandas()
+    labels0 = tables.read_table(out / "round-0" / "labels").to_pandas()
     assert len(labels0) == 40 and "s5-repeat" not in set(labels0["id"])
     read = ~labels0["answer_unparsed"].astype(bool)
     assert labels0.loc[~read, "tags"].isna().all() and read.sum() > 30
@@ -76,15 +77,15 @@ def test_the_loop_labels_sentences_end_to_end(ray_session, tiny_models, tmp_path
     assert labels0["spans_placed"].sum() > 0
 
     # round 1: demos are clean sentences the tagger reproduces; only noisy sentences were re-asked
-    scores = cio.read_table(out / "round-1" / "scores").to_pandas().set_index("id")
-    demos1 = cio.read_table(out / "round-1" / "demos").to_pandas()
+    scores = tables.read_table(out / "round-1" / "scores").to_pandas().set_index("id")
+    demos1 = tables.read_table(out / "round-1" / "demos").to_pandas()
     corpus_demos = demos1[demos1["origin"] == "corpus"]
     assert len(corpus_demos) and set(corpus_demos["label"]) == {"none"}
     for row in corpus_demos.itertuples():
         assert scores.loc[row.id, "clean"] and list(scores.loc[row.id, "pred_tags"]) == list(row.tags)
     # types with no clean agreeing sentence keep their round-0 demos, so no type goes unshown
     assert set(demos0["label"]) - {"none"} and set(demos0["label"]) <= set(demos1["label"])
-    refined = cio.read_table(out / "round-1" / "labels" / "refined")
+    refined = tables.read_table(out / "round-1" / "labels" / "refined")
     noisy = set(scores.index[~scores["clean"].astype(bool)])
     assert (set(refined.to_pandas()["id"]) if refined is not None else set()) == noisy
     assert manifest["rounds"]["1"]["noisy_rows"] == len(noisy)
@@ -92,7 +93,7 @@ def test_the_loop_labels_sentences_end_to_end(ray_session, tiny_models, tmp_path
     for key in ("llm_f1", "slm_f1", "final_f1"):
         value = manifest["rounds"]["1" if key != "llm_f1" else "0"][key]
         assert 0.0 <= value <= 1.0
-    labels = cio.read_table(result.labels_path).to_pandas().set_index("id")
+    labels = tables.read_table(result.labels_path).to_pandas().set_index("id")
     assert len(labels) == 41 and labels.loc["s5-repeat", "duplicate_of"] == "s5"
     assert list(labels.loc["s5-repeat", "tags"]) == list(labels.loc["s5", "tags"])
     assert all(is_valid_bio(list(t)) for t in labels["tags"])

@@ -5,12 +5,12 @@ import pandas as pd
 import pytest
 from conftest import tiny_overrides, write_jsonl
 
-from freeal_ray import corpus as cio
+from freeal_ray import tables
 from freeal_ray.config import load_config
 from freeal_ray.errors import ConfigError
 from freeal_ray.run import run_freeal
 from freeal_ray.sampling import row_draws, uncertainty
-from freeal_ray.slm import SLMScorer
+from freeal_ray.checkpoint import SLMScorer
 from tiny_models import toy_corpus
 
 
@@ -52,7 +52,7 @@ def test_each_round_annotates_fresh_rows_and_the_slm_labels_the_rest(ray_session
     result = run_freeal(load_config(None, overrides))
 
     def ids(*parts):
-        return set(cio.read_table(out.joinpath(*parts)).to_pandas()["id"])
+        return set(tables.read_table(out.joinpath(*parts)).to_pandas()["id"])
 
     # round 0: the 10 rows with the smallest hashed draws, nothing else
     round0 = ids("round-0", "labels")
@@ -75,7 +75,7 @@ def test_each_round_annotates_fresh_rows_and_the_slm_labels_the_rest(ray_session
 
     # the last round adds nothing; the SLM labels the 20 rows no LLM saw
     assert not (out / "round-2" / "labels" / "added").exists()
-    labels = cio.read_table(result.labels_path).to_pandas()
+    labels = tables.read_table(result.labels_path).to_pandas()
     assert sorted(labels["id"]) == sorted(all_ids) and labels["label"].notna().all()
     by_slm = set(labels.loc[labels["source"] == "slm", "id"])
     assert set(all_ids) - round0 - added <= by_slm
@@ -86,8 +86,8 @@ def test_each_round_annotates_fresh_rows_and_the_slm_labels_the_rest(ray_session
     assert rounds["0"]["llm_calls"] == 10 + 8  # the seed rows' zero-shot calls count in round 0
 
     # mixed round-0 demos: the written ones and the LLM's own answers on seed rows, as it gave them
-    demos = cio.read_table(out / "round-0" / "demos").to_pandas()
-    seed = cio.read_table(out / "round-0" / "seed-answers").to_pandas().set_index("id")
+    demos = tables.read_table(out / "round-0" / "demos").to_pandas()
+    seed = tables.read_table(out / "round-0" / "seed-answers").to_pandas().set_index("id")
     assert set(demos["origin"]) == {"synthetic", "seed"} and len(seed) == 8
     picked = demos[demos["origin"] == "seed"].set_index("id")
     assert (picked["label"] == seed.loc[picked.index, "label"]).all()

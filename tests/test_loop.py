@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import tiny_overrides
 
-from freeal_ray import corpus as cio
+from freeal_ray import tables
 
 
 def freeal(args, env_extra=None, timeout=900):
@@ -50,7 +50,7 @@ def test_killed_run_resumes_without_repeating_llm_work(tiny_models, toy_jsonl, t
     # 1. killed after the first annotation part of round 0 reached disk
     killed = freeal(args, {"FREEAL_RAY_CRASH_AFTER_PARTS": "1"})
     assert killed.returncode == 17, killed.stderr[-3000:]
-    first_parts = cio.table_files(out / "round-0" / "labels")
+    first_parts = tables.table_files(out / "round-0" / "labels")
     assert len(first_parts) == 1
     done_before = set(pd.read_parquet(first_parts[0])["id"])
     manifest = json.loads((out / "manifest.json").read_text())
@@ -66,29 +66,29 @@ def test_killed_run_resumes_without_repeating_llm_work(tiny_models, toy_jsonl, t
     assert third_party_lines(done.stdout + done.stderr) == []  # Ray's, vLLM's, torch's lines went to the log file
     log_file = out / "logs" / "run.log"
     assert str(log_file) in done.stdout and log_file.stat().st_size > 0
-    annotations = cio.read_table(out / "round-0" / "labels").to_pandas()
+    annotations = tables.read_table(out / "round-0" / "labels").to_pandas()
     # toy_corpus(40) repeats one text (row-38 is row-36's): the LLM is asked about it once
     assert len(annotations) == 39 and annotations["id"].is_unique and "row-38" not in set(annotations["id"])
-    assert first_parts[0] in cio.table_files(out / "round-0" / "labels")  # the paid part was kept
+    assert first_parts[0] in tables.table_files(out / "round-0" / "labels")  # the paid part was kept
     assert set(pd.read_parquet(first_parts[0])["id"]) == done_before
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["rounds"]["0"]["llm_calls"] == 39
     assert "train-1" in manifest["stages"] and manifest["stages"]["train-1"]["finished"] < manifest["stages"]["score-1"]["finished"]
 
     # outputs honour the stage contracts
-    labels = cio.read_table(out / "labels").to_pandas()
+    labels = tables.read_table(out / "labels").to_pandas()
     assert sorted(labels["id"]) == sorted(f"row-{i}" for i in range(40))
     assert set(labels["label"]) <= {"negative", "positive"} and labels["label"].notna().all()
     by_id = labels.set_index("id")
     assert by_id.loc["row-38", "duplicate_of"] == "row-36" and by_id.loc["row-38", "label"] == by_id.loc["row-36", "label"]
     assert set(labels["source"]) <= {"llm", "slm"}
-    scores = cio.read_table(out / "round-1" / "scores").to_pandas()
+    scores = tables.read_table(out / "round-1" / "scores").to_pandas()
     assert {"loss", "p_clean", "clean", "pred", "probs", "embedding"} <= set(scores.columns)
     noisy = set(scores.loc[~scores["clean"], "id"])
-    refined = cio.read_table(out / "round-1" / "labels" / "refined")
+    refined = tables.read_table(out / "round-1" / "labels" / "refined")
     refined_ids = set(refined.to_pandas()["id"]) if refined is not None else set()
     assert refined_ids == noisy  # the refinery asked the LLM about the noisy rows only
-    demos = cio.read_table(out / "round-1" / "demos").to_pandas()
+    demos = tables.read_table(out / "round-1" / "demos").to_pandas()
     assert set(demos["label"]) == {"negative", "positive"}
     assert (out / "slm" / "head.pt").exists() and (out / "report.md").exists() and (out / "rounds.png").exists()
     for key in ("llm_acc", "slm_acc", "final_acc", "clean_fraction"):
@@ -109,7 +109,7 @@ def test_killed_run_resumes_without_repeating_llm_work(tiny_models, toy_jsonl, t
     assert {"train-2", "score-2"} <= set(manifest["stages"]) and "select-2" not in manifest["stages"]
     assert "refine-2" not in manifest["stages"] and manifest["stages"]["finalize"]["rounds"] == 1
     assert 0.0 <= manifest["rounds"]["2"]["slm_agreement"] <= 1.0 and "stopped the run" in longer.stdout
-    assert cio.read_table(out / "labels").to_pandas().sort_values("id")["label"].tolist() == labels.sort_values("id")["label"].tolist()
+    assert tables.read_table(out / "labels").to_pandas().sort_values("id")["label"].tolist() == labels.sort_values("id")["label"].tolist()
 
 
 def test_cli_errors_are_one_clear_line(tmp_path):

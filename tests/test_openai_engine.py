@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from freeal_ray.engines import EngineConfig, OpenAIEngine, RateLimiter
+from freeal_ray.engines import EngineConfig
+from freeal_ray.openai_engine import OpenAIEngine, RateLimiter
 
 
 class Endpoint(BaseHTTPRequestHandler):

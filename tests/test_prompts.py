@@ -40,7 +40,7 @@ def test_prompts_reach_the_engine_sorted_so_shared_prefixes_sit_together():
 
 
 def test_written_examples_that_repeat_a_shown_row_or_serve_two_labels_are_not_demos():
-    from freeal_ray.annotation import new_examples
+    from freeal_ray.synthesis import new_examples
 
     row = "chabrol has taken promising material for a black comedy and turned it instead into a somber chamber drama ."
     shown = [[row, "the film opens in 1950s paris ."]] * 6

@@ -54,8 +54,9 @@ def toy_ner(n: int, seed: int = 0) -> pd.DataFrame:
 def test_the_gmm_split_finds_planted_noisy_sentences(ray_session, tmp_path):
     import ray
 
+    from freeal_ray.checkpoint import SLMScorer
     from freeal_ray.noise import fit_loss_gmm
-    from freeal_ray.tagger import TaggerScorer, tag_indices
+    from freeal_ray.tagger import tag_indices
     from freeal_ray.training import TrainSettings, train_slm
     from tiny_models import build_tiny_encoder
 
@@ -72,7 +73,7 @@ def test_the_gmm_split_finds_planted_noisy_sentences(ray_session, tmp_path):
     result = train_slm(ray.data.from_pandas(rows[["tokens", "tag_idx"]]), settings, str(tmp_path / "slm"), 1, False, tagger=True)
     assert 0.5 < result["clean_fraction"] < 0.95  # the robust epochs set some sentences' tags aside
 
-    scored = TaggerScorer(str(tmp_path / "slm"))(rows[["id", "tokens", "tags"]])
+    scored = SLMScorer(str(tmp_path / "slm"))(rows[["id", "tokens", "tags"]])
     gmm = fit_loss_gmm(scored["loss"].to_numpy(), seed=0)
     noisy = set(scored.loc[gmm.p_clean(scored["loss"].to_numpy()) <= 0.7, "id"])
     assert len(noisy & planted) >= 0.8 * len(planted)  # recall of the planted sentences

@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 
 from freeal_ray.noise import fit_loss_gmm
-from freeal_ray.slm import SLMScorer
-from freeal_ray.training import TrainSettings, refined_targets, train_slm, word_dropout
+from freeal_ray.checkpoint import SLMScorer
+from freeal_ray.training import TrainSettings, train_slm
+from freeal_ray.training.objectives import refined_targets, word_dropout
 from tiny_models import toy_corpus
 
 
@@ -87,7 +88,7 @@ def test_refined_targets_trust_the_label_as_far_as_the_gmm_does():
 def test_the_output_head_learns_at_its_own_rate_and_the_encoder_at_lr():
     import torch
 
-    from freeal_ray.training import make_optimizer
+    from freeal_ray.training.settings import make_optimizer
 
     class Model(torch.nn.Module):
         def __init__(self):

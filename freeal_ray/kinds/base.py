@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 import pandas as pd
 import ray
 
-from freeal_ray.annotation import LLMSettings
+from freeal_ray.engine_actors import LLMSettings
 from freeal_ray.training import TrainSettings
 
 
@@ -56,8 +56,6 @@ class TaskKind(ABC):
 
     def train_settings(self, settings: TrainSettings) -> TrainSettings:
         return settings
-
-    scorer: type  # the Ray Data actor that adds prediction, loss and embedding per row
 
     @abstractmethod
     def labelled(self, row) -> bool:

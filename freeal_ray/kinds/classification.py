@@ -7,12 +7,12 @@ import logging
 import numpy as np
 import pandas as pd
 
-from freeal_ray import corpus as cio
+from freeal_ray import tables
 from freeal_ray import metrics as M
-from freeal_ray.annotation import synthesize_demos
 from freeal_ray.errors import CorpusError
 from freeal_ray.kinds.base import TaskKind
-from freeal_ray.slm import SLMScorer, label_indices
+from freeal_ray.slm import label_indices
+from freeal_ray.synthesis import synthesize_demos
 
 log = logging.getLogger(__name__)
 SLM_COLUMNS = ("pred", "probs", "loss", "embedding", "p_clean", "clean")
@@ -26,7 +26,6 @@ class Classification(TaskKind):
     sentences = False
     round0_can_be_confident = True
     scratch_columns = SLM_COLUMNS
-    scorer = SLMScorer
 
     def check_gold(self, corpus, column):
         unknown = corpus.filter(lambda r, labels=set(self.task.labels): r["gold"] is not None and r["gold"] not in labels).take(3)
@@ -75,7 +74,7 @@ class Classification(TaskKind):
 
     def demo_candidates(self, scores):
         """Clean rows where the SLM agrees with the label."""
-        return cio.where(
+        return tables.where(
             scores, lambda row: bool(row["clean"]) and row["label"] is not None and row["pred"] == row["label"],
             ["clean", "label", "pred"],
         ).select_columns(["id", "text", "label", "loss", "embedding"])

@@ -16,13 +16,14 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from freeal_ray import corpus as cio
+from freeal_ray import tables
 from freeal_ray import metrics as M
-from freeal_ray.annotation import LLMSettings, synthesize_entity_demos
+from freeal_ray.engine_actors import LLMSettings
 from freeal_ray.errors import CorpusError
 from freeal_ray.kinds.base import TaskKind
 from freeal_ray.ner import dominant_type, is_valid_bio
-from freeal_ray.tagger import TaggerScorer, tag_indices
+from freeal_ray.synthesis import synthesize_entity_demos
+from freeal_ray.tagger import tag_indices
 
 TAGGER_COLUMNS = ("pred_tags", "loss", "embedding", "p_clean", "clean")
 
@@ -39,7 +40,6 @@ class Entities(TaskKind):
     sentences = True
     round0_can_be_confident = False  # an entity answer carries no per-span confidence to rank by
     scratch_columns = TAGGER_COLUMNS
-    scorer = TaggerScorer
 
     def check_gold(self, corpus, column):
         known = set(self.task.tags)
@@ -90,7 +90,7 @@ class Entities(TaskKind):
 
     def demo_candidates(self, scores):
         # the group key is added before filtering, so an empty result still has the column
-        return cio.where(
+        return tables.where(
             scores.map_batches(_with_dominant_type, batch_format="pandas"),
             lambda row: bool(row["clean"]) and row["tags"] is not None and list(row["pred_tags"]) == list(row["tags"]),
             ["clean", "tags", "pred_tags"],

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pandas as pd
 
-from freeal_ray import corpus as cio
+from freeal_ray import tables
 from freeal_ray.annotation import annotate
 from freeal_ray.pipeline import RunContext, Stage
 from freeal_ray.sampling import subset_size
@@ -47,7 +47,7 @@ class GivenLabels(Stage):
         labels_dir = ctx.path("round-0", "labels")
         shutil.rmtree(labels_dir, ignore_errors=True)
         given = ctx.table("corpus").map_batches(_given_labels, fn_kwargs={"labels": tuple(ctx.task.labels)}, batch_format="pandas")
-        cio.write_table(given.map_batches(cio.conform, batch_format="pandas"), labels_dir)
+        tables.write_table(given.map_batches(tables.conform, batch_format="pandas"), labels_dir)
         table = ctx.table("round-0", "labels")
         outside = table.filter(lambda r: r["given_label"] is not None and r["label"] is None).count()
         if outside:

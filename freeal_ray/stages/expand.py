@@ -3,7 +3,7 @@ picked by `loop.subset_strategy`, with round r's demos; they join round r's labe
 
 from __future__ import annotations
 
-from freeal_ray import corpus as cio
+from freeal_ray import tables
 from freeal_ray.annotation import annotate
 from freeal_ray.pipeline import RunContext, Stage
 from freeal_ray.sampling import subset_size
@@ -18,7 +18,7 @@ class Expand(Stage):
     def run(self, ctx: RunContext, info: dict) -> None:
         r, n_rows = self.r, ctx.n_rows()
         added_dir = ctx.path(f"round-{r}", "labels", "added")
-        remaining = n_rows - cio.count_rows(ctx.path(f"round-{r - 1}", "labels"))
+        remaining = n_rows - tables.count_rows(ctx.path(f"round-{r - 1}", "labels"))
         n = min(subset_size(n_rows, ctx.cfg.loop.subset_fraction), remaining)
         if n > 0:
             annotate(fresh_rows(ctx, r, n, ctx.cfg.loop.subset_strategy), ctx.demos(r), ctx.task, ctx.llm(),
@@ -27,6 +27,6 @@ class Expand(Stage):
         refined = ctx.llm_usage(ctx.path(f"round-{r}", "answers"))
         info.update(added=added["llm_calls"])
         ctx.manifest.round_metrics(
-            r, added_rows=added["llm_calls"], annotated_rows=cio.count_rows(ctx.path(f"round-{r}", "labels")),
+            r, added_rows=added["llm_calls"], annotated_rows=tables.count_rows(ctx.path(f"round-{r}", "labels")),
             **{k: refined[k] + added[k] for k in added},
         )

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pandas as pd
 
-from freeal_ray import corpus as cio
+from freeal_ray import tables
 from freeal_ray import metrics as M
 from freeal_ray.pipeline import RunContext, Stage
 
@@ -30,7 +30,7 @@ class Finalize(Stage):
         shutil.rmtree(labels_out, ignore_errors=True)
         final = ctx.table(f"round-{last}", "labels").map_batches(ctx.kind.fill, batch_format="pandas")
         drop = [c for c in WORKING_COLUMNS if c in final.columns()]
-        cio.write_table(final.drop_columns(drop).map_batches(cio.conform, batch_format="pandas"), labels_out)
+        tables.write_table(final.drop_columns(drop).map_batches(tables.conform, batch_format="pandas"), labels_out)
         if ctx.incremental and last:
             info.update(_label_the_rest(ctx, last, labels_out / "slm"))
         info.update(_label_the_duplicates(ctx, labels_out / "duplicates"))
@@ -42,15 +42,15 @@ class Finalize(Stage):
 
 def _label_the_duplicates(ctx: RunContext, out) -> dict:
     """Rows that repeat a labelled row's text get its label (a distributed join on its id)."""
-    duplicates = cio.read_table(ctx.path("duplicates"))
+    duplicates = tables.read_table(ctx.path("duplicates"))
     if duplicates is None:
         return {}
     canonical = ctx.table("labels").rename_columns({"id": "duplicate_of"})  # read before `out` is written
     copies = duplicates.rename_columns({"canonical_id": "duplicate_of"}).join(
-        canonical, "inner", num_partitions=cio.join_partitions(cio.count_rows(ctx.path("duplicates"))), on=("duplicate_of",)
+        canonical, "inner", num_partitions=tables.join_partitions(tables.count_rows(ctx.path("duplicates"))), on=("duplicate_of",)
     )
-    cio.write_table(copies.map_batches(cio.conform, batch_format="pandas"), out)
-    return {"duplicates_labelled": cio.count_rows(out)}
+    tables.write_table(copies.map_batches(tables.conform, batch_format="pandas"), out)
+    return {"duplicates_labelled": tables.count_rows(out)}
 
 
 def _label_the_rest(ctx: RunContext, last: int, out) -> dict:
@@ -58,8 +58,8 @@ def _label_the_rest(ctx: RunContext, last: int, out) -> dict:
     rest = ctx.scored(ctx.unannotated(last), last)
     labelled = rest.map_batches(_slm_labels, fn_kwargs={"round_": last, "drop": list(ctx.kind.scratch_columns)},
                                 batch_format="pandas")
-    cio.write_table(labelled.map_batches(cio.conform, batch_format="pandas"), out)
-    n = cio.count_rows(out)
+    tables.write_table(labelled.map_batches(tables.conform, batch_format="pandas"), out)
+    n = tables.count_rows(out)
     metrics = {"slm_labelled_rows": n}
     if ctx.has_gold():
         metrics["final_acc"] = M.label_quality(ctx.table("labels"), "label", ctx.task.labels)["acc"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from freeal_ray import corpus as cio
+from freeal_ray import tables
 from freeal_ray.annotation import annotate
 from freeal_ray.pipeline import RunContext, Stage
 
@@ -32,7 +32,7 @@ class Refine(Stage):
         shutil.rmtree(labels_dir / "clean", ignore_errors=True)
         reask = REASK[ctx.cfg.loop.refine_rows]
         kept = scores.filter(lambda row: not reask(row))
-        cio.write_table(kept.map_batches(kind.carry, batch_format="pandas").map_batches(cio.conform, batch_format="pandas"),
+        tables.write_table(kept.map_batches(kind.carry, batch_format="pandas").map_batches(tables.conform, batch_format="pandas"),
                         labels_dir / "clean")
         noisy = scores.filter(reask).map_batches(kind.carry, batch_format="pandas")
         n_noisy = noisy.count()
@@ -55,9 +55,9 @@ class Refine(Stage):
 def _accept_answers(ctx: RunContext, answers_dir: Path, refined_dir: Path) -> int:
     """The refinery's labels from its answers (`loop.refine_accept`); how many kept the earlier label."""
     shutil.rmtree(refined_dir, ignore_errors=True)
-    answers = cio.read_table(answers_dir)
+    answers = tables.read_table(answers_dir)
     if answers is None:
         return 0
     accepted = answers.map_batches(ctx.kind.accept, fn_kwargs={"rule": ctx.cfg.loop.refine_accept}, batch_format="pandas")
-    cio.write_table(accepted.map_batches(cio.conform, batch_format="pandas"), refined_dir)
-    return cio.read_table(refined_dir).filter(lambda row: bool(row.get("kept_previous"))).count()
+    tables.write_table(accepted.map_batches(tables.conform, batch_format="pandas"), refined_dir)
+    return tables.read_table(refined_dir).filter(lambda row: bool(row.get("kept_previous"))).count()

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import ray
 
-from freeal_ray import corpus as cio
+from freeal_ray import tables
 from freeal_ray.noise import fit_loss_gmm
 from freeal_ray.pipeline import RunContext, Stage
 
@@ -31,12 +31,12 @@ class Score(Stage):
         for p in (partial, final):
             shutil.rmtree(p, ignore_errors=True)
         scored = ctx.scored(ctx.table(f"round-{r - 1}", "labels"), r)
-        cio.write_table(scored.map_batches(cio.conform, batch_format="pandas"), partial)
-        losses = _loss_sample(cio.read_table(partial, columns=["loss"]), ctx.cfg.loop.seed)
+        tables.write_table(scored.map_batches(tables.conform, batch_format="pandas"), partial)
+        losses = _loss_sample(tables.read_table(partial, columns=["loss"]), ctx.cfg.loop.seed)
         gmm = fit_loss_gmm(losses[np.isfinite(losses)], seed=ctx.cfg.loop.seed)
-        split = cio.read_table(partial).map_batches(
+        split = tables.read_table(partial).map_batches(
             _add_clean, fn_kwargs={"gmm": gmm, "threshold": ctx.cfg.slm.gmm_threshold}, batch_format="pandas")
-        cio.write_table(split.map_batches(cio.conform, batch_format="pandas"), final)
+        tables.write_table(split.map_batches(tables.conform, batch_format="pandas"), final)
         shutil.rmtree(partial)
         scores = ctx.table(f"round-{r}", "scores")
         clean = scores.filter(lambda row: bool(row["clean"]))

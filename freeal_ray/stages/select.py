@@ -8,7 +8,7 @@ import shutil
 
 import pandas as pd
 
-from freeal_ray import corpus as cio
+from freeal_ray import tables
 from freeal_ray.pipeline import RunContext, Stage
 from freeal_ray.selection import select_demos
 
@@ -36,5 +36,5 @@ class Select(Stage):
             missing = previous[~previous["label"].isin(set(demos["label"]))]
             demos = pd.concat([demos, missing], ignore_index=True)
         shutil.rmtree(ctx.path(f"round-{r}", "demos"), ignore_errors=True)
-        cio.write_part(demos[[*columns, "origin"]], ctx.path(f"round-{r}", "demos"), "demos")
+        tables.write_part(demos[[*columns, "origin"]], ctx.path(f"round-{r}", "demos"), "demos")
         info.update(demos=len(demos), per_class=demos["label"].value_counts().to_dict())

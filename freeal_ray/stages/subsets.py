@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import ray
 
-from freeal_ray import corpus as cio
+from freeal_ray import tables
 from freeal_ray.pipeline import RunContext
 from freeal_ray.sampling import draw_cutoff, row_draws, uncertainty
 
@@ -39,14 +39,14 @@ def fresh_rows(ctx: RunContext, r: int, n: int, strategy: str) -> ray.data.Datas
         shutil.rmtree(partial, ignore_errors=True)
         pool = ctx.unannotated(r - 1) if r > 0 else ctx.table("corpus")
         if strategy == "random":
-            pool_rows = ctx.n_rows() - (cio.count_rows(ctx.path(f"round-{r - 1}", "labels")) if r > 0 else 0)
+            pool_rows = ctx.n_rows() - (tables.count_rows(ctx.path(f"round-{r - 1}", "labels")) if r > 0 else 0)
             picked = smallest_draws(pool, n, pool_rows, ctx.cfg.loop.seed)
         else:
             drop = list(ctx.kind.scratch_columns)
             keyed = ctx.scored(pool, r).map_batches(_with_uncertainty, fn_kwargs={"strategy": strategy, "drop": drop},
                                                     batch_format="pandas")
             picked = keyed.sort(["draw", "id"], descending=[True, False]).limit(n)
-        cio.write_table(picked.drop_columns(["draw"]).map_batches(cio.conform, batch_format="pandas"), partial)
+        tables.write_table(picked.drop_columns(["draw"]).map_batches(tables.conform, batch_format="pandas"), partial)
         partial.rename(folder)
     return ctx.table(f"round-{r}", "fresh")
 

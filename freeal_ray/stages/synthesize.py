@@ -9,7 +9,7 @@ import shutil
 
 import pandas as pd
 
-from freeal_ray import corpus as cio
+from freeal_ray import tables
 from freeal_ray.annotation import annotate
 from freeal_ray.embedding import Encoder
 from freeal_ray.errors import FreeALError
@@ -34,7 +34,7 @@ class Synthesize(Stage):
             pools.append(_confident_demos(ctx, info))
         shutil.rmtree(ctx.path("round-0", "demos"), ignore_errors=True)
         if pools:
-            cio.write_part(pd.concat(pools, ignore_index=True), ctx.path("round-0", "demos"), "demos")
+            tables.write_part(pd.concat(pools, ignore_index=True), ctx.path("round-0", "demos"), "demos")
         info.update(demos=sum(len(p) for p in pools), round0_demos=kind)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shutil
 
-from freeal_ray import corpus as cio
+from freeal_ray import tables
 from freeal_ray.model_store import resolve_encoder
 from freeal_ray.pipeline import RunContext, Stage
 from freeal_ray.ray_cluster import want_gpu
@@ -47,14 +47,14 @@ def _unlabelled_sample(ctx: RunContext, r: int):
     re-reads its dataset every epoch, and the anti-join is the dear part."""
     folder = ctx.path(f"round-{r}", "unlabelled")
     if not folder.exists():
-        n_labelled = cio.count_rows(ctx.path(f"round-{r - 1}", "labels"))
+        n_labelled = tables.count_rows(ctx.path(f"round-{r - 1}", "labels"))
         share = min(1.0, n_labelled / max(ctx.n_rows() - n_labelled, 1))
         rest = ctx.unannotated(r - 1)
         if share < 1.0:
             rest = rest.random_sample(share, seed=ctx.cfg.loop.seed + r)
         partial = folder.with_name("unlabelled.partial")
         shutil.rmtree(partial, ignore_errors=True)
-        cio.write_table(rest.select_columns([c for c in ("id", "text", "view") if c in rest.columns()]), partial)
+        tables.write_table(rest.select_columns([c for c in ("id", "text", "view") if c in rest.columns()]), partial)
         partial.mkdir(parents=True, exist_ok=True)  # an empty sample is still a finished one
         partial.rename(folder)
-    return cio.read_table(folder)
+    return tables.read_table(folder)

@@ -1,0 +1,164 @@
+"""The run's tables on disk: each stage's output is a folder of Parquet files, written
+atomically part by part, with one column schema per known column so parts always union.
+
+Rows stream through Ray Data; the driver only ever sees counts and a few example rows."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+def where(ds: ray.data.Dataset, predicate, columns: list[str]) -> ray.data.Dataset:
+    """Rows for which predicate(row) holds, row being a dict of `columns`. Unlike
+    Dataset.filter, a block with no such row keeps its schema: Ray 2.60's row filter leaves a
+    block with no columns there, and a groupby downstream then fails to sort by its key."""
+
+    def keep(batch: pa.Table) -> pa.Table:
+        mask = [bool(predicate(row)) for row in batch.select(columns).to_pylist()]
+        return batch.filter(pa.array(mask, pa.bool_()))
+
+    return ds.map_batches(keep, batch_format="pyarrow")
+
+
+def join_partitions(rows: int) -> int:
+    """Hash partitions for a Ray Data join: one per 100k rows, at most 64."""
+    return max(1, min(64, rows // 100_000 + 1))
+
+
+# ---- Parquet tables ---------------------------------------------------------------------------
+
+
+def table_files(path: str | Path) -> list[str]:
+    root = Path(path)
+    return sorted(str(p) for p in root.rglob("*.parquet")) if root.exists() else []
+
+
+def read_table(path: str | Path, columns: list[str] | None = None) -> ray.data.Dataset | None:
+    """A stage table (a folder of Parquet files, read recursively), or None when it has no rows."""
+    files = table_files(path)
+    if not files:
+        return None
+    # Parts may differ in columns (a JSON key absent from a whole block) or hold an all-null
+    # column; read every part with the union of their schemas, from the files' footers only.
+    schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
+    schema = pa.schema([f for f in schema if f.name != "__index_level_0__"])
+    return ray.data.read_parquet(files, columns=columns, schema=schema)
+
+
+# Rows per Parquet row group. Ray otherwise writes one row group per block (64 rows behind a
+# batch_size=64 stage), and a million-row table's footers then hold ~15k row groups that every
+# later read plans on the driver: driver memory and read time grow with the corpus.
+ROWS_PER_ROW_GROUP = 25_000
+
+
+def write_table(ds: ray.data.Dataset, path: str | Path) -> None:
+    ds.write_parquet(str(path), min_rows_per_file=ROWS_PER_ROW_GROUP)
+
+
+def write_part(table: pa.Table | pd.DataFrame, folder: str | Path, name: str | None = None) -> Path:
+    """Write one Parquet part atomically, so a killed job never leaves a half-written file."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    final = folder / f"{name or uuid.uuid4().hex}.parquet"
+    tmp = folder / f".{final.name}.tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, final)
+    return final
+
+
+class PartWriter:
+    """Buffers batches answered on the driver and writes them as one part every `every_s` seconds
+    or `ROWS_PER_ROW_GROUP` rows, whichever comes first.
+
+    One part per engine batch would keep a kill from losing anything, but a fast engine then
+    writes tens of thousands of small files, and every later read of the table plans each one on
+    the driver (about 90 KB of driver memory a file, measured). A time bound keeps what a kill can
+    lose to `every_s` seconds of LLM work and the file count to the stage's length over `every_s`.
+    """
+
+    def __init__(self, folder: str | Path, every_s: float):
+        self.folder, self.every_s = folder, every_s
+        self.parts, self._buffer, self._rows, self._since = 0, [], 0, time.monotonic()
+
+    def add(self, table: pa.Table) -> bool:
+        """Buffer `table`; returns whether a part was written."""
+        self._buffer.append(table)
+        self._rows += table.num_rows
+        if self._rows >= ROWS_PER_ROW_GROUP or time.monotonic() - self._since >= self.every_s:
+            self.flush()
+            return True
+        return False
+
+    def flush(self) -> None:
+        if self._buffer:
+            write_part(pa.concat_tables(self._buffer, promote_options="permissive"), self.folder)
+            self.parts += 1
+        self._buffer, self._rows, self._since = [], 0, time.monotonic()
+
+
+KNOWN_TYPES = {
+    "id": pa.string(),
+    "text": pa.string(),
+    "gold": pa.string(),
+    "given_label": pa.string(),
+    "view": pa.string(),
+    "label": pa.string(),
+    "prev_label": pa.string(),
+    "slm_pred": pa.string(),
+    "pred": pa.string(),
+    "confidence": pa.float64(),
+    "source": pa.string(),
+    "duplicate_of": pa.string(),
+    "round": pa.int64(),
+    "demo_ids": pa.list_(pa.string()),
+    "tokens": pa.list_(pa.string()),
+    "tags": pa.list_(pa.string()),
+    "gold_tags": pa.list_(pa.string()),
+    "pred_tags": pa.list_(pa.string()),
+    "prev_tags": pa.list_(pa.string()),
+    "slm_tags": pa.list_(pa.string()),
+    "offsets": pa.list_(pa.list_(pa.int64())),
+    "spans_placed": pa.int64(),
+    "spans_dropped": pa.int64(),
+    "answer_unparsed": pa.bool_(),
+    "prompt_tokens": pa.int64(),
+    "output_tokens": pa.int64(),
+    "loss": pa.float64(),
+    "p_clean": pa.float64(),
+    "clean": pa.bool_(),
+    "probs": pa.list_(pa.float32()),
+    "embedding": pa.list_(pa.float32()),
+}
+
+
+def conform(batch: pd.DataFrame) -> pa.Table:
+    """Fix column types and order, so parts written by different stages (or with all-null
+    columns, such as a batch where the LLM abstained on every row) read back as one table."""
+    table = pa.Table.from_pandas(batch, preserve_index=False)
+    names = sorted(table.column_names, key=lambda c: (c not in ("id", "text"), c))
+    columns = []
+    for name in names:
+        column = table.column(name)
+        target = KNOWN_TYPES.get(name)
+        columns.append(column.cast(target) if target is not None and column.type != target else column)
+    return pa.table(columns, names=names)
+
+
+# Ray remote args for the loop's Ray Data actors. Ray Data restarts map actors forever by default, with
+# their constructor arguments kept in the object store, and the driver prints a warning line for each
+# such actor. These actors hold no state worth restarting for: a crash fails the stage, and a re-run
+# resumes from what was saved. (Ray 2.60 has no named parameter for it; its own docs pass max_restarts=0.)
+NO_RESTARTS = {"max_restarts": 0}
+
+
+def count_rows(path: str | Path) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in table_files(path))

@@ -1,0 +1,85 @@
+"""The driver's side of an SLM fit: a Ray Train TorchTrainer over the rows, a progress bar of rows
+trained, and the checkpoint moved into place only once it is whole."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import ray
+
+from freeal_ray.training.settings import TrainSettings
+from freeal_ray.training.worker import train_loop
+
+
+def train_slm(
+    rows: ray.data.Dataset,
+    settings: TrainSettings,
+    out_dir: str,
+    num_workers: int,
+    use_gpu: bool,
+    tagger: bool = False,
+    desc: str = "SLM training",
+) -> dict:
+    """Fit the SLM on `rows` (text, label_idx[, view]); write the checkpoint to `out_dir`.
+    With `tagger`, the NER tagger on `rows` (tokens, tag_idx: a tag index per word, -1 for none)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ray.util.queue import Queue
+
+    out = Path(out_dir)
+    storage = Path(tempfile.mkdtemp(prefix="freeal-train-"))
+    progress = Queue(actor_options={"num_cpus": 0})
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"settings": asdict(settings), "progress": progress, "objective": "tokens" if tagger else "sentences"},
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=RunConfig(storage_path=str(storage), name="slm"),
+        datasets={"train": rows},
+    )
+    try:
+        result = _fit_with_progress(trainer, progress, rows.count() * settings.epochs, desc)
+    finally:
+        progress.shutdown()
+    if result.checkpoint is None:
+        raise RuntimeError(f"SLM training ended without a checkpoint: {result.error}")
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    with result.checkpoint.as_directory() as ckpt:
+        shutil.copytree(ckpt, staging)
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    shutil.rmtree(storage, ignore_errors=True)
+    return dict(result.metrics or {})
+
+
+def _fit_with_progress(trainer, progress, total_rows: int, desc: str):
+    """`trainer.fit()` in a thread, with a bar of rows trained (epochs x rows) in this one."""
+    import queue
+    import threading
+
+    from tqdm.auto import tqdm
+
+    done: dict = {}
+    thread = threading.Thread(target=lambda: done.update(result=_fit_or_error(trainer)), daemon=True)
+    thread.start()
+    with tqdm(total=total_rows, desc=desc, unit="row") as bar:
+        while thread.is_alive() or not progress.empty():
+            try:
+                bar.update(min(progress.get(timeout=0.5), max(0, total_rows - bar.n)))
+            except queue.Empty:
+                pass
+    thread.join()
+    if isinstance(done["result"], BaseException):
+        raise done["result"]
+    return done["result"]
+
+
+def _fit_or_error(trainer):
+    try:
+        return trainer.fit()
+    except BaseException as exc:  # re-raised on the caller's thread
+        return exc

@@ -1,0 +1,144 @@
+"""Ray Data actors of the annotation stage: prompt builders (demos by kNN, then the prompt) and
+LLM workers (ask the engine actors, read the answers), one pair per task kind."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import pandas as pd
+import pyarrow as pa
+import ray
+
+from freeal_ray.embedding import Encoder
+from freeal_ray.ner import align_spans, answer_schema, spans_of
+from freeal_ray.prompts import answer_choices, chat_renderer, classification_prompt, entity_prompt, parse_entities
+from freeal_ray.retrieval import FaissIndex, nearest_demos
+from freeal_ray.task import EntityTask, Task
+
+log = logging.getLogger(__name__)
+
+
+DEMO_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("label", pa.string()), ("origin", pa.string())])
+
+
+class PromptBuilder:
+    """Ray Data actor: embeds rows, finds their nearest demos, writes the prompt."""
+
+    def __init__(self, task: Task, demos: pd.DataFrame, encoder_path: str, shots: int, max_chars: int,
+                 style: str = "plain", llm_path: str | None = None):
+        self.task, self.shots, self.max_chars, self.style = task, shots, max_chars, style
+        self.render = chat_renderer(llm_path) if style != "plain" else None
+        self.demo_ids = [str(i) for i in demos["id"]]
+        self.demos = list(zip(demos["text"], demos["label"]))
+        zero_shot = shots == 0 or not self.demos
+        self.encoder = None if zero_shot else Encoder(encoder_path)
+        self.index = None if zero_shot else FaissIndex(self.encoder.embed(demos["text"].tolist()))
+
+    def _picks(self, texts: list[str], ids) -> list[list[int]]:
+        """The nearest demos per row, never the row itself: demo pools of corpus rows (the SLM's
+        picks, round 0's confident answers) hold rows that are being labelled, and a row shown its
+        own label would only copy it."""
+        if self.index is None:
+            return [[] for _ in texts]
+        picks = nearest_demos(self.index, self.encoder.embed(texts), self.shots + 1)
+        return [[i for i in pick if self.demo_ids[i] != str(row)][-self.shots:] for pick, row in zip(picks, ids)]
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        texts = [t[: self.max_chars] for t in batch["text"]]
+        picks = self._picks(texts, batch["id"])
+        batch = batch.copy()
+        batch["prompt"] = [
+            classification_prompt(self.task, [self.demos[i] for i in pick], text, self.style, self.render)
+            for pick, text in zip(picks, texts)
+        ]
+        batch["demo_ids"] = [[self.demo_ids[i] for i in pick] for pick in picks]
+        return batch
+
+
+class EntityPromptBuilder(PromptBuilder):
+    """NER rows (`tokens`): nearest demo sentences, shown as the entity JSON they should get."""
+
+    def __init__(self, task: EntityTask, demos: pd.DataFrame, encoder_path: str, shots: int, max_chars: int):
+        demos = demos.assign(text=[" ".join(t) for t in demos["tokens"]],
+                             label=[spans_of(list(t), list(g)) for t, g in zip(demos["tokens"], demos["tags"])])
+        super().__init__(task, demos, encoder_path, shots, max_chars)
+        self.demos = [(list(t), spans) for t, spans in zip(demos["tokens"], demos["label"])]
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        batch = batch.copy()
+        batch["text"] = [" ".join(t) for t in batch["tokens"]]
+        texts = [t[: self.max_chars] for t in batch["text"]]
+        picks = self._picks(texts, batch["id"])
+        batch["prompt"] = [entity_prompt(self.task, [self.demos[i] for i in pick], list(tokens))
+                           for pick, tokens in zip(picks, batch["tokens"])]
+        batch["demo_ids"] = [[self.demo_ids[i] for i in pick] for pick in picks]
+        return batch
+
+
+class EntityWorker:
+    """Ray Data actor: asks an engine for each sentence's entities and aligns them to BIO tags.
+    Spans that are not in the sentence or have an unknown type are dropped and counted per row; an
+    answer that is not the JSON asked for leaves the sentence with no tags (None, an abstention:
+    the tagger does not learn from it, the refinery re-asks it, the tagger fills it at the end),
+    never an error for the batch."""
+
+    def __init__(self, task: EntityTask, engines: list, round_: int):
+        self.task, self.round, self.engines = task, round_, engines
+        self.turn = random.randrange(len(engines))
+        self.schema = answer_schema(task.entity_types)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        self.turn = (self.turn + 1) % len(self.engines)
+        longest = max(len(t) for t in batch["tokens"])
+        answers = ray.get(self.engines[self.turn].extract.remote(batch["prompt"].tolist(), self.schema, answer_tokens(longest)))
+        batch = batch.drop(columns=["prompt"])
+        tags, placed, dropped, unparsed = [], [], [], []
+        for tokens, answer in zip(batch["tokens"], answers):
+            spans = parse_entities(answer.text)
+            row_tags, stats = align_spans(list(tokens), spans or [], self.task.entity_types)
+            tags.append(None if spans is None else row_tags)  # an unread answer is an abstention, as in classification
+            placed.append(stats.placed)
+            dropped.append(sum(stats.dropped.values()))
+            unparsed.append(spans is None)
+        batch["tags"], batch["spans_placed"], batch["spans_dropped"], batch["answer_unparsed"] = tags, placed, dropped, unparsed
+        batch["source"] = "llm"
+        batch["round"] = self.round
+        batch["prompt_tokens"] = [a.prompt_tokens for a in answers]
+        batch["output_tokens"] = [a.output_tokens for a in answers]
+        return batch
+
+
+def answer_tokens(n_tokens: int) -> int:
+    """Room for a JSON entity list over a sentence of `n_tokens`: about one entity per two
+    tokens at worst, each about a dozen tokens of JSON."""
+    return min(1024, 32 + 6 * n_tokens)
+
+
+class LLMWorker:
+    """Ray Data actor: a thin client that sends each batch to one of the run's engine actors."""
+
+    def __init__(self, task: Task, engines: list, round_: int, style: str = "plain"):
+        self.task, self.round = task, round_
+        self.engines = engines
+        self.turn = random.randrange(len(engines))
+        self.choices = answer_choices(task, style)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        self.turn = (self.turn + 1) % len(self.engines)
+        answers = ray.get(self.engines[self.turn].choose.remote(batch["prompt"].tolist(), self.choices))
+        batch = batch.drop(columns=["prompt"])
+        batch["choice"] = [-1 if a.index is None else a.index for a in answers]
+        batch["confidence"] = [a.confidence for a in answers]
+        batch["prompt_tokens"] = [a.prompt_tokens for a in answers]
+        batch["output_tokens"] = [a.output_tokens for a in answers]
+        return label_answers(batch, self.task, self.round)
+
+
+def label_answers(batch: pd.DataFrame, task: Task, round_: int) -> pd.DataFrame:
+    """Answer indices (-1: abstained) to labels, with where and when each label came from."""
+    batch = batch.copy()
+    batch["label"] = [task.labels[i] if i >= 0 else None for i in batch.pop("choice").astype(int)]
+    batch["source"] = "llm"
+    batch["round"] = round_
+    return batch
