@@ -79,6 +79,7 @@ def predict(folder: Path, texts, labels=None, columns=("pred", "probs", "loss"))
     parts = [scorer(frame.iloc[i : i + 128]) for i in range(0, len(frame), 128)]
     return pd.concat(parts, ignore_index=True)[list(columns)]
 
+
 def commit() -> str | None:
     """The code a result came from: HEAD, marked dirty when the tree has uncommitted changes."""
     import subprocess
@@ -89,6 +90,7 @@ def commit() -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
 
 def benchmark_subset(args, columns: list[str]):
     """(training subset, test split, work folder, corpus file) for a run, or None when the data is absent."""
@@ -101,6 +103,33 @@ def benchmark_subset(args, columns: list[str]):
     corpus = work / "train.jsonl"
     subset[columns].to_json(corpus, orient="records", lines=True)
     return subset, test, work, corpus
+
+
+def add_loop_arguments(parser, benchmarks: list[str], rows: int, what: str = "training rows") -> None:
+    """The arguments every whole-loop benchmark takes."""
+    parser.add_argument("--benchmark", required=True, choices=benchmarks)
+    parser.add_argument("--rows", type=int, default=rows, help=f"{what}, sampled at random")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--llm", default="qwen2.5-coder-1.5b")
+    parser.add_argument("--slm", default="all-minilm-l6-v2")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any config override")
+
+
+def start_loop(args, output: Path, corpus: Path, overrides: dict):
+    """A FreeAL run over a benchmark subset with the command line's settings, Ray up and the
+    corpus ingested (a baseline can read it before the loop runs)."""
+    from freeal_ray.config import load_config
+    from freeal_ray.loop import FreeALRun
+    from freeal_ray.ray_cluster import ensure_ray
+
+    settings = {"output": str(output), "corpus.path": str(corpus), "llm.model": args.llm, "slm.model": args.slm,
+                "loop.rounds": args.rounds, "loop.seed": args.seed, **overrides}
+    settings.update(dict(kv.split("=", 1) for kv in args.set))
+    ensure_ray()
+    run = FreeALRun(load_config(None, settings))
+    run.ingest()
+    return run
 
 
 def command_line() -> str:

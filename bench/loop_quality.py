@@ -13,35 +13,21 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ modules import each other
-from common import M, benchmark_subset, command_line, commit, machine, predict, quality, run_alone, write_result  # noqa: E402
-
-
-# ---- the whole loop with the embedded LLM ---------------------------------------------------------
-
-
+from common import (M, add_loop_arguments, benchmark_subset, command_line, commit, machine, predict, quality,  # noqa: E402
+                    run_alone, start_loop, write_result)
 
 
 def run_loop(args) -> None:
-    from freeal_ray.config import load_config
-    from freeal_ray.loop import FreeALRun
-    from freeal_ray.ray_cluster import ensure_ray
     from freeal_ray.task import BENCHMARK_TASKS
 
     picked = benchmark_subset(args, ["id", "text", "label"])
     if picked is None:
         return
     subset, test, work, corpus = picked
-    overrides = {
-        "task": BENCHMARK_TASKS[args.benchmark], "output": str(work / (f"run-{args.tag}" if args.tag else "run")),
-        "corpus.path": str(corpus), "corpus.gold_column": "label",
-        "llm.model": args.llm, "slm.model": args.slm, "loop.rounds": args.rounds, "loop.seed": args.seed,
-    }
-    overrides.update(dict(kv.split("=", 1) for kv in args.set))
-    config = load_config(None, overrides)
     started = time.time()
-    ensure_ray()
-    run = FreeALRun(config)
-    run.ingest()
+    run = start_loop(args, work / (f"run-{args.tag}" if args.tag else "run"), corpus,
+                     {"task": BENCHMARK_TASKS[args.benchmark], "corpus.gold_column": "label"})
+    config = run.ctx.cfg
     zero_shot = zero_shot_quality(run, work / "zero-shot", "plain")
     zero_shot_chat = zero_shot_quality(run, work / "zero-shot-chat", "chat")
     best_zero_shot = max(zero_shot["acc"], zero_shot_chat["acc"])
@@ -71,8 +57,6 @@ def run_loop(args) -> None:
         "command": command_line(),
     }
     write_result(f"{args.benchmark}-{args.tag}" if args.tag else args.benchmark, summary, loop_table(summary))
-
-
 
 
 def zero_shot_quality(run, folder: Path, style: str) -> dict:
@@ -128,13 +112,7 @@ def loop_table(s: dict) -> str:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--benchmark", required=True, choices=["mr", "sst2", "subj", "trec", "agnews", "medabs"])
-    parser.add_argument("--rows", type=int, default=400, help="training rows, sampled at random")
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--llm", default="qwen2.5-coder-1.5b")
-    parser.add_argument("--slm", default="all-minilm-l6-v2")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any config override")
+    add_loop_arguments(parser, ["mr", "sst2", "subj", "trec", "agnews", "medabs"], rows=400)
     parser.add_argument("--tag", default=None, help="a variant's name: its run folder is run-TAG, its result quality-BENCH-TAG.json")
 
 

@@ -13,35 +13,20 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ modules import each other
-from common import M, benchmark_subset, command_line, machine, run_alone, write_result  # noqa: E402
-
-
-# ---- NER -------------------------------------------------------------------------------------
+from common import M, add_loop_arguments, benchmark_subset, command_line, machine, run_alone, start_loop, write_result  # noqa: E402
 
 
 def run_ner(args) -> None:
     """The NER loop on a CoNLL-03 or BC5CDR training subset: entity F1 of the zero-shot LLM, the
     LLM with FreeAL's demos, the tagger and the final tags; the tagger also on a test subset."""
-    from freeal_ray.config import load_config
-    from freeal_ray.loop import FreeALRun
-    from freeal_ray.ray_cluster import ensure_ray
-
     picked = benchmark_subset(args, ["id", "tokens", "tags"])
     if picked is None:
         return
     subset, test, work, corpus = picked
     test = test.sample(n=min(args.test_rows, len(test)), random_state=args.seed)
-    overrides = {
-        "task": args.benchmark, "output": str(work / "run"),
-        "corpus.path": str(corpus), "corpus.text_column": "tokens", "corpus.gold_column": "tags",
-        "llm.model": args.llm, "slm.model": args.slm, "loop.rounds": args.rounds, "loop.seed": args.seed,
-    }
-    overrides.update(dict(kv.split("=", 1) for kv in args.set))
-    config = load_config(None, overrides)
     started = time.time()
-    ensure_ray()
-    run = FreeALRun(config)
-    run.ingest()
+    run = start_loop(args, work / "run", corpus,
+                     {"task": args.benchmark, "corpus.text_column": "tokens", "corpus.gold_column": "tags"})
     zero_shot = ner_zero_shot(run, work / "zero-shot")
     result = run.run()
     wall = time.time() - started
@@ -80,8 +65,8 @@ def ner_zero_shot(run, folder: Path) -> dict:
 
 
 def tagger_test_scores(folder: Path, test: pd.DataFrame) -> dict:
-    from freeal_ray.metrics import entity_scores
     from freeal_ray.checkpoint import SLMScorer
+    from freeal_ray.metrics import entity_scores
 
     scorer = SLMScorer(str(folder))
     preds = []
@@ -121,14 +106,8 @@ def ner_table(s: dict) -> str:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--benchmark", required=True, choices=["conll03", "bc5cdr"])
-    parser.add_argument("--rows", type=int, default=200, help="training sentences, sampled at random")
+    add_loop_arguments(parser, ["conll03", "bc5cdr"], rows=200, what="training sentences")
     parser.add_argument("--test-rows", type=int, default=500, help="test sentences the tagger is scored on")
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--llm", default="qwen2.5-coder-1.5b")
-    parser.add_argument("--slm", default="all-minilm-l6-v2")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any config override")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,11 @@ quarantine table with its reason instead of failing the run.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -49,25 +52,24 @@ def _format(cfg: CorpusConfig, files: list[str]) -> str:
 
 
 def read_raw(cfg: CorpusConfig) -> tuple[ray.data.Dataset, ray.data.Dataset | None]:
-    """Rows as read, plus a dataset of malformed JSONL lines (None for other formats)."""
+    """Rows as read, plus a dataset of the lines that could not be read (None for Parquet)."""
     files = _corpus_files(cfg.path)
     fmt = _format(cfg, files)
     try:
-        if fmt == "jsonl":
-            # Split and decode line by line ourselves: one bad line (malformed JSON, bytes that are
-            # not UTF-8) must not fail the whole read, as Ray's read_text does on a stray byte.
-            files_ds = ray.data.read_binary_files(files, include_paths=True)
-            parsed = files_ds.map_batches(_parse_json_file, batch_size=1, batch_format="numpy")
-            good = parsed.filter(lambda r: r["__error"] is None)
-            bad = parsed.filter(lambda r: r["__error"] is not None)
-            # Every block gets every key of the whole file: a block whose rows lack a key would
-            # otherwise carry a narrower schema, and Ray may keep either when it joins blocks.
-            keys = sorted(good.map_batches(_json_keys, batch_format="pandas").unique("key"))
-            good = good.map_batches(_unpack_json, fn_kwargs={"keys": keys}, batch_format="pandas")
-            return good, bad.map_batches(_bad_line_rows, batch_format="pyarrow")
-        if fmt == "csv":
-            return ray.data.read_csv(files), None
-        return ray.data.read_parquet(files), None
+        if fmt == "parquet":
+            return ray.data.read_parquet(files), None
+        # Split and decode record by record ourselves: one bad record (malformed JSON, a CSV row
+        # of the wrong width, bytes that are not UTF-8) must not fail the whole read, as Ray's
+        # readers do on a stray byte.
+        files_ds = ray.data.read_binary_files(files, include_paths=True)
+        parsed = files_ds.map_batches(_parse_file, fn_kwargs={"fmt": fmt}, batch_size=1, batch_format="numpy")
+        good = parsed.filter(lambda r: r["__error"] is None)
+        bad = parsed.filter(lambda r: r["__error"] is not None)
+        # Every block gets every key of the whole corpus: a block whose rows lack a key would
+        # otherwise carry a narrower schema, and Ray may keep either when it joins blocks.
+        keys = sorted(good.map_batches(_json_keys, batch_format="pandas").unique("key"))
+        good = good.map_batches(_unpack_json, fn_kwargs={"keys": keys}, batch_format="pandas")
+        return good, bad.map_batches(_bad_line_rows, batch_format="pyarrow")
     except Exception as exc:  # Ray wraps reader errors; surface the file and the cause
         raise CorpusError(f"cannot read corpus {cfg.path} as {fmt}: {short_reason(_root_cause(exc))}") from None
 
@@ -78,24 +80,50 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def _parse_json_file(batch: dict) -> pd.DataFrame:
-    """One JSONL file's lines as (payload, error): a line that is not UTF-8 or not a JSON object
-    is kept, with its reason, for the quarantine."""
-    payloads, errors = [], []
-    for data, path in zip(batch["bytes"], batch["path"]):
-        for number, raw in enumerate(bytes(data).split(b"\n"), start=1):
-            if not raw.strip():
-                continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                payloads.append(raw.decode("utf-8", errors="replace"))
-                errors.append(f"line {number} of {Path(path).name} is not UTF-8 text (byte {exc.start} of the line)")
-                continue
-            payload, error = _parse_json_line(line)
-            payloads.append(payload)
-            errors.append(error)
-    return pd.DataFrame({"__payload": payloads, "__error": errors}, dtype=object)
+def _parse_file(batch: dict, fmt: str) -> pd.DataFrame:
+    """One file's records as (payload: a JSON object, error): a record that is not UTF-8 or cannot
+    be read is kept, with its reason, for the quarantine."""
+    records = _json_records if fmt == "jsonl" else _csv_records
+    rows = [r for data, path in zip(batch["bytes"], batch["path"]) for r in records(bytes(data), Path(path).name)]
+    return pd.DataFrame(rows, columns=["__payload", "__error"], dtype=object)
+
+
+def _json_records(data: bytes, name: str):
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield raw.decode("utf-8", errors="replace"), f"line {number} of {name} is not UTF-8 text (byte {exc.start} of the line)"
+            continue
+        yield _parse_json_line(line)
+
+
+def _csv_records(data: bytes, name: str):
+    """CSV rows as JSON objects of strings, keyed by the header. Bytes that are not UTF-8 are
+    decoded as surrogates, so the reader still finds the row's end and the row alone is set aside."""
+    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data  # a byte-order mark, as spreadsheets write
+    reader = csv.reader(io.StringIO(data.decode("utf-8", errors="surrogateescape"), newline=""))
+    header = next(reader, None)
+    if header is None:
+        return
+    if any(_NOT_UTF8.search(h) for h in header):
+        raise CorpusError(f"the header of {name} is not UTF-8 text")
+    for number, record in enumerate(reader, start=2):
+        if not record:
+            continue
+        shown = json.dumps(record, ensure_ascii=False).encode("utf-8", errors="replace").decode("utf-8")
+        bad = next((header[i] if i < len(header) else str(i) for i, v in enumerate(record) if _NOT_UTF8.search(v)), None)
+        if bad is not None:
+            yield shown, f"row {number} of {name} (line {reader.line_num}) is not UTF-8 text (column {bad!r})"
+        elif len(record) != len(header):
+            yield shown, f"row {number} of {name} (line {reader.line_num}) has {len(record)} fields, its header {len(header)}"
+        else:
+            yield json.dumps(dict(zip(header, record))), None
+
+
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of a byte that is not UTF-8
 
 
 def _parse_json_line(line: str) -> tuple[str, str | None]:

@@ -89,6 +89,15 @@ def test_duplicate_ids_are_named(ray_session, tmp_path):
         ingest(path, tmp_path)
 
 
+def test_a_csv_row_that_is_not_utf8_or_of_the_wrong_width_is_quarantined_and_the_rest_read(ray_session, tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b'\xef\xbb\xbfid,text,n\na,fine row,1\nb,caf\xe9 latin-1,2\nc,"a quoted, multi\nline row",3\nd,too,many,fields\n')
+    corpus, quarantine = ingest(path, tmp_path)
+    assert sorted(corpus["id"]) == ["a", "c"] and "multi\nline" in corpus.set_index("id").loc["c", "text"]
+    assert sorted(quarantine["reason"]) == ["row 3 of bad.csv (line 3) is not UTF-8 text (column 'text')",
+                                            "row 5 of bad.csv (line 6) has 4 fields, its header 3"]
+
+
 def test_generated_ids_are_stable_and_csv_reads(ray_session, tmp_path):
     path = tmp_path / "c.csv"
     pd.DataFrame({"body": ["one", "two", "two"], "gold": ["positive", "negative", "negative"]}).to_csv(path, index=False)
