@@ -6,11 +6,11 @@ import pytest
 from conftest import tiny_overrides, write_jsonl
 
 from freeal_ray import tables
+from freeal_ray.checkpoint import SLMScorer
 from freeal_ray.config import load_config
 from freeal_ray.errors import ConfigError
 from freeal_ray.run import run_freeal
-from freeal_ray.sampling import row_draws, uncertainty
-from freeal_ray.checkpoint import SLMScorer
+from freeal_ray.sampling import draw_cutoff, row_draws, uncertainty
 from tiny_models import toy_corpus
 
 
@@ -21,6 +21,17 @@ def test_row_draws_are_stable_uniform_and_seeded():
     assert ((draws >= 0) & (draws < 1)).all()
     assert abs(draws.mean() - 0.5) < 0.02 and abs((draws < 0.1).mean() - 0.1) < 0.02
     assert np.corrcoef(draws, row_draws(ids, seed=1))[0, 1] < 0.05
+
+
+def test_the_smallest_draws_from_under_a_cutoff_are_the_full_sorts(ray_session):
+    import ray
+
+    from freeal_ray.stages.subsets import smallest_draws
+
+    ids = [f"row-{i}" for i in range(6000)]
+    got = smallest_draws(ray.data.from_items([{"id": i} for i in ids]), 60, len(ids), seed=3).to_pandas()["id"].tolist()
+    assert got == [ids[i] for i in np.argsort(row_draws(ids, 3))[:60]]
+    assert draw_cutoff(60, len(ids)) < 0.03 and draw_cutoff(60, 70) == 1.0  # sorts a thirtieth of the rows, or all
 
 
 def test_uncertainty_ranks_the_unsure_first():

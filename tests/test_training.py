@@ -6,8 +6,8 @@ import random
 import numpy as np
 import pandas as pd
 
-from freeal_ray.noise import fit_loss_gmm
 from freeal_ray.checkpoint import SLMScorer
+from freeal_ray.noise import fit_loss_gmm
 from freeal_ray.training import TrainSettings, train_slm
 from freeal_ray.training.objectives import refined_targets, word_dropout
 from tiny_models import toy_corpus
