@@ -10,6 +10,7 @@ from freeal_ray import tables
 from freeal_ray.config import load_config
 from freeal_ray.errors import CorpusError
 from freeal_ray.loop import FreeALRun
+from freeal_ray.stages import GivenLabels
 
 
 def ingest(path, tmp_path, **overrides):
@@ -139,7 +140,7 @@ def test_given_llm_labels_start_round_zero_without_an_llm(ray_session, tmp_path)
     })
     run = FreeALRun(config)
     run.ingest()
-    run.start_from_given_labels()
+    run.ctx.run_stage(GivenLabels())
     labels = tables.read_table(tmp_path / "run" / "round-0" / "labels").to_pandas().set_index("id")
     assert labels["label"].to_dict() == {"a": "positive", "b": "negative", "c": None, "d": None}
     assert set(labels["source"]) == {"given"}
