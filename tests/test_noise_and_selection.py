@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 
 from freeal_ray.noise import fit_loss_gmm, ramp, split_clean_noisy
 from freeal_ray.retrieval import FaissIndex, nearest_demos
@@ -108,3 +109,16 @@ def test_a_re_asked_row_keeps_its_label_unless_the_new_answer_is_surer():
     assert surer["confidence"].tolist()[:2] == [0.90, 0.95]
     always = keep_surer_answer(answers, "always")
     assert always["label"].tolist()[:2] == ["neg", "neg"] and pd.isna(always["label"][2]) and not always["kept_previous"].any()
+
+
+def test_which_rows_the_refinery_reasks_and_how_the_slm_fills_what_stays_unlabelled():
+    from freeal_ray.kinds.classification import fill_abstentions
+    from freeal_ray.stages.refine import REASK
+
+    rows = [{"label": "positive", "clean": True}, {"label": "negative", "clean": False}, {"label": None, "clean": False}]
+    assert [REASK["noisy"](r) for r in rows] == [False, True, True]
+    assert [REASK["abstentions"](r) for r in rows] == [False, False, True]
+    assert [REASK["none"](r) for r in rows] == [False, False, False]
+    kept = pd.DataFrame({"label": ["positive", None], "slm_pred": ["negative", "negative"], "source": ["given", "given"]})
+    filled = fill_abstentions(kept.copy())
+    assert list(filled["label"]) == ["positive", "negative"] and list(filled["source"]) == ["given", "slm"]
