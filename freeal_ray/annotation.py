@@ -1,5 +1,6 @@
 """LLM annotation on Ray Data: retrieve demos, build prompts, ask the engine, save as we go.
-Text classification and NER share the stage; they differ in the prompt and how answers are read.
+Text classification and NER share the stage; their adapters (kinds/) pick the prompt builder and
+the worker that reads the answers.
 
 rows -> PromptBuilder actors (encoder + FAISS over the demo pool) -> LLMWorker clients -> the run's
 engine actors (one engine each, loaded once per run) -> Parquet parts, written at least every
@@ -18,10 +19,11 @@ from tqdm.auto import tqdm
 
 from freeal_ray.engine_actors import LLMSettings, engine_pool
 from freeal_ray.errors import FreeALError, short_reason
+from freeal_ray.kinds import kind_for
 from freeal_ray.prompts import answer_choices
 from freeal_ray.tables import NO_RESTARTS, PartWriter, conform, count_rows, join_partitions, read_table
 from freeal_ray.task import EntityTask, Task
-from freeal_ray.workers import EntityPromptBuilder, EntityWorker, LLMWorker, PromptBuilder, label_answers
+from freeal_ray.workers import label_answers
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +64,12 @@ def annotate(
         rows = rows.join(done, "left_anti", num_partitions=join_partitions(n_done), on=("id",))
         total = None if total is None else max(0, total - n_done)
     rows = rows.repartition(target_num_rows_per_block=rows_per_block(total, settings.batch_size))
-    entities = isinstance(task, EntityTask)
-    if entities and settings.runner != "actors":
-        raise FreeALError("NER annotation runs on llm.runner: actors for now; set it in the config")
-    builder_kwargs = dict(task=task, demos=demos, encoder_path=encoder_path, shots=shots, max_chars=settings.max_text_chars)
-    if not entities:  # NER prompts are plain for now
-        builder_kwargs.update(style=settings.prompt_style, llm_path=settings.engine_config.model_path)
+    kind = kind_for(task)
+    builder, builder_kwargs = kind.prompt_builder(settings)
     prompts = rows.map_batches(
-        EntityPromptBuilder if entities else PromptBuilder,
-        fn_constructor_kwargs=builder_kwargs,
+        builder,
+        fn_constructor_kwargs=dict(task=task, demos=demos, encoder_path=encoder_path, shots=shots,
+                                   max_chars=settings.max_text_chars, **builder_kwargs),
         batch_format="pandas",
         batch_size=settings.batch_size,
         compute=ray.data.ActorPoolStrategy(size=1),
@@ -84,10 +83,10 @@ def annotate(
             label_answers, fn_kwargs=dict(task=task, round_=round_), batch_format="pandas", num_cpus=0.1
         )
     else:
+        worker, worker_kwargs = kind.llm_worker(settings)
         labelled = prompts.map_batches(
-            EntityWorker if entities else LLMWorker,
-            fn_constructor_kwargs=dict(task=task, engines=engine_pool(settings), round_=round_,
-                                       **({} if entities else {"style": settings.prompt_style})),
+            worker,
+            fn_constructor_kwargs=dict(task=task, engines=engine_pool(settings), round_=round_, **worker_kwargs),
             batch_format="pandas",
             batch_size=settings.batch_size,
             compute=ray.data.ActorPoolStrategy(size=settings.replicas),

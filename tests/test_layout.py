@@ -64,3 +64,13 @@ def test_modules_are_short_and_stages_and_kinds_are_files():
     stages = {p.stem for p in (PACKAGE / "stages").glob("*.py")}
     assert {"ingest", "synthesize", "annotate", "train", "score", "select", "refine", "expand", "finalize"} <= stages
     assert {p.stem for p in (PACKAGE / "kinds").glob("*.py")} >= {"base", "classification", "entities"}
+
+
+def test_the_stages_never_branch_on_the_task_kind():
+    """What differs between classification and NER lives in kinds/; a stage that tested for it
+    would grow a branch per kind."""
+    import re
+
+    files = [*(PACKAGE / "stages").glob("*.py"), PACKAGE / "pipeline.py", PACKAGE / "loop.py", PACKAGE / "annotation.py"]
+    found = {f.name: hits for f in files if (hits := re.findall(r"isinstance\([^)]*Task\)|\.entities\b|tagger", f.read_text()))}
+    assert found == {}

@@ -70,7 +70,7 @@ def test_the_gmm_split_finds_planted_noisy_sentences(ray_session, tmp_path):
         warmup_epochs=3, batch_size=16, lr=2e-3, gmm_threshold=0.7, mixup_alpha=4.0, mixup_weight=0.0,
         consistency_weight=1.0, ramp_epochs=1, word_dropout=0.0, seed=0,
     )
-    result = train_slm(ray.data.from_pandas(rows[["tokens", "tag_idx"]]), settings, str(tmp_path / "slm"), 1, False, tagger=True)
+    result = train_slm(ray.data.from_pandas(rows[["tokens", "tag_idx"]]), settings, str(tmp_path / "slm"), 1, False, objective="tokens")
     assert 0.5 < result["clean_fraction"] < 0.95  # the robust epochs set some sentences' tags aside
 
     scored = SLMScorer(str(tmp_path / "slm"))(rows[["id", "tokens", "tags"]])

@@ -19,7 +19,7 @@ class TaskKind(ABC):
     name: str
     label_column: str  # the column holding a row's label (a class, or BIO tags)
     demo_columns: tuple[str, ...]  # what a demo carries into a prompt
-    tagger: bool  # the SLM's head: per sentence (False) or per token (True)
+    objective: str  # what the SLM learns: a class per row ("sentences") or a tag per token ("tokens")
     sentences: bool  # rows are pre-split sentences (`tokens`), not free text
     round0_can_be_confident: bool  # whether answers carry a confidence to rank round-0 demos by
     scratch_columns: tuple[str, ...]  # the scorer's columns, dropped when a row moves on
@@ -39,6 +39,16 @@ class TaskKind(ABC):
     # ---- the LLM -----------------------------------------------------------------------------
     def llm_settings(self, settings: LLMSettings) -> LLMSettings:
         return settings
+
+    @abstractmethod
+    def prompt_builder(self, settings: LLMSettings) -> tuple[type, dict]:
+        """The Ray Data actor that retrieves each row's demos and writes its prompt, and its
+        constructor arguments beyond the task, demos, encoder, shots and text cap."""
+
+    @abstractmethod
+    def llm_worker(self, settings: LLMSettings) -> tuple[type, dict]:
+        """The Ray Data actor that asks the engine actors and reads their answers into labels, and
+        its constructor arguments beyond the task, engines and round (the engine-actor runner)."""
 
     @abstractmethod
     def synthesize(self, corpus: ray.data.Dataset, n_rows: int, llm: LLMSettings, loop, llm_config) -> tuple[pd.DataFrame, dict]:

@@ -13,6 +13,7 @@ from freeal_ray.errors import CorpusError
 from freeal_ray.kinds.base import TaskKind
 from freeal_ray.slm import label_indices
 from freeal_ray.synthesis import synthesize_demos
+from freeal_ray.workers import LLMWorker, PromptBuilder
 
 log = logging.getLogger(__name__)
 SLM_COLUMNS = ("pred", "probs", "loss", "embedding", "p_clean", "clean")
@@ -22,7 +23,7 @@ class Classification(TaskKind):
     name = "classification"
     label_column = "label"
     demo_columns = ("id", "text", "label")
-    tagger = False
+    objective = "sentences"
     sentences = False
     round0_can_be_confident = True
     scratch_columns = SLM_COLUMNS
@@ -37,6 +38,12 @@ class Classification(TaskKind):
 
     def long_texts(self, corpus, cap):
         return corpus.filter(lambda row, cap=cap: len(row["text"]) > cap).count()
+
+    def prompt_builder(self, settings):
+        return PromptBuilder, {"style": settings.prompt_style, "llm_path": settings.engine_config.model_path}
+
+    def llm_worker(self, settings):
+        return LLMWorker, {"style": settings.prompt_style}
 
     def synthesize(self, corpus, n_rows, llm, loop, llm_config):
         demos, counts = synthesize_demos(corpus, n_rows, self.task, llm, loop.prototypes, loop.synth_per_class,

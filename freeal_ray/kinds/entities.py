@@ -19,11 +19,12 @@ import pandas as pd
 from freeal_ray import tables
 from freeal_ray import metrics as M
 from freeal_ray.engine_actors import LLMSettings
-from freeal_ray.errors import CorpusError
+from freeal_ray.errors import CorpusError, FreeALError
 from freeal_ray.kinds.base import TaskKind
 from freeal_ray.ner import dominant_type, is_valid_bio
 from freeal_ray.synthesis import synthesize_entity_demos
 from freeal_ray.tagger import tag_indices
+from freeal_ray.workers import EntityPromptBuilder, EntityWorker
 
 TAGGER_COLUMNS = ("pred_tags", "loss", "embedding", "p_clean", "clean")
 
@@ -36,7 +37,7 @@ class Entities(TaskKind):
     name = "entities"
     label_column = "tags"
     demo_columns = ("id", "text", "tokens", "tags", "label")
-    tagger = True
+    objective = "tokens"
     sentences = True
     round0_can_be_confident = False  # an entity answer carries no per-span confidence to rank by
     scratch_columns = TAGGER_COLUMNS
@@ -56,6 +57,14 @@ class Entities(TaskKind):
         if settings.runner != "actors":  # NER answers are read by the engine actors' extract
             settings = LLMSettings(**{**settings.__dict__, "runner": "actors"})
         return settings
+
+    def prompt_builder(self, settings):
+        if settings.runner != "actors":
+            raise FreeALError("NER annotation runs on llm.runner: actors for now; set it in the config")
+        return EntityPromptBuilder, {}  # NER prompts are plain for now
+
+    def llm_worker(self, settings):
+        return EntityWorker, {}
 
     def synthesize(self, corpus, n_rows, llm, loop, llm_config):
         demos, counts = synthesize_entity_demos(corpus, n_rows, self.task, llm, loop.prototypes, loop.synth_per_class,

@@ -27,7 +27,7 @@ class Train(Stage):
             rows = rows.union(unlabelled.map_batches(ctx.kind.training_rows, batch_format="pandas"))
         settings = ctx.kind.train_settings(train_settings(ctx, r))
         result = train_slm(rows, settings, str(ctx.path(f"round-{r}", "slm")), s.num_workers, want_gpu(s.use_gpu),
-                           tagger=ctx.kind.tagger, desc=f"SLM training, round {r}")
+                           objective=ctx.kind.objective, desc=f"SLM training, round {r}")
         info.update({k: result[k] for k in ("train_loss", "clean_fraction") if k in result})
 
 

@@ -20,11 +20,11 @@ def train_slm(
     out_dir: str,
     num_workers: int,
     use_gpu: bool,
-    tagger: bool = False,
+    objective: str = "sentences",
     desc: str = "SLM training",
 ) -> dict:
-    """Fit the SLM on `rows` (text, label_idx[, view]); write the checkpoint to `out_dir`.
-    With `tagger`, the NER tagger on `rows` (tokens, tag_idx: a tag index per word, -1 for none)."""
+    """Fit the SLM on `rows` (text, label_idx[, view]); write the checkpoint to `out_dir`. With
+    objective "tokens", the NER tagger on `rows` (tokens, tag_idx: a tag index per word, -1 for none)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -35,7 +35,7 @@ def train_slm(
     progress = Queue(actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"settings": asdict(settings), "progress": progress, "objective": "tokens" if tagger else "sentences"},
+        train_loop_config={"settings": asdict(settings), "progress": progress, "objective": objective},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
         run_config=RunConfig(storage_path=str(storage), name="slm"),
         datasets={"train": rows},
