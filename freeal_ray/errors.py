@@ -14,8 +14,10 @@ class CorpusError(FreeALError):
 
 
 def short_reason(exc: BaseException) -> str:
-    """The exception's type and last non-empty line: what a user needs, without the stack."""
-    while getattr(exc, "cause", None) is not None and exc.cause is not exc:  # Ray wraps the task's own error
-        exc = exc.cause
+    """The innermost cause's type and last non-empty line: what a user needs, without the stack.
+    Ray wraps a task's own error (`cause`), and Ray Data wraps that again (`__cause__`) in an
+    exception whose message is only advice on retries."""
+    while (inner := getattr(exc, "cause", None) or exc.__cause__) is not None and inner is not exc:
+        exc = inner
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     return f"{type(exc).__name__}: {lines[-1][:400]}" if lines else type(exc).__name__

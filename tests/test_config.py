@@ -154,3 +154,15 @@ def test_auto_prompt_style_and_round0_demos_follow_the_measurements(tmp_path):
     assert kind("conll03", **{"llm.model": "qwen2.5-coder-0.5b", "loop.shots": 4}) == "synthetic"
     with pytest.raises(ConfigError, match="round0_demos"):
         load_config(None, {"corpus.path": "x", "task": "conll03", "loop.round0_demos": "confident"})
+
+
+def test_an_error_names_its_innermost_cause():
+    from freeal_ray.errors import short_reason
+
+    try:
+        try:
+            raise ValueError("This model's maximum context length is 2048 tokens; the prompt has 2049")
+        except ValueError as inner:
+            raise RuntimeError("UDF failed to process a data block.\nTo change retry attempts, configure ...") from inner
+    except RuntimeError as outer:
+        assert short_reason(outer) == "ValueError: This model's maximum context length is 2048 tokens; the prompt has 2049"
