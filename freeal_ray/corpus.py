@@ -113,14 +113,18 @@ def _csv_records(data: bytes, name: str):
     for number, record in enumerate(reader, start=2):
         if not record:
             continue
-        shown = json.dumps(record, ensure_ascii=False).encode("utf-8", errors="replace").decode("utf-8")
         bad = next((header[i] if i < len(header) else str(i) for i, v in enumerate(record) if _NOT_UTF8.search(v)), None)
         if bad is not None:
-            yield shown, f"row {number} of {name} (line {reader.line_num}) is not UTF-8 text (column {bad!r})"
+            yield _shown(record), f"row {number} of {name} (line {reader.line_num}) is not UTF-8 text (column {bad!r})"
         elif len(record) != len(header):
-            yield shown, f"row {number} of {name} (line {reader.line_num}) has {len(record)} fields, its header {len(header)}"
+            yield _shown(record), f"row {number} of {name} (line {reader.line_num}) has {len(record)} fields, its header {len(header)}"
         else:
             yield json.dumps(dict(zip(header, record))), None
+
+
+def _shown(record: list[str]) -> str:
+    """A quarantined CSV row as the quarantine shows it: its fields, undecodable bytes as U+FFFD."""
+    return json.dumps(record, ensure_ascii=False).encode("utf-8", errors="replace").decode("utf-8")
 
 
 _NOT_UTF8 = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of a byte that is not UTF-8

@@ -31,8 +31,8 @@ class Step:
     rows: int
 
 
-class SentenceObjective:
-    eval_pass_after_warmup = True  # see worker._eval_losses
+class _Objective:
+    """What both heads hold: the settings, the device, the encoder's tokenizer and a per-rank RNG."""
 
     def __init__(self, s: TrainSettings, device, rank: int):
         import torch.nn.functional as F
@@ -41,6 +41,10 @@ class SentenceObjective:
         self.s, self.device, self.F = s, device, F
         self.tokenizer = AutoTokenizer.from_pretrained(s.encoder_path)
         self.rng = random.Random(s.seed + rank)
+
+
+class SentenceObjective(_Objective):
+    eval_pass_after_warmup = True  # see worker._eval_losses
 
     def build_model(self):
         from freeal_ray.slm import SLMClassifier
@@ -127,17 +131,10 @@ class SentenceObjective:
         return loss
 
 
-class TokenObjective:
+class TokenObjective(_Objective):
     # No eval pass: on the toy NER test it tipped the drop-mode split into setting ever more
     # sentences aside (clean share 0.68 -> 0.52 over three epochs); unmeasured on real NER data.
     eval_pass_after_warmup = False
-
-    def __init__(self, s: TrainSettings, device, rank: int):
-        import torch.nn.functional as F
-        from transformers import AutoTokenizer
-
-        self.s, self.device, self.F = s, device, F
-        self.tokenizer = AutoTokenizer.from_pretrained(s.encoder_path)
 
     def build_model(self):
         from freeal_ray.tagger import TokenTagger
