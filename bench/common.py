@@ -71,13 +71,11 @@ def cpu_model() -> str:
 
 
 def predict(folder: Path, texts, labels=None, columns=("pred", "probs", "loss")) -> pd.DataFrame:
-    """An SLM checkpoint's pred, probs and loss against `labels` (NaN where a row has none)."""
-    from freeal_ray.checkpoint import SLMScorer
+    """An SLM checkpoint's pred, probs and loss against `labels` (NaN where a row has none), through
+    the package's public model API."""
+    from freeal_ray import load_model
 
-    scorer = SLMScorer(str(folder))
-    frame = pd.DataFrame({"text": list(texts), "label": list(labels) if labels is not None else None})
-    parts = [scorer(frame.iloc[i : i + 128]) for i in range(0, len(frame), 128)]
-    return pd.concat(parts, ignore_index=True)[list(columns)]
+    return load_model(folder).score(texts, labels, batch_size=128)[list(columns)]
 
 
 def commit() -> str | None:

@@ -1,0 +1,71 @@
+"""The trained SLM outside the loop: load_model(path).predict(texts)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from freeal_ray import load_model
+from freeal_ray.checkpoint import SLMScorer, save_checkpoint
+from freeal_ray.errors import FreeALError
+from freeal_ray.model import entity_spans
+from freeal_ray.slm import SLMClassifier
+from freeal_ray.tagger import TokenTagger
+from tiny_models import toy_corpus
+
+TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+
+
+def _save(model, encoder, folder, classes, head):
+    from transformers import AutoTokenizer
+
+    torch.manual_seed(0)
+    return save_checkpoint(model.eval(), AutoTokenizer.from_pretrained(encoder), classes, 32, folder, head=head)
+
+
+def test_load_model_predicts_what_the_loops_scorer_does(tiny_models, tmp_path):
+    torch.manual_seed(0)
+    model = SLMClassifier(str(tiny_models["encoder"]), 2)
+    _save(model, tiny_models["encoder"], tmp_path / "run" / "slm", ["negative", "positive"], "classifier")
+    texts = [r["text"] for r in toy_corpus(20, seed=4)]
+
+    predicted = load_model(tmp_path / "run").predict(texts)  # a run folder finds its slm/
+    scored = SLMScorer(str(tmp_path / "run" / "slm"))(pd.DataFrame({"text": texts}))
+
+    assert [p["label"] for p in predicted] == list(scored["pred"])
+    for p, probs in zip(predicted, scored["probs"]):
+        assert np.allclose([p["probs"]["negative"], p["probs"]["positive"]], probs, atol=1e-6)
+        assert p["confidence"] == pytest.approx(max(probs), abs=1e-6)
+    again = load_model(tmp_path / "run" / "slm").predict(texts[:3], batch_size=2)  # batching changes nothing
+    assert [p["label"] for p in again] == [p["label"] for p in predicted[:3]]
+
+
+def test_load_model_names_a_folder_with_no_model(tmp_path):
+    with pytest.raises(FreeALError, match="no trained SLM"):
+        load_model(tmp_path)
+
+
+def test_ner_entities_map_back_to_the_raw_characters(tiny_models, tmp_path):
+    tagger = TokenTagger(str(tiny_models["encoder"]), len(TAGS))
+    with torch.no_grad():  # every word tagged B-PER: each word is an entity of its own
+        tagger.head.weight.zero_()
+        tagger.head.bias.copy_(torch.tensor([0.0, 5.0, 0.0, 0.0, 0.0]))
+    _save(tagger, tiny_models["encoder"], tmp_path / "slm", TAGS, "tagger")
+    text = "José  met José, in Zürich (again)!"
+
+    [out] = load_model(tmp_path / "slm").predict([text])
+
+    assert out["tokens"] == ["José", "met", "José", ",", "in", "Zürich", "(", "again", ")", "!"]
+    assert all(t == "B-PER" for t in out["tags"])
+    spans = [(e["start"], e["end"], e["text"]) for e in out["entities"]]
+    assert spans[0] == (0, 4, "José") and spans[2] == (10, 14, "José")  # the repeat is found where it is
+    assert all(text[s:e] == t for s, e, t in spans) and spans[5] == (19, 25, "Zürich")
+
+
+def test_entity_spans_cover_multiword_entities_with_their_own_spacing():
+    text = "New  York's mayor"
+    tokens, offsets = ["New", "York's", "mayor"], [(0, 3), (5, 11), (12, 17)]
+    [entity] = entity_spans(text, tokens, offsets, ["B-LOC", "I-LOC", "O"])
+    assert (entity["start"], entity["end"], entity["text"], entity["type"]) == (0, 11, "New  York's", "LOC")
+    [bare] = entity_spans(None, tokens, None, ["O", "O", "B-PER"])  # token lists: no characters to point at
+    assert bare == {"type": "PER", "text": "mayor", "token_start": 2, "token_end": 3}
