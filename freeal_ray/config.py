@@ -137,7 +137,16 @@ def _set_dotted(data: dict, key: str, value) -> None:
 def validate(c: RunConfig) -> None:
     entities = isinstance(c.resolved_task(), EntityTask)  # raises on a bad task
     checks = [
-        (bool(c.corpus.path), "corpus.path is required: the file or folder with your texts"),
+        (bool(c.corpus.path) or c.loop.mode == "evokd", "corpus.path is required: the file or folder with your texts"),
+        (c.loop.mode in ("freeal", "evokd"), "loop.mode must be freeal or evokd"),
+        (not entities or (c.loop.mode == "freeal" and not c.loop.evolve_rounds),
+         "EvoKD (loop.mode evokd, loop.evolve_rounds) runs on text classification only so far"),
+        (c.loop.evolve_rounds is None or (isinstance(c.loop.evolve_rounds, int) and c.loop.evolve_rounds >= 0),
+         "loop.evolve_rounds must be a whole number >= 0, or null"),
+        (c.loop.evolve_batch >= 1 and c.loop.evolve_shown >= 1 and c.loop.evolve_pool >= 1 and c.loop.evolve_min_steps >= 1,
+         "loop.evolve_batch, evolve_shown, evolve_pool and evolve_min_steps must be >= 1"),
+        (0.0 <= c.loop.evolve_hard_share <= 1.0, "loop.evolve_hard_share must be in [0, 1]"),
+        (c.loop.mode == "freeal" or c.loop.subset_fraction == 1.0, "loop.mode evokd does not take loop.subset_fraction"),
         (c.corpus.format in ("auto", "jsonl", "csv", "parquet"), "corpus.format must be auto, jsonl, csv or parquet"),
         (c.llm.engine in ("vllm", "openai", "instant"), "llm.engine must be vllm, openai or instant"),
         (c.llm.max_concurrency >= 1 and c.llm.requests_per_minute >= 0 and c.llm.max_retries >= 0,
@@ -188,6 +197,13 @@ def validate(c: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def evolve_rounds(loop) -> int:
+    """`loop.evolve_rounds` resolved: null is 4 in evokd mode and none in freeal mode."""
+    if loop.evolve_rounds is not None:
+        return loop.evolve_rounds
+    return 4 if loop.mode == "evokd" else 0
 
 
 def reference() -> str:

@@ -188,4 +188,24 @@ class LoopConfig:
     subset_strategy: str = _f(
         "random", "Incremental mode: how later rounds pick fresh rows: random, or the SLM's least sure (entropy, margin)."
     )
+    mode: str = _f(
+        "freeal",
+        "freeal (label the corpus: the loop above) or evokd (EvoKD, distil a student from a label set and "
+        "task.examples, 0-5 per class, with the corpus optional: its rows are style prototypes and the first probe "
+        "of the student; with no examples, round-0 synthesis writes the seeds). Text classification.",
+    )
+    evolve_rounds: int | None = _f(
+        None,
+        "EvoKD rounds: the LLM reads the student's wrong and right answers, analyses its weaknesses, writes hard "
+        "and easy examples, a separate call labels them, the student trains on every batch so far. null: 4 in "
+        "evokd mode, none in freeal mode; in freeal mode a number runs that many after the last refinery, on "
+        "the SLM's mistakes against the clean labels (the examples train the SLM, never join the output labels).",
+    )
+    evolve_batch: int = _f(16, "EvoKD: examples the LLM writes per round.")
+    evolve_hard_share: float = _f(0.5, "EvoKD: share of each batch written as hard examples (aimed at the weaknesses); the rest are easy ones.")
+    evolve_shown: int = _f(6, "EvoKD: wrong answers of the student shown to the LLM per round, and as many right ones.")
+    evolve_pool: int = _f(64, "EvoKD mode with a corpus: corpus rows the LLM labels as the student's first test.")
+    evolve_min_steps: int = _f(
+        60, "EvoKD: the student's least number of optimizer steps per round (its training set starts at a few rows)."
+    )
     seed: int = _f(0, "Seed for sampling, training and the engine.")

@@ -42,6 +42,11 @@ class Manifest:
         self.data["rounds"].setdefault(str(round_), {}).update(metrics)
         self.save()
 
+    def evolve_metrics(self, round_: int, **metrics) -> None:
+        """EvoKD's figures for one of its rounds (apart from FreeAL's rounds, which may run before them)."""
+        self.data.setdefault("evolve", {}).setdefault(str(round_), {}).update(metrics)
+        self.save()
+
     def save(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=2, default=str))

@@ -120,7 +120,10 @@ class RunContext:
         return self.table(f"round-{r}", "demos").to_pandas()
 
     def n_rows(self) -> int:
-        return self.manifest.stage("ingest")["rows"]
+        return self.manifest.stage("ingest").get("rows", 0)
+
+    def has_corpus(self) -> bool:
+        return bool(self.cfg.corpus.path)
 
     def has_gold(self) -> bool:
         return bool(self.cfg.corpus.gold_column)
@@ -132,10 +135,11 @@ class RunContext:
         """The encoder that embeds rows for kNN demos: round r's fine-tuned SLM's from round 1 on."""
         return str(self.path(f"round-{r}", "slm", "encoder")) if r else str(resolve_encoder(self.cfg.slm.model))
 
-    def scored(self, ds: ray.data.Dataset, r: int) -> ray.data.Dataset:
-        """`ds` with round r's SLM's prediction, loss and embedding per row (one scorer actor)."""
+    def scored(self, ds: ray.data.Dataset, r: int, folder: str | None = None) -> ray.data.Dataset:
+        """`ds` with round r's SLM's (or the one in `folder`'s) prediction, loss and embedding per row
+        (one scorer actor)."""
         return ds.map_batches(
-            SLMScorer, fn_constructor_kwargs={"folder": str(self.path(f"round-{r}", "slm"))},
+            SLMScorer, fn_constructor_kwargs={"folder": str(self.path(folder or f"round-{r}/slm"))},
             batch_format="pandas", batch_size=64, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1,
             **tables.NO_RESTARTS,
         )

@@ -113,6 +113,9 @@ def write_report(output: Path, manifest: dict) -> Path:
     for name, info in stages.items():
         details = ", ".join(f"{k}={_fmt(v)}" for k, v in info.items() if k not in ("seconds", "finished", "gmm"))
         lines.append(f"| {name} | {info.get('seconds', 0):.1f} | {details} |")
+    from freeal_ray.evokd_report import evolve_section
+
+    lines += ["", *evolve_section(output, manifest)]
     path = output / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -1,4 +1,4 @@
-"""The one obvious call: `run_freeal(config)` runs (or resumes) the loop for the config's task kind."""
+"""The one obvious call: `run_freeal(config)` runs (or resumes) the loop the config asks for."""
 
 from __future__ import annotations
 
@@ -7,5 +7,10 @@ from freeal_ray.loop import FreeALRun, RunResult
 
 
 def run_freeal(config: RunConfig) -> RunResult:
-    """Run (or resume) the whole loop for `config`: text classification, or NER for an entity task."""
+    """Run (or resume) the whole loop for `config`: FreeAL (text classification, or NER for an entity
+    task), or with `loop.mode: evokd`, EvoKD's student distillation."""
+    if config.loop.mode == "evokd":
+        from freeal_ray.evokd_loop import EvoKDRun
+
+        return EvoKDRun(config).run()
     return FreeALRun(config).run()

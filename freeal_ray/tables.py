@@ -160,5 +160,11 @@ def conform(batch: pd.DataFrame) -> pa.Table:
 NO_RESTARTS = {"max_restarts": 0}
 
 
+def read_frame(path: str | Path) -> pd.DataFrame:
+    """A small stage table (EvoKD's batches and probes: hundreds of rows) read whole into pandas."""
+    files = table_files(path)
+    return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True) if files else pd.DataFrame()
+
+
 def count_rows(path: str | Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in table_files(path))

@@ -56,7 +56,7 @@ def _label_the_duplicates(ctx: RunContext, out) -> dict:
 def _label_the_rest(ctx: RunContext, last: int, out) -> dict:
     """Incremental mode: the last SLM labels every row the LLM never saw (source 'slm')."""
     rest = ctx.scored(ctx.unannotated(last), last)
-    labelled = rest.map_batches(_slm_labels, fn_kwargs={"round_": last, "drop": list(ctx.kind.scratch_columns)},
+    labelled = rest.map_batches(slm_labels, fn_kwargs={"round_": last, "drop": list(ctx.kind.scratch_columns)},
                                 batch_format="pandas")
     tables.write_table(labelled.map_batches(tables.conform, batch_format="pandas"), out)
     n = tables.count_rows(out)
@@ -67,7 +67,7 @@ def _label_the_rest(ctx: RunContext, last: int, out) -> dict:
     return {"slm_labelled": n}
 
 
-def _slm_labels(batch: pd.DataFrame, round_: int, drop: list[str]) -> pd.DataFrame:
+def slm_labels(batch: pd.DataFrame, round_: int, drop: list[str]) -> pd.DataFrame:
     batch["label"] = batch["pred"]
     batch["confidence"] = [float(np.max(p)) for p in batch["probs"]]
     batch["source"] = "slm"

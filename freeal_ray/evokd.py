@@ -1,0 +1,151 @@
+"""EvoKD's functional core (Liu et al., LREC-COLING 2024), on plain arrays and strings: which of the
+student's answers the LLM is shown, the prompts that ask it for an analysis and for new examples,
+and which written examples are kept. The stages (stages/evolve_*.py) run these with the engines.
+
+A round: the LLM reads the student's wrong and right answers and its F1 per class, says in words
+what the student is weak at, writes *hard* examples aimed at that and *easy* ones it handles
+(against forgetting); a separate, constrained labelling call labels them, and a text the call
+labels otherwise than it was written for, or that repeats a corpus row or an earlier example, is
+dropped. The student then trains on the seeds and every batch kept so far.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from freeal_ray.task import Task
+
+
+def shown_samples(labels: Sequence, preds: Sequence, confidence: Sequence[float], k: int,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of up to `k` rows the student got wrong, its surest mistakes first (what it has
+    learnt wrong, not coin flips), and up to `k` it got right, drawn at random. Rows with no
+    reference label are never shown."""
+    labels, preds = np.asarray(labels, dtype=object), np.asarray(preds, dtype=object)
+    known = np.array([isinstance(v, str) for v in labels], dtype=bool)
+    wrong = np.flatnonzero(known & (labels != preds))
+    right = np.flatnonzero(known & (labels == preds))
+    wrong = wrong[np.argsort(-np.asarray(confidence, dtype=float)[wrong], kind="stable")][:k]
+    right = np.random.default_rng(seed).permutation(right)[:k]
+    return wrong, np.sort(right)
+
+
+def class_f1(labels: Sequence, preds: Sequence, classes: Sequence[str]) -> dict[str, float]:
+    """The student's F1 per class against reference labels (rows with none left out)."""
+    pairs = [(g, p) for g, p in zip(labels, preds) if isinstance(g, str)]
+    out = {}
+    for c in classes:
+        tp = sum(1 for g, p in pairs if g == c and p == c)
+        fp = sum(1 for g, p in pairs if g != c and p == c)
+        fn = sum(1 for g, p in pairs if g == c and p != c)
+        out[c] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    return out
+
+
+def writing_plan(task: Task, wrong_labels: Sequence[str], wrong_preds: Sequence[str], f1: dict[str, float],
+                 batch: int, hard_share: float, seed: int) -> list[tuple[str, bool]]:
+    """(label, hard) for each example of a batch. Hard examples go to the classes the student gets
+    wrong, in proportion to its mistakes there (a confused pair counts for both sides), or its
+    weakest classes by F1 when it made none; easy ones cycle through every class."""
+    rng = np.random.default_rng(seed)
+    n_hard = int(round(batch * hard_share))
+    weight = {c: 0.0 for c in task.labels}
+    for g, p in zip(wrong_labels, wrong_preds):
+        weight[g] = weight.get(g, 0.0) + 1.0
+        if p in weight:
+            weight[p] += 0.5
+    if not any(weight.values()):
+        weight = {c: 1.0 - f1.get(c, 0.0) + 1e-3 for c in task.labels}
+    p = np.array([weight[c] for c in task.labels], dtype=float)
+    hard = list(rng.choice(task.labels, size=n_hard, p=p / p.sum())) if n_hard else []
+    easy = [task.labels[i % len(task.labels)] for i in range(batch - n_hard)]
+    return [(str(c), True) for c in hard] + [(c, False) for c in easy]
+
+
+def _system(task: Task) -> str:
+    words = ", ".join(task.word(c) for c in task.labels)
+    return f"You help train a small text classifier. Its task: {task.instruction} The labels: {words}."
+
+
+def _line(text: str, cap: int = 300) -> str:
+    return " ".join(str(text).split())[:cap]
+
+
+def analysis_messages(task: Task, wrong: Sequence[tuple[str, str, str]], right: Sequence[tuple[str, str]],
+                      f1: dict[str, float]) -> list[dict]:
+    """Ask for the student's weaknesses in words, from its mistakes (text, true label, its answer),
+    some right answers (text, label) and its F1 per class."""
+    parts = ["The classifier got these wrong:"] if wrong else ["The classifier made no mistake on the texts it was tested on."]
+    parts += [f"- {task.input_name}: {_line(t)}\n  True label: {task.word(g)}. The classifier said: {task.word(p)}."
+              for t, g, p in wrong]
+    if right:
+        parts += ["It got these right:", *[f"- {task.input_name}: {_line(t)}\n  Label: {task.word(g)}." for t, g in right]]
+    parts.append("Its F1 score per label: " + ", ".join(f"{task.word(c)} {v:.2f}" for c, v in f1.items()) + ".")
+    parts.append("In three or four sentences, say what the classifier is weak at: which labels it confuses, and "
+                 "which kinds of wording or topics trip it up. Do not repeat the examples.")
+    return [{"role": "system", "content": _system(task)}, {"role": "user", "content": "\n".join(parts)}]
+
+
+def writing_messages(task: Task, analysis: str, label: str, hard: bool, style: Sequence[str]) -> list[dict]:
+    """Ask for one new text of `label`: a hard one aimed at the analysed weakness, or an easy,
+    typical one; `style` shows a few texts of the kind to write."""
+    shown = "".join(f"{task.input_name}: {_line(t, 200)}\n" for t in style)
+    if hard:
+        ask = (f"What the classifier is weak at:\n{analysis.strip()}\n\nWrite one new {task.input_name.lower()} whose "
+               f"label is clearly {task.word(label)}, but of the kind the classifier gets wrong.")
+    else:
+        ask = f"Write one new, typical {task.input_name.lower()} whose label is clearly {task.word(label)}."
+    content = (f"Texts of the kind to write:\n{shown}\n" if shown else "") + ask + " Write only the text, on one line."
+    return [{"role": "system", "content": _system(task)}, {"role": "user", "content": content}]
+
+
+def render(messages: list[dict], chat: Callable[[list[dict]], str] | None, lead: str = "") -> str:
+    """Messages as the model reads them: its chat template, or plain text for a model with none,
+    ending in `lead` (a plain prompt's cue to answer)."""
+    if chat is not None:
+        return chat(messages)
+    return "\n\n".join(m["content"] for m in messages) + f"\n{lead}"
+
+
+def text_key(text: str) -> str:
+    """Words only, lower-cased: corpora like MR space their punctuation ("drags .")."""
+    return " ".join(re.findall(r"\w+", str(text).lower()))
+
+
+def keep_written(texts: Sequence[str], intended: Sequence[str], answered: Sequence, seen: set[str],
+                 min_chars: int = 20) -> tuple[np.ndarray, dict]:
+    """Which written examples join the training set, and counts of the dropped by reason: empty,
+    a copy of a text seen before (a corpus row, a seed, an earlier example; whole, or a long piece
+    of one), written twice in the batch, or labelled by the labelling call otherwise than it was
+    written for (an abstention included)."""
+    keys = [text_key(t) for t in texts]
+    keep = np.ones(len(texts), dtype=bool)
+    counts = {"written": len(texts), "empty": 0, "copied": 0, "repeated": 0, "relabelled": 0}
+    batch: set[str] = set()
+    long_seen = [s for s in seen if len(s) >= min_chars]
+    for i, (key, want, got) in enumerate(zip(keys, intended, answered)):
+        if not key:
+            reason = "empty"
+        elif key in seen or (len(key) >= min_chars and any(key in s for s in long_seen)) or any(s in key for s in long_seen):
+            reason = "copied"
+        elif key in batch:
+            reason = "repeated"
+        elif got != want:
+            reason = "relabelled"
+        else:
+            batch.add(key)
+            continue
+        keep[i] = False
+        counts[reason] += 1
+    counts["kept"] = int(keep.sum())
+    return keep, counts
+
+
+def per_round_table(rounds: dict) -> pd.DataFrame:
+    """Per-class F1 by round from the manifest's evolve rounds, for the report's plot."""
+    rows = [{"round": int(r), **m.get("class_f1", {})} for r, m in rounds.items() if m.get("class_f1")]
+    return pd.DataFrame(rows).sort_values("round") if rows else pd.DataFrame()

@@ -1,0 +1,53 @@
+"""evolve-seeds and evolve-pool: where EvoKD starts. The seeds are the task's own examples (0-5 per
+class), or with none, examples round-0 synthesis writes; the pool is the student's first test:
+`loop.evolve_pool` corpus rows the LLM labels with the seeds as demos, or the seeds themselves
+when there is no corpus."""
+
+from __future__ import annotations
+
+import pandas as pd
+import ray
+
+from freeal_ray import tables
+from freeal_ray.annotation import annotate
+from freeal_ray.pipeline import RunContext, Stage
+from freeal_ray.stages.subsets import seed_rows
+
+SEEDS, POOL = "evolve/round-0/batch", "evolve/round-0/pool"
+
+
+class EvolveSeeds(Stage):
+    name = "evolve-seeds"
+    outputs = (SEEDS,)
+
+    def run(self, ctx: RunContext, info: dict) -> None:
+        examples = ctx.task.examples
+        if examples:
+            seeds = pd.DataFrame({"id": [f"given-{i}" for i in range(len(examples))], "text": [t for t, _ in examples],
+                                  "label": [label for _, label in examples], "origin": "given"})
+        else:
+            corpus = ctx.table("corpus") if ctx.has_corpus() else ray.data.from_pandas(pd.DataFrame({"text": [""]}))
+            seeds, counts = ctx.kind.synthesize(corpus, ctx.n_rows(), ctx.llm(), ctx.cfg.loop, ctx.cfg.llm)
+            seeds = seeds[["id", "text", "label", "origin"]]
+            info.update(synthesis=counts)
+        seeds = seeds.assign(round=0, hard=False, confidence=1.0)
+        tables.write_part(seeds, ctx.path(SEEDS), "seeds")
+        info.update(seeds=len(seeds), seeds_per_class=seeds["label"].value_counts().to_dict())
+
+
+class EvolvePool(Stage):
+    name = "evolve-pool"
+    inputs = (SEEDS,)
+    outputs = (POOL,)
+
+    def run(self, ctx: RunContext, info: dict) -> None:
+        seeds = tables.read_frame(ctx.path(SEEDS))
+        if not ctx.has_corpus():
+            tables.write_part(seeds[["id", "text", "label"]], ctx.path(POOL), "seeds")
+            info.update(pool=len(seeds), source="seeds")
+            return
+        n = min(ctx.cfg.loop.evolve_pool, ctx.n_rows())
+        annotate(seed_rows(ctx, n), seeds[["id", "text", "label"]], ctx.task, ctx.llm(), ctx.encoder_path(),
+                 min(ctx.shots or 1, len(seeds)), 0, str(ctx.path(POOL)), total=n)
+        info.update(pool=tables.count_rows(ctx.path(POOL)), source="corpus, labelled by the LLM",
+                    **ctx.llm_usage(ctx.path(POOL)))

@@ -1,0 +1,55 @@
+"""Free text from the run's engines (EvoKD's analyses and examples), with the tokens each call
+spent: the engines' generate answers text alone, so tokens are counted here with the model's own
+tokenizer (None for an endpoint's model, whose tokenizer is not at hand)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import ray
+from tqdm.auto import tqdm
+
+from freeal_ray.engine_actors import LLMSettings, engine_pool
+
+
+@dataclass
+class Written:
+    texts: list[str]
+    prompt_tokens: list[int | None]
+    output_tokens: list[int | None]
+
+
+def chat_template(settings: LLMSettings):
+    """The model's chat template as a function of messages, or None (plain text prompts) where the
+    run's prompt style is plain or the model is not a local folder."""
+    if settings.prompt_style == "plain" or settings.engine != "vllm":
+        return None
+    from freeal_ray.prompts import chat_renderer
+
+    return chat_renderer(settings.engine_config.model_path)
+
+
+def write(prompts: Sequence[str], settings: LLMSettings, max_tokens: int, temperature: float,
+          stop: Sequence[str] = ("\n",), desc: str = "LLM writing") -> Written:
+    engines = engine_pool(settings)
+    step = settings.batch_size
+    calls = [engines[(i // step) % len(engines)].generate.remote(list(prompts[i : i + step]), max_tokens, temperature, list(stop))
+             for i in range(0, len(prompts), step)]
+    texts: list[str] = []
+    with tqdm(total=len(prompts), desc=desc, unit="call") as bar:
+        for call in calls:  # in submission order, which is the order each engine works in
+            chunk = ray.get(call)
+            texts += [str(t).strip() for t in chunk]
+            bar.update(len(chunk))
+    count = _token_counter(settings)
+    return Written(texts, [count(p) for p in prompts], [count(t) for t in texts])
+
+
+def _token_counter(settings: LLMSettings):
+    if settings.engine != "vllm":
+        return lambda text: None
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(settings.engine_config.model_path)
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])

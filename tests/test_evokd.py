@@ -1,0 +1,116 @@
+"""EvoKD: what the LLM is shown, what is kept of what it writes, the review history, resume."""
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from conftest import tiny_overrides
+from freeal_ray import tables
+from freeal_ray.config import load_config
+from freeal_ray.evokd import class_f1, keep_written, shown_samples, text_key, writing_plan
+from freeal_ray.task import Task
+
+TASK = Task(name="toy", labels=("negative", "positive"), instruction="Classify the review's sentiment.",
+            examples=(("the film was awful and dull", "negative"), ("the plot was lovely and superb", "positive")))
+
+
+def test_the_student_s_planted_mistakes_are_what_the_llm_is_shown():
+    rng = np.random.default_rng(0)
+    labels = np.array(rng.choice(["negative", "positive"], size=60), dtype=object)
+    preds = labels.copy()
+    planted = np.array([3, 17, 29, 41, 55])
+    preds[planted] = np.where(labels[planted] == "negative", "positive", "negative")
+    confidence = rng.uniform(0.5, 1.0, size=60)
+    labels[[7, 8]] = None  # no reference label: never shown, right or wrong
+
+    wrong, right = shown_samples(labels, preds, confidence, k=4, seed=0)
+
+    assert set(wrong) < set(planted) and len(wrong) == 4
+    assert list(wrong) == sorted(planted, key=lambda i: -confidence[i])[:4]  # its surest mistakes first
+    assert len(right) == 4 and all(labels[i] == preds[i] for i in right) and not {7, 8} & set(right)
+    all_wrong, _ = shown_samples(labels, preds, confidence, k=10, seed=0)
+    assert sorted(all_wrong) == sorted(planted)
+
+
+def test_hard_examples_go_where_the_student_errs_and_easy_ones_everywhere():
+    task = Task(name="t", labels=("a", "b", "c"), instruction="Sort.")
+    plan = writing_plan(task, ["c"] * 6, ["a"] * 6, {"a": 0.9, "b": 1.0, "c": 0.2}, batch=20, hard_share=0.5, seed=0)
+    hard = [label for label, h in plan if h]
+    easy = [label for label, h in plan if not h]
+    assert len(hard) == 10 and set(hard) <= {"a", "c"} and hard.count("c") > hard.count("a")
+    assert sorted(set(easy)) == ["a", "b", "c"]
+    no_mistakes = writing_plan(task, [], [], {"a": 1.0, "b": 1.0, "c": 0.1}, batch=30, hard_share=1.0, seed=0)
+    assert [label for label, _ in no_mistakes].count("c") > 20  # then its weakest class by F1
+    assert class_f1(["a", "a", "b", None], ["a", "b", "b", "a"], ["a", "b"]) == {"a": 2 / 3, "b": 2 / 3}
+
+
+def test_a_written_example_the_labelling_call_disagrees_with_is_dropped():
+    seen = {text_key("the acting was superb and lovely, a delight")}
+    texts = ["A gripping, superb thriller.", "a dull mess", "The acting was superb and lovely, a delight!",
+             "A gripping, superb thriller", "", "flat and lifeless"]
+    intended = ["positive", "negative", "positive", "positive", "negative", "negative"]
+    answered = ["positive", "positive", "positive", "positive", None, None]
+
+    keep, counts = keep_written(texts, intended, answered, seen)
+
+    assert list(keep) == [True, False, False, False, False, False]
+    assert counts == {"written": 6, "empty": 1, "copied": 1, "repeated": 1, "relabelled": 2, "kept": 1}
+
+
+def _config(tiny_models, corpus, out, rounds):
+    return load_config(None, {
+        **tiny_overrides(tiny_models, out), "task": {"name": "toy", "labels": ["negative", "positive"],
+                                                      "instruction": "Classify the review's sentiment.",
+                                                      "examples": [{"text": t, "label": lab} for t, lab in TASK.examples]},
+        "corpus.path": str(corpus), "corpus.gold_column": "gold", "loop.mode": "evokd", "loop.evolve_rounds": rounds,
+        "loop.evolve_batch": 6, "loop.evolve_shown": 3, "loop.evolve_pool": 16, "loop.evolve_min_steps": 20,
+        "loop.shots": 2, "llm.synth_max_tokens": 16,
+    })
+
+
+def test_evokd_rounds_replay_their_history_and_a_rerun_asks_nothing_again(ray_session, tiny_models, toy_jsonl, tmp_path):
+    from freeal_ray.run import run_freeal
+
+    out = tmp_path / "evokd"
+    run_freeal(_config(tiny_models, toy_jsonl, out, rounds=2))
+    manifest = json.loads((out / "manifest.json").read_text())
+    stages = manifest["stages"]
+
+    # the LLM was shown the first student's real mistakes on the pool, its surest first
+    probe = tables.read_frame(out / "evolve" / "round-0" / "probe")
+    mistakes = probe[probe["pred"] != probe["label"]].sort_values("pred_confidence", ascending=False, kind="stable")
+    assert stages["evolve-analyse-1"]["shown_wrong"] == mistakes["id"].tolist()[:3]
+    assert all(i not in set(mistakes["id"]) for i in stages["evolve-analyse-1"]["shown_right"])
+
+    # every kept example carries the label the separate call gave it; the dropped are counted
+    for r in (1, 2):
+        batch = tables.read_frame(out / "evolve" / f"round-{r}" / "batch")
+        answers = tables.read_frame(out / "evolve" / f"round-{r}" / "answers").set_index("id")
+        assert all(answers["label"][i] == lab for i, lab in zip(batch["id"], batch["label"]))
+        counts = stages[f"evolve-label-{r}"]
+        assert counts["kept"] == len(batch) and counts["written"] == 6
+        assert counts["kept"] + counts["empty"] + counts["copied"] + counts["repeated"] + counts["relabelled"] == 6
+
+    # the review history grows and is replayed: round 2 trains on the seeds and both batches
+    kept = [len(tables.read_frame(out / "evolve" / f"round-{r}" / "batch")) for r in (0, 1, 2)]
+    assert [stages[f"evolve-train-{r}"]["rows"] for r in (0, 1, 2)] == [kept[0], kept[0] + kept[1], sum(kept)]
+    examples = tables.read_frame(out / "evolve" / "examples")
+    assert len(examples) == sum(kept) and set(examples["round"]) <= {0, 1, 2}
+    assert "analysis" in manifest["evolve"]["1"] and manifest["evolve"]["2"]["class_f1"].keys() == {"negative", "positive"}
+    assert (out / "slm" / "slm.json").exists() and tables.count_rows(out / "labels") == 39
+    assert "EvoKD" in (out / "report.md").read_text()
+
+    # a re-run of the finished run asks the LLM nothing: every stage is skipped
+    finished = {k: v["finished"] for k, v in stages.items()}
+    written = pd.read_parquet(tables.table_files(out / "evolve" / "round-1" / "written")[0])
+    run_freeal(_config(tiny_models, toy_jsonl, out, rounds=2))
+    again = json.loads((out / "manifest.json").read_text())["stages"]
+    assert {k: v["finished"] for k, v in again.items()} == finished
+    assert pd.read_parquet(tables.table_files(out / "evolve" / "round-1" / "written")[0]).equals(written)
+
+    # one more round resumes after the last: only round 3's stages run
+    run_freeal(_config(tiny_models, toy_jsonl, out, rounds=3))
+    more = json.loads((out / "manifest.json").read_text())["stages"]
+    assert all(more[k]["finished"] == v for k, v in finished.items() if k != "evolve-finalize")
+    assert {"evolve-analyse-3", "evolve-label-3", "evolve-train-3"} <= more.keys()
