@@ -6,22 +6,11 @@ adds a fresh P after each refinery but the last (expand); the SLM labels the res
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
-from freeal_ray.config import RunConfig
-from freeal_ray.pipeline import RunContext
+from freeal_ray.config import RunConfig, evolve_rounds
+from freeal_ray.pipeline import RunContext, RunResult
 from freeal_ray.ray_cluster import ensure_ray
 from freeal_ray.stages import (AnnotateRoundZero, Expand, Finalize, GivenLabels, Ingest, Refine, Score, Select,
                                Synthesize, Train)
-
-
-@dataclass
-class RunResult:
-    output: Path
-    rounds: dict
-    labels_path: Path
-    slm_path: Path | None
 
 
 class FreeALRun:
@@ -83,6 +72,10 @@ class FreeALRun:
         if self.manifest.stage("finalize").get("rounds", last) != last:
             del self.manifest.data["stages"]["finalize"]  # a finished run resumed with more rounds
         self.ctx.run_stage(Finalize(last))
+        if last and evolve_rounds(self.ctx.cfg.loop):
+            from freeal_ray.evokd_loop import evolve_after_freeal
+
+            evolve_after_freeal(self.ctx, last)
         from freeal_ray.report import write_report
 
         write_report(self.ctx.out, self.manifest.data)

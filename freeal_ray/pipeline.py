@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
@@ -29,6 +30,16 @@ from freeal_ray.profile import resolve as resolve_profile
 from freeal_ray.ray_cluster import want_gpu
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What a finished run hands back: its folder, per-round figures and where its outputs are."""
+
+    output: Path
+    rounds: dict
+    labels_path: Path
+    slm_path: Path | None
 
 
 class Stage(ABC):

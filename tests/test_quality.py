@@ -1,10 +1,15 @@
 """Quality with a margin: the tiny models carry a real signal, so the loop's stages must improve
-labels, not only keep them well formed. Fails if the split, the refinery or the demos break."""
+labels, not only keep them well formed. Fails if the split, the refinery or the demos break.
+The same run goes on into an EvoKD round after FreeAL, whose examples must train the SLM and
+never reach the output labels."""
+
+import json
 
 import numpy as np
 import pytest
 from conftest import tiny_overrides, write_jsonl
 
+from freeal_ray import tables
 from freeal_ray.config import load_config
 from freeal_ray.run import run_freeal
 from tiny_models import toy_corpus
@@ -23,6 +28,7 @@ def test_the_split_finds_planted_label_errors_and_the_refinery_fixes_them(ray_se
         "corpus.path": str(write_jsonl(tmp_path / "corpus.jsonl", rows)), "corpus.gold_column": "gold",
         "corpus.llm_label_column": "given", "task": "sentiment",
         "slm.batch_size": 16, "slm.epochs": 4, "slm.warmup_epochs": 2, "loop.min_change": 0,
+        "loop.evolve_rounds": 1, "loop.evolve_batch": 6, "loop.evolve_shown": 3, "loop.evolve_pool": 16,
     }
     rounds = run_freeal(load_config(None, overrides)).rounds
     given_acc, error_rate = rounds["0"]["llm_acc"], 1 - rounds["0"]["llm_acc"]
@@ -34,3 +40,16 @@ def test_the_split_finds_planted_label_errors_and_the_refinery_fixes_them(ray_se
     wrong_given = round(error_rate * len({r["text"] for r in rows}))  # repeated texts are labelled once
     assert r1["fixed"] >= wrong_given / 3 and r1["broken"] <= r1["fixed"] / 4, r1
     assert r1["final_acc"] >= given_acc + 0.05, (given_acc, r1["final_acc"])
+
+    # EvoKD after FreeAL: the first student is FreeAL's SLM, shown its mistakes on clean labels;
+    # the kept examples train the new SLM beside FreeAL's labels and never join the output labels
+    manifest = json.loads((out / "manifest.json").read_text())
+    stages = manifest["stages"]
+    scores = tables.read_frame(out / "round-1" / "scores").set_index("id")
+    pool = tables.read_frame(out / "evolve" / "round-0" / "pool")
+    assert len(pool) == 16 and scores.loc[pool["id"], "clean"].all()
+    kept = len(tables.read_frame(out / "evolve" / "round-1" / "batch"))
+    assert not tables.read_frame(out / "labels")["id"].str.startswith("evokd").any()
+    assert stages["evolve-train-1"]["rows"] == tables.count_rows(out / "round-1" / "labels") + kept
+    assert (out / "slm" / "head.pt").read_bytes() != (out / "round-1" / "slm" / "head.pt").read_bytes()
+    assert manifest["evolve"]["1"]["written"] == 6 and "analysis" in manifest["evolve"]["1"]

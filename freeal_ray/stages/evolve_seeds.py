@@ -51,3 +51,31 @@ class EvolvePool(Stage):
                  min(ctx.shots or 1, len(seeds)), 0, str(ctx.path(POOL)), total=n)
         info.update(pool=tables.count_rows(ctx.path(POOL)), source="corpus, labelled by the LLM",
                     **ctx.llm_usage(ctx.path(POOL)))
+
+
+class EvolveFromFreeAL(Stage):
+    """After FreeAL's last round `r`: its SLM is the first student, its last demos label the written
+    examples, and the pool is its clean rows the LLM was surest of, those where the SLM disagrees
+    with the label first (the mistakes worth studying)."""
+
+    name = "evolve-start"
+    inputs = ("round-{r}/scores",)
+    outputs = (SEEDS, POOL, "evolve/round-0/slm")
+
+    def run(self, ctx: RunContext, info: dict) -> None:
+        import shutil
+
+        r, n = self.r, ctx.cfg.loop.evolve_pool
+        labelled = ctx.kind.labelled
+        clean = ctx.table(f"round-{r}", "scores").filter(lambda row: bool(row["clean"]) and labelled(row))
+        surest = clean.select_columns(["id", "text", "label", "pred", "confidence"]).sort("confidence", descending=True)
+        candidates = surest.limit(4 * n).to_pandas()
+        candidates["agrees"] = candidates["pred"] == candidates["label"]
+        pool = candidates.sort_values("agrees", kind="stable").head(n)
+        tables.write_part(pool[["id", "text", "label"]], ctx.path(POOL), "pool")
+        demos = ctx.demos(r) if ctx.has_demos(r) else ctx.demos(0)
+        tables.write_part(demos[["id", "text", "label"]].assign(origin="demo", round=0, hard=False, confidence=1.0),
+                          ctx.path(SEEDS), "demos")
+        shutil.rmtree(ctx.path("evolve", "round-0", "slm"), ignore_errors=True)
+        shutil.copytree(ctx.path(f"round-{r}", "slm"), ctx.path("evolve", "round-0", "slm"))
+        info.update(pool=len(pool), pool_disagreements=int((~pool["agrees"]).sum()), demos=len(demos), from_round=r)

@@ -8,14 +8,12 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import pandas as pd
-import ray
-
 from freeal_ray import metrics as M
 from freeal_ray import tables
 from freeal_ray.evokd import class_f1
 from freeal_ray.model import load_model
 from freeal_ray.pipeline import RunContext, Stage
+from freeal_ray.stages.evolve_seeds import SEEDS
 from freeal_ray.ray_cluster import want_gpu
 from freeal_ray.stages.train import train_settings
 from freeal_ray.training import train_slm
@@ -24,7 +22,7 @@ GOLD_ROWS = 2000  # corpus rows the student is scored on per round, when the cor
 
 
 def batch_folder(r: int) -> str:
-    return f"evolve/round-{r}/batch"
+    return SEEDS if r == 0 else f"evolve/round-{r}/batch"
 
 
 def student_folder(r: int) -> str:
@@ -37,16 +35,28 @@ class EvolveTrain(Stage):
     outputs = ("evolve/round-{r}/slm",)
 
     def run(self, ctx: RunContext, info: dict) -> None:
-        history = pd.concat([tables.read_frame(ctx.path(batch_folder(k))) for k in range(self.r + 1)], ignore_index=True)
-        rows = ray.data.from_pandas(history[["text", "label"]]).map_batches(ctx.kind.training_rows, batch_format="pandas")
-        s = ctx.cfg.slm
-        steps_per_epoch = max(1, math.ceil(len(history) / s.batch_size))
-        epochs = max(s.epochs, math.ceil(ctx.cfg.loop.evolve_min_steps / steps_per_epoch))
-        settings = dataclasses.replace(train_settings(ctx, self.r), epochs=epochs, warmup_epochs=epochs)
+        parts = [p for f in history_folders(ctx, self.r) if (p := tables.read_table(ctx.path(f), columns=["text", "label"]))]
+        history = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+        n, s = history.count(), ctx.cfg.slm
+        settings = train_settings(ctx, self.r)
+        if ctx.cfg.loop.mode == "evokd":  # checked labels on a few rows: plain cross-entropy, enough steps
+            epochs = max(s.epochs, math.ceil(ctx.cfg.loop.evolve_min_steps / max(1, math.ceil(n / s.batch_size))))
+            settings = dataclasses.replace(settings, epochs=epochs, warmup_epochs=epochs)
+        rows = history.map_batches(ctx.kind.training_rows, batch_format="pandas")
         train_slm(rows, ctx.kind.train_settings(settings), str(ctx.path(student_folder(self.r))), s.num_workers,
                   want_gpu(s.use_gpu), objective=ctx.kind.objective, desc=f"EvoKD student, round {self.r}")
-        info.update(rows=len(history), epochs=epochs, batches=self.r + 1)
-        ctx.manifest.evolve_metrics(self.r, training_rows=len(history), **_gold_scores(ctx, self.r))
+        info.update(rows=n, epochs=settings.epochs, batches=self.r + 1)
+        ctx.manifest.evolve_metrics(self.r, training_rows=n, **_gold_scores(ctx, self.r))
+
+
+def history_folders(ctx: RunContext, r: int) -> list[str]:
+    """What round r's student trains on: the seeds (after FreeAL: its last round's labels, robustly,
+    as FreeAL's SLM did) and every batch kept up to round r."""
+    if ctx.cfg.loop.mode == "freeal":
+        base = f"round-{ctx.manifest.stage('evolve-start')['from_round']}/labels"
+    else:
+        base = SEEDS
+    return [base, *[batch_folder(k) for k in range(1, r + 1)]]
 
 
 def _gold_scores(ctx: RunContext, r: int) -> dict:

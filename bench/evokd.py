@@ -1,0 +1,163 @@
+"""EvoKD against static synthesis at equal LLM tokens, from a few seeds per class.
+
+    python bench/evokd.py --benchmark sst2 --shots 1 [--rounds 4] [--batch 16] [--seeds 0 1 2]
+
+Per seed: `--shots` examples per class drawn from the training split are the task's examples.
+(a) *seeds only*: the student trained on them (EvoKD's round 0). (c) *EvoKD*: `--rounds` rounds of
+`--batch` examples, the LLM studying the student's mistakes. (b) *static*: one batch, no analysis
+and no feedback (`loop.evolve_hard_share 0`: typical examples of each class), as many examples as
+EvoKD's tokens buy at static's cost per example, so both spend about the same LLM tokens (each
+run's tokens are reported). The student's accuracy is on the benchmark's test split, per round for
+EvoKD. Results: bench/results/evokd-<benchmark>[-<shots>shot].json.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, ROOT, commit, load_split, machine, quality, run_alone  # noqa: E402
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--benchmark", required=True, choices=["sst2", "trec", "agnews", "mr", "subj"])
+    parser.add_argument("--shots", type=int, default=1, help="seed examples per class")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=16, help="examples the LLM writes per EvoKD round")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seed draws (and run seeds)")
+    parser.add_argument("--llm", default="qwen2.5-coder-1.5b")
+    parser.add_argument("--slm", default="all-minilm-l6-v2")
+    parser.add_argument("--test-rows", type=int, default=1000, help="test rows the students are scored on")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any config override")
+
+
+def run_evokd_bench(args) -> None:
+    train, test = load_split(args.benchmark, "train"), load_split(args.benchmark, "test")
+    if train is None or test is None:
+        return
+    test = test.sample(n=min(args.test_rows, len(test)), random_state=0)
+    runs = [one_seed(args, train, test, seed) for seed in args.seeds]
+    result = summarise(args, runs)
+    name = f"evokd-{args.benchmark}-{args.shots}shot"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k not in ("runs",)}, indent=2, default=float))
+    print(f"wrote {RESULTS / f'{name}.json'}")
+
+
+def one_seed(args, train, test, seed: int) -> dict:
+    import dataclasses
+
+    from freeal_ray.task import BENCHMARK_TASKS, get_preset
+
+    preset = get_preset(BENCHMARK_TASKS[args.benchmark])
+    labels = list(preset.labels)
+    examples = [{"text": r["text"], "label": r["label"]} for label in labels
+                for _, r in train[train["label"] == label].sample(n=args.shots, random_state=seed).iterrows()]
+    task = {k: v for k, v in dataclasses.asdict(preset).items() if k != "examples"}
+    task.update(labels=labels, examples=examples, verbalizers=dict(preset.verbalizers or {}))
+    work = ROOT / "bench" / "work" / f"evokd-{args.benchmark}-{args.shots}shot-seed{seed}"
+    started = time.time()
+    evokd = run(args, task, work / "evokd", seed, {"loop.evolve_rounds": args.rounds, "loop.evolve_batch": args.batch})
+    curve = [score(test, evokd / "evolve" / f"round-{r}" / "slm", labels) for r in range(args.rounds + 1)]
+    evokd_tokens = tokens(evokd)
+    static_batch = equal_token_batch(evokd, evokd_tokens, args.rounds * args.batch)
+    static = run(args, task, work / f"static-{static_batch}", seed,
+                 {"loop.evolve_rounds": 1, "loop.evolve_batch": static_batch, "loop.evolve_hard_share": 0.0})
+    return {
+        "seed": seed, "seeds_only_test": curve[0], "evokd_test": curve[-1], "evokd_curve": curve,
+        "static_test": score(test, static / "slm", labels), "evokd_tokens": evokd_tokens, "static_tokens": tokens(static),
+        "static_examples_written": static_batch, "evokd_examples_written": args.rounds * args.batch,
+        "evokd_rounds": evolve_figures(evokd), "static_rounds": evolve_figures(static),
+        "wall_seconds": round(time.time() - started),
+    }
+
+
+def run(args, task: dict, output: Path, seed: int, overrides: dict) -> Path:
+    from freeal_ray.config import load_config
+    from freeal_ray.run import run_freeal
+
+    settings = {"task": task, "output": str(output), "llm.model": args.llm, "slm.model": args.slm,
+                "loop.mode": "evokd", "loop.seed": seed, **overrides}
+    settings.update(dict(kv.split("=", 1) for kv in args.set))
+    run_freeal(load_config(None, settings))
+    return output
+
+
+def score(test, folder: Path, labels) -> float:
+    from freeal_ray import load_model
+
+    preds = [p["label"] for p in load_model(folder).predict(test["text"].tolist())]
+    return quality(test["label"], preds, labels)["acc"]
+
+
+def tokens(output: Path) -> int:
+    """Prompt plus completion tokens of every LLM call the run made (seeds, analyses, writing, labelling)."""
+    stages = json.loads((output / "manifest.json").read_text())["stages"]
+    return int(sum((s.get("prompt_tokens") or 0) + (s.get("output_tokens") or 0) for s in stages.values()))
+
+
+def equal_token_batch(evokd: Path, evokd_tokens: int, floor: int) -> int:
+    """How many static examples EvoKD's tokens buy: static writes with EvoKD's easy prompts (no
+    analysis) and labels like it, so its cost per example is EvoKD's per easy example."""
+    import pandas as pd
+
+    from freeal_ray import tables
+
+    written = pd.concat([tables.read_frame(p) for p in sorted((evokd / "evolve").glob("round-*/written"))], ignore_index=True)
+    labelled = pd.concat([tables.read_frame(p) for p in sorted((evokd / "evolve").glob("round-*/answers"))], ignore_index=True)
+    easy = written[~written["hard"]]
+    per_example = (easy["prompt_tokens"] + easy["output_tokens"]).mean() + (labelled["prompt_tokens"] + labelled["output_tokens"]).mean()
+    return max(floor, int(evokd_tokens / per_example))
+
+
+def evolve_figures(output: Path) -> dict:
+    manifest = json.loads((output / "manifest.json").read_text())
+    keep = ("written", "kept", "relabelled", "copied", "repeated", "probe_acc", "hard_acc", "easy_acc", "training_rows", "analysis")
+    return {r: {k: m[k] for k in keep if k in m} for r, m in manifest.get("evolve", {}).items()}
+
+
+def summarise(args, runs: list[dict]) -> dict:
+    def mean(key):
+        return statistics.mean(r[key] for r in runs)
+
+    def spread(key):
+        return statistics.stdev(r[key] for r in runs) if len(runs) > 1 else 0.0
+
+    return {
+        "benchmark": args.benchmark, "shots": args.shots, "rounds": args.rounds, "batch": args.batch, "seeds": args.seeds,
+        "llm": args.llm, "slm": args.slm, "test_rows": args.test_rows,
+        **{k: mean(k) for k in ("seeds_only_test", "static_test", "evokd_test", "static_tokens", "evokd_tokens")},
+        "spread": {k: spread(k) for k in ("seeds_only_test", "static_test", "evokd_test")},
+        "evokd_curve": [statistics.mean(r["evokd_curve"][i] for r in runs) for i in range(args.rounds + 1)],
+        "runs": runs, "machine": machine(), "commit": commit(), "command": " ".join(["python", "bench/evokd.py", *sys.argv[1:]]),
+    }
+
+
+def docs_section() -> list[str]:
+    """docs/benchmarks.md's EvoKD section, from bench/results/evokd-*.json."""
+    results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("evokd-*.json"))]
+    if not results:
+        return []
+    lines = ["## EvoKD: the student from a few seeds, against static synthesis at equal tokens", "",
+             "`python bench/evokd.py --benchmark NAME --shots K`", "",
+             "The student (SLM) trained on K seed examples per class drawn from the training split (*seeds only*), "
+             "on those plus one batch the LLM wrote with no feedback (*static*), and after EvoKD's rounds, where the LLM "
+             "studies the student's mistakes before writing (*EvoKD*); accuracy on the test split, mean over seeds "
+             "(spread: standard deviation). Static writes as many examples as EvoKD's tokens buy.", "",
+             "| benchmark | shots | seeds | seeds only | static | EvoKD | EvoKD per round | static tokens | EvoKD tokens | machine |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        sd = r["spread"]
+        lines.append(f"| {r['benchmark']} | {r['shots']} | {len(r['seeds'])} | {r['seeds_only_test']:.4f} ± {sd['seeds_only_test']:.3f} "
+                     f"| {r['static_test']:.4f} ± {sd['static_test']:.3f} | {r['evokd_test']:.4f} ± {sd['evokd_test']:.3f} "
+                     f"| {' → '.join(f'{v:.3f}' for v in r['evokd_curve'])} | {r['static_tokens']:,.0f} | {r['evokd_tokens']:,.0f} | {r['machine']} |")
+    return lines + [""]
+
+
+if __name__ == "__main__":
+    run_alone(__doc__, add_arguments, run_evokd_bench)
