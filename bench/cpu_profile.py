@@ -30,7 +30,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 DATA = Path(os.environ.get("FREEAL_RAY_DATA", ROOT.parent / "shared" / "data"))
-RESULT = ROOT / "bench" / "results" / "cpu-profile.json"
+# Another machine's figures go to a file of their own (FREEAL_RAY_CPU_PROFILE=cpu-profile-NAME.json), so
+# one file never mixes two CPUs; the docs show every such file.
+RESULT = ROOT / "bench" / "results" / os.environ.get("FREEAL_RAY_CPU_PROFILE", "cpu-profile.json")
 WARMUP_ROWS = 8
 
 # name -> probe arguments; eager=False: as measured, with torch.compile (vLLM's default then)
@@ -47,6 +49,8 @@ LEVERS = {
     "0.5b-fp32-all-cores-4-shot": dict(eager=False, model="qwen2.5-coder-0.5b", dtype="float32", threads=0, shots=4),
     "0.5b-bf16-all-cores-4-shot-eager": dict(model="qwen2.5-coder-0.5b", dtype="bfloat16", threads=0, shots=4, eager=True),
     "1.5b-bf16-all-cores-4-shot-eager": dict(model="qwen2.5-coder-1.5b", dtype="bfloat16", threads=0, shots=4, eager=True),
+    "1.5b-fp32-all-cores-4-shot-eager": dict(model="qwen2.5-coder-1.5b", dtype="float32", threads=0, shots=4, eager=True),
+    "0.5b-fp32-all-cores-4-shot-eager": dict(model="qwen2.5-coder-0.5b", dtype="float32", threads=0, shots=4, eager=True),
     "0.5b-bf16-all-cores-4-shot-fp8-weights": dict(eager=False, model="qwen2.5-coder-0.5b", dtype="bfloat16", threads=0, shots=4,
                                                    quantization="fp8"),
 }
@@ -229,10 +233,19 @@ runs float32 (the fp32 lines: 2x slower here, more on AVX2-only CPUs).
 
 
 def docs_section() -> list[str]:
-    """docs/benchmarks.md's CPU-profile section, from cpu-profile.json (bench/quality.py docs)."""
-    if not RESULT.exists():
-        return []
-    r = json.loads(RESULT.read_text())
+    """docs/benchmarks.md's CPU-profile section, from cpu-profile.json and any other machine's
+    cpu-profile-NAME.json (bench/quality.py docs)."""
+    main = ROOT / "bench" / "results" / "cpu-profile.json"
+    others = sorted(p for p in main.parent.glob("cpu-profile-*.json"))
+    parts = machine_section(json.loads(main.read_text())) if main.exists() else []
+    for path in others:
+        r = json.loads(path.read_text())
+        parts += [f"The same levers on another machine (`FREEAL_RAY_CPU_PROFILE={path.name} python bench/cpu_profile.py "
+                  f"levers ...`), {r['cpu']}:\n", levers_table(r)]
+    return parts
+
+
+def levers_table(r: dict) -> str:
     lines = ["| lever | model | dtype | threads | shots | compiled | rows/s | s/row | prompt tokens/s | acc | load s | s/demo (synthesis) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, p in r.get("levers", {}).items():
@@ -243,7 +256,11 @@ def docs_section() -> list[str]:
         lines.append(f"| {name} | {p['model']} | {p['dtype']} | {p['threads']} | {p['shots']} | "
                      f"{'no' if p.get('eager') else 'yes'} | {p['rows_per_s']} | "
                      f"{p['s_per_row']} | {p['prompt_tokens_per_s']} | {p['accuracy']} | {p['load_s']} | {synth} |")
-    parts = [PROFILE_EXPLAINED, f"On {r['cpu']}.\n", "\n".join(lines) + "\n"]
+    return "\n".join(lines) + "\n"
+
+
+def machine_section(r: dict) -> list[str]:
+    parts = [PROFILE_EXPLAINED, f"On {r['cpu']}.\n", levers_table(r)]
     if "stage" in r:
         st = r["stage"]
         busy = lambda v: (f" (engine busy {v['engine_busy_s']} of {v['seconds']} s, {v['engine_rows_per_busy_s']} rows "  # noqa: E731

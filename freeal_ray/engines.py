@@ -151,16 +151,24 @@ def use_cpu_threads(threads: int = 0, share: int = 1) -> int:
     return n
 
 
-def engine_dtype(dtype: str, use_gpu: bool, cpu_flags: set[str] | None = None) -> str:
+def engine_dtype(dtype: str, use_gpu: bool, cpu_flags: set[str] | None = None, speed: dict | None = None) -> str:
     """The dtype to hand vLLM: `dtype` unless it is "auto".
 
-    On a GPU, "auto" is the model's own (bfloat16 for the presets). On a CPU it is bfloat16 only
-    where the CPU computes it natively (AVX512-BF16, AMX, Arm BF16): elsewhere torch emulates it,
-    and a 1024x1024 bfloat16 matmul ran about 70x slower than float32 on an AVX2-only EPYC."""
+    On a GPU, "auto" is the model's own (bfloat16 for the presets). On a CPU without native
+    bfloat16 (AVX512-BF16, AMX, Arm BF16) it is float32: torch emulates bfloat16 there, and a
+    1024x1024 bfloat16 matmul ran about 70x slower than float32 on an AVX2-only EPYC. With the
+    flag, bfloat16 unless this CPU measured it clearly slower than float32 (cpu_speed.py; `speed`
+    gives the figures instead); as fast, it halves the memory each decoding step reads."""
     if dtype != "auto" or use_gpu:
         return dtype
     flags = cpu_flags if cpu_flags is not None else _cpu_flags()
-    return "bfloat16" if has_native_bf16(flags) else "float32"
+    if not has_native_bf16(flags):
+        return "float32"
+    if speed is None:
+        from freeal_ray.cpu_speed import matmul_gflops
+
+        speed = matmul_gflops(flags)
+    return "bfloat16" if speed["bfloat16"] >= 0.8 * speed["float32"] else "float32"
 
 
 def has_native_bf16(flags: set[str]) -> bool:

@@ -50,6 +50,7 @@ def summary(manifest: dict, output: Path) -> str:
     seconds = sum(s.get("seconds", 0) for s in stages.values())
     ingest = stages.get("ingest", {})
     calls = sum(m.get("llm_calls", 0) for m in manifest.get("rounds", {}).values())
+    calls += sum(s.get("llm_calls", 0) for name, s in stages.items() if name.startswith("evolve-"))  # EvoKD's own
     return "\n".join(
         [
             f"freeal_ray run in {output}",

@@ -123,7 +123,11 @@ def test_auto_annotator_fits_the_machine_and_explicit_choices_stand():
 
     avx2 = {"avx", "avx2", "fma"}
     assert resolve("auto", None, use_gpu=True, cpu_flags=avx2)[:2] == ("qwen2.5-coder-1.5b", 10)
-    assert resolve("auto", None, use_gpu=False, cpu_flags=avx2 | {"avx512_bf16"})[:2] == ("qwen2.5-coder-1.5b", 10)
+    fast, slow = {"bfloat16": 900.0, "float32": 200.0}, {"bfloat16": 140.0, "float32": 143.0}
+    assert resolve("auto", None, use_gpu=False, cpu_flags=avx2 | {"avx512_bf16"}, speed=fast)[:2] == ("qwen2.5-coder-1.5b", 10)
+    # the flag without the speed (a Xeon whose hypervisor hides AMX): the small profile
+    model, shots, why = resolve("auto", None, use_gpu=False, cpu_flags=avx2 | {"avx512_bf16"}, speed=slow)
+    assert (model, shots) == ("qwen2.5-coder-0.5b", 4) and "143 GFLOP/s" in why
     model, shots, why = resolve("auto", None, use_gpu=False, cpu_flags=avx2)
     assert (model, shots) == ("qwen2.5-coder-0.5b", 4) and "bfloat16" in why
     assert resolve("auto", 8, use_gpu=False, cpu_flags=avx2)[:2] == ("qwen2.5-coder-0.5b", 8)
