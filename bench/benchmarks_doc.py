@@ -347,6 +347,9 @@ def write_docs() -> Path:
             table = ner_table(r)  # from the JSON, so a table format change reaches old results too
             path.with_suffix(".md").write_text(table)
             parts += [f"### {r['benchmark']}\n\n`{r['command']}`\n", table]
+    from evokd import docs_section as evokd_section  # bench/evokd.py
+
+    parts += evokd_section()
     parts += scale_section()
     from cpu_profile import docs_section as cpu_profile_section  # bench/ is on sys.path when run as a script
 

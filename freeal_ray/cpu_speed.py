@@ -49,9 +49,15 @@ def _measure(dtype: str, seconds: float) -> float:
     m, k, n = SHAPE
     a = torch.randn(m, k).to(getattr(torch, dtype))
     b = torch.randn(k, n).to(getattr(torch, dtype))
-    a @ b  # the first call picks kernels
-    runs, started = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds or runs < 3:
-        a @ b
-        runs += 1
+    before = torch.get_num_threads()
+    # every core, as the engine computes: a Ray actor's one-thread default would measure another CPU
+    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    try:
+        a @ b  # the first call picks kernels
+        runs, started = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < seconds or runs < 3:
+            a @ b
+            runs += 1
+    finally:
+        torch.set_num_threads(before)
     return 2 * m * k * n * runs / elapsed / 1e9

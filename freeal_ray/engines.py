@@ -157,8 +157,9 @@ def engine_dtype(dtype: str, use_gpu: bool, cpu_flags: set[str] | None = None, s
     On a GPU, "auto" is the model's own (bfloat16 for the presets). On a CPU without native
     bfloat16 (AVX512-BF16, AMX, Arm BF16) it is float32: torch emulates bfloat16 there, and a
     1024x1024 bfloat16 matmul ran about 70x slower than float32 on an AVX2-only EPYC. With the
-    flag, bfloat16 unless this CPU measured it clearly slower than float32 (cpu_speed.py; `speed`
-    gives the figures instead); as fast, it halves the memory each decoding step reads."""
+    flag, bfloat16 where this CPU measured it faster than float32 (cpu_speed.py; `speed` gives the
+    figures instead): on a Xeon whose hypervisor hides AMX the two matmuls ran alike, and vLLM ran
+    the 1.5B 1.38x faster in float32 (docs/benchmarks.md)."""
     if dtype != "auto" or use_gpu:
         return dtype
     flags = cpu_flags if cpu_flags is not None else _cpu_flags()
@@ -168,7 +169,7 @@ def engine_dtype(dtype: str, use_gpu: bool, cpu_flags: set[str] | None = None, s
         from freeal_ray.cpu_speed import matmul_gflops
 
         speed = matmul_gflops(flags)
-    return "bfloat16" if speed["bfloat16"] >= 0.8 * speed["float32"] else "float32"
+    return "bfloat16" if speed["bfloat16"] > speed["float32"] else "float32"
 
 
 def has_native_bf16(flags: set[str]) -> bool:
