@@ -2,6 +2,7 @@
 
   freeal-ray run --config my.yaml            label the corpus the config names (resumes if re-run)
   freeal-ray run --corpus data.jsonl --task sentiment --output runs/mr
+  freeal-ray predict --model runs/mr --input new.jsonl --output preds   label new text with a run's SLM
   freeal-ray example --run                   write the example corpus and label it
   freeal-ray config-reference                every config field with its default
   freeal-ray models [--prepare NAME]         list model presets; assemble one ahead of time
@@ -54,6 +55,20 @@ def _parser() -> argparse.ArgumentParser:
         help="override any config field by dotted name, e.g. --set slm.epochs=4 (repeatable)",
     )
 
+    predict = sub.add_parser(
+        "predict", help="label a corpus with a run's trained SLM (Ray Data, resumable)",
+        description="Label every row of a corpus (.jsonl, .csv, .parquet or a folder of them) with the SLM a run "
+        "trained. Writes OUTPUT/predictions (per row: label, confidence, probs; NER: tokens, tags, entities with "
+        "character offsets) and OUTPUT/quarantine (rows that could not be read, with the reason). Re-running the "
+        "same command skips the rows already predicted.",
+    )
+    predict.add_argument("--model", required=True, help="a run's output folder, or the slm/ folder inside it")
+    predict.add_argument("--input", required=True, help="corpus file or folder")
+    predict.add_argument("--output", required=True, help="where predictions/ and quarantine/ go")
+    predict.add_argument("--text-column", default="text", help="column with the text (NER: text or token lists; default: text)")
+    predict.add_argument("--id-column", default="id", help="column with a unique row id; 'null' derives ids from the text (default: id)")
+    predict.add_argument("--batch-size", type=int, default=64, help="rows per SLM call (default: 64)")
+
     example = sub.add_parser("example", help="write the example corpus and config (and run it with --run)")
     example.add_argument("--folder", default="example", help="where to write it (default: example)")
     example.add_argument("--rows", type=int, default=200, help="rows to write (default: 200)")
@@ -101,6 +116,22 @@ def _run(config_path, overrides, verbose: bool = False) -> int:
     return 0
 
 
+def _predict(args) -> int:
+    from freeal_ray.predict import predict_corpus
+    from freeal_ray.ray_cluster import ensure_ray
+
+    if not args.verbose:
+        from freeal_ray.logs import log_file_for, send_logs_to_file
+
+        send_logs_to_file(log_file_for(args.output))
+    ensure_ray()
+    id_column = None if args.id_column.lower() in ("null", "none", "") else args.id_column
+    counts = predict_corpus(args.model, args.input, args.output, args.text_column, id_column, args.batch_size)
+    print(f"[freeal_ray] {counts['predicted']} rows predicted into {args.output}/predictions, "
+          f"{counts['quarantined']} quarantined with their reasons in {args.output}/quarantine")
+    return 0
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
@@ -109,6 +140,8 @@ def main(argv=None) -> int:
             if not args.config and not args.corpus:
                 raise FreeALError("give --config FILE or --corpus PATH (see `freeal-ray run --help`)")
             return _run(args.config, _overrides(args), args.verbose)
+        if args.command == "predict":
+            return _predict(args)
         if args.command == "example":
             from freeal_ray.examples import write_example_corpus
 

@@ -217,18 +217,18 @@ def normalise_rows(batch: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     text = batch[cfg["text_column"]]
     if cfg["id_column"]:
         ids = batch[cfg["id_column"]]
-        out["id"] = [None if _missing(v) else str(v) for v in ids]
+        out["id"] = [None if is_missing(v) else str(v) for v in ids]
     else:
         # A stable id from the text: the same row gets the same id on every re-run.
         out["id"] = [hashlib.sha1(str(t).encode()).hexdigest()[:16] for t in text]
     out["text"] = [t if isinstance(t, str) else None for t in text]
     out["__error"] = [_text_problem(t, i) for t, i in zip(text, out["id"])]
     if cfg["gold_column"]:
-        out["gold"] = [None if _missing(v) else str(v) for v in batch[cfg["gold_column"]]]
+        out["gold"] = [None if is_missing(v) else str(v) for v in batch[cfg["gold_column"]]]
     if cfg["view_column"]:
         out["view"] = [v if isinstance(v, str) and v.strip() else None for v in batch[cfg["view_column"]]]
     if cfg.get("llm_label_column"):
-        out["given_label"] = [None if _missing(v) else str(v) for v in batch[cfg["llm_label_column"]]]
+        out["given_label"] = [None if is_missing(v) else str(v) for v in batch[cfg["llm_label_column"]]]
     used = {cfg[k] for k in ("text_column", "id_column", "gold_column", "view_column", "llm_label_column") if cfg.get(k)}
     return _pass_through(batch, out, used, cfg)
 
@@ -246,12 +246,12 @@ def normalise_sentences(batch: pd.DataFrame, cfg: dict) -> pd.DataFrame:
             words, spans = tokenize(value)
             offsets.append([list(s) for s in spans])
         else:
-            words = [str(w) for w in value] if _is_list(value) else None
+            words = [str(w) for w in value] if is_list(value) else None
             offsets.append(None)
         tokens.append(words)
         problems.append(None if words else f"{cfg['text_column']} is {'empty' if words == [] else type(value).__name__}, not tokens or text")
     if cfg["id_column"]:
-        out["id"] = [None if _missing(v) else str(v) for v in batch[cfg["id_column"]]]
+        out["id"] = [None if is_missing(v) else str(v) for v in batch[cfg["id_column"]]]
     else:
         out["id"] = [hashlib.sha1(json.dumps(t).encode()).hexdigest()[:16] for t in tokens]
     out["tokens"] = tokens
@@ -259,7 +259,7 @@ def normalise_sentences(batch: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     if any(o is not None for o in offsets):
         out["offsets"] = offsets
     if cfg["gold_column"]:
-        gold = [[str(t) for t in g] if _is_list(g) else None for g in batch[cfg["gold_column"]]]
+        gold = [[str(t) for t in g] if is_list(g) else None for g in batch[cfg["gold_column"]]]
         out["gold_tags"] = gold
         problems = [p or (None if g is None or t is None or len(g) == len(t) else f"{len(g)} gold tags for {len(t)} tokens")
                     for p, g, t in zip(problems, gold, tokens)]
@@ -268,13 +268,13 @@ def normalise_sentences(batch: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     return _pass_through(batch, out, used, cfg)
 
 
-def _is_list(value) -> bool:
+def is_list(value) -> bool:
     return isinstance(value, (list, tuple, np.ndarray))
 
 
-def _missing(value) -> bool:
+def is_missing(value) -> bool:
     """None, NaN or pandas' NA: how a null arrives depends on the reader and Ray's block format."""
-    if value is None or _is_list(value) or isinstance(value, (str, bytes, dict)):
+    if value is None or is_list(value) or isinstance(value, (str, bytes, dict)):
         return value is None
     try:
         return bool(pd.isna(value))

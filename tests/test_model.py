@@ -69,3 +69,55 @@ def test_entity_spans_cover_multiword_entities_with_their_own_spacing():
     assert (entity["start"], entity["end"], entity["text"], entity["type"]) == (0, 11, "New  York's", "LOC")
     [bare] = entity_spans(None, tokens, None, ["O", "O", "B-PER"])  # token lists: no characters to point at
     assert bare == {"type": "PER", "text": "mayor", "token_start": 2, "token_end": 3}
+
+
+def test_predict_over_a_corpus_equals_the_api_quarantines_bad_rows_and_resumes(ray_session, tiny_models, tmp_path):
+    import json as _json
+
+    from freeal_ray.predict import predict_corpus
+    from freeal_ray import tables
+
+    torch.manual_seed(0)
+    _save(SLMClassifier(str(tiny_models["encoder"]), 2), tiny_models["encoder"], tmp_path / "slm", ["negative", "positive"], "classifier")
+    rows = toy_corpus(30, seed=8)
+    lines = [_json.dumps({"id": r["id"], "text": r["text"]}) for r in rows]
+    lines[5] = '{"id": "broken", "text": '  # malformed JSON
+    lines[9] = _json.dumps({"id": "empty", "text": "  "})
+    (tmp_path / "new.jsonl").write_text("\n".join(lines) + "\n")
+
+    counts = predict_corpus(tmp_path / "slm", str(tmp_path / "new.jsonl"), tmp_path / "out", batch_size=8)
+
+    assert counts == {"predicted": 28, "quarantined": 2}
+    got = tables.read_frame(tmp_path / "out" / "predictions").set_index("id")
+    kept = [r for i, r in enumerate(rows) if i not in (5, 9)]
+    expected = load_model(tmp_path / "slm").predict([r["text"] for r in kept])
+    assert list(got.loc[[r["id"] for r in kept], "label"]) == [p["label"] for p in expected]
+    assert np.allclose(np.stack(got.loc[[r["id"] for r in kept], "probs"]), [list(p["probs"].values()) for p in expected], atol=1e-6)
+    reasons = " ".join(tables.read_frame(tmp_path / "out" / "quarantine").fillna("").astype(str).to_numpy().ravel())
+    assert "empty text" in reasons and "JSON" in reasons
+    # a re-run finds every row done and asks the model about none
+    assert predict_corpus(tmp_path / "slm", str(tmp_path / "new.jsonl"), tmp_path / "out", batch_size=8)["predicted"] == 0
+    assert len(tables.read_frame(tmp_path / "out" / "predictions")) == 28
+
+
+def test_predict_gives_ner_entities_with_offsets_into_each_raw_row(ray_session, tiny_models, tmp_path):
+    import json as _json
+
+    from freeal_ray.predict import predict_corpus
+    from freeal_ray import tables
+
+    tagger = TokenTagger(str(tiny_models["encoder"]), len(TAGS))
+    with torch.no_grad():
+        tagger.head.weight.zero_()
+        tagger.head.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 5.0, 0.0]))  # every word B-LOC
+    _save(tagger, tiny_models["encoder"], tmp_path / "slm", TAGS, "tagger")
+    texts = {"a": "Café in Zürich, again.", "b": "Paris  and  Paris"}
+    (tmp_path / "s.jsonl").write_text("".join(_json.dumps({"id": k, "text": v}) + "\n" for k, v in texts.items()))
+
+    predict_corpus(tmp_path / "slm", str(tmp_path / "s.jsonl"), tmp_path / "out")
+
+    got = tables.read_frame(tmp_path / "out" / "predictions").set_index("id")
+    for row_id, text in texts.items():
+        entities = list(got.loc[row_id, "entities"])
+        assert [text[e["start"]:e["end"]] for e in entities] == [e["text"] for e in entities] == list(got.loc[row_id, "tokens"])
+    assert [e["start"] for e in got.loc["b", "entities"]] == [0, 11, 16]

@@ -38,14 +38,17 @@ class EvolveTrain(Stage):
         parts = [p for f in history_folders(ctx, self.r) if (p := tables.read_table(ctx.path(f), columns=["text", "label"]))]
         history = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
         n, s = history.count(), ctx.cfg.slm
-        settings = train_settings(ctx, self.r)
+        settings, copies = train_settings(ctx, self.r), 1
         if ctx.cfg.loop.mode == "evokd":  # checked labels on a few rows: plain cross-entropy, enough steps
-            epochs = max(s.epochs, math.ceil(ctx.cfg.loop.evolve_min_steps / max(1, math.ceil(n / s.batch_size))))
-            settings = dataclasses.replace(settings, epochs=epochs, warmup_epochs=epochs)
-        rows = history.map_batches(ctx.kind.training_rows, batch_format="pandas")
+            settings = dataclasses.replace(settings, warmup_epochs=settings.epochs)
+            # Each epoch costs Ray Train a second or two whatever its size, so a few rows are
+            # repeated within an epoch (and shuffled) rather than run for dozens of tiny epochs.
+            copies = max(1, math.ceil(ctx.cfg.loop.evolve_min_steps * s.batch_size / (n * settings.epochs)))
+        rows = (history.union(*[history] * (copies - 1)) if copies > 1 else history)
+        rows = rows.map_batches(ctx.kind.training_rows, batch_format="pandas")
         train_slm(rows, ctx.kind.train_settings(settings), str(ctx.path(student_folder(self.r))), s.num_workers,
                   want_gpu(s.use_gpu), objective=ctx.kind.objective, desc=f"EvoKD student, round {self.r}")
-        info.update(rows=n, epochs=settings.epochs, batches=self.r + 1)
+        info.update(rows=n, epochs=settings.epochs, copies=copies, batches=self.r + 1)
         ctx.manifest.evolve_metrics(self.r, training_rows=n, **_gold_scores(ctx, self.r))
 
 
