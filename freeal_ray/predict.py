@@ -112,10 +112,12 @@ class SLMPredictor:
 
 
 def _as_table(batch: pd.DataFrame) -> pa.Table:
-    """Fixed column types, so parts with and without entities read back as one table."""
+    """Fixed column types, so parts with and without entities read back as one table; no pandas
+    metadata, whose Arrow-backed dtypes plain pandas cannot read back."""
     if "entities" in batch:
         entities = pa.array([[{k: e.get(k) for k in ENTITY.names} for e in row] for row in batch["entities"]],
                             type=pa.list_(ENTITY))
-        table = pa.Table.from_pandas(batch.drop(columns=["entities"]), preserve_index=False)
-        return table.append_column("entities", entities)
-    return pa.Table.from_pandas(batch.assign(probs=[list(map(float, p)) for p in batch["probs"]]), preserve_index=False)
+        table = pa.Table.from_pandas(batch.drop(columns=["entities"]), preserve_index=False).append_column("entities", entities)
+    else:
+        table = pa.Table.from_pandas(batch.assign(probs=[list(map(float, p)) for p in batch["probs"]]), preserve_index=False)
+    return table.replace_schema_metadata(None)

@@ -120,4 +120,4 @@ def test_predict_gives_ner_entities_with_offsets_into_each_raw_row(ray_session, 
     for row_id, text in texts.items():
         entities = list(got.loc[row_id, "entities"])
         assert [text[e["start"]:e["end"]] for e in entities] == [e["text"] for e in entities] == list(got.loc[row_id, "tokens"])
-    assert [e["start"] for e in got.loc["b", "entities"]] == [0, 11, 16]
+    assert [e["start"] for e in got.loc["b", "entities"]] == [0, 7, 12]
