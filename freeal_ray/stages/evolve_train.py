@@ -40,10 +40,11 @@ class EvolveTrain(Stage):
         n, s = history.count(), ctx.cfg.slm
         settings, copies = train_settings(ctx, self.r), 1
         if ctx.cfg.loop.mode == "evokd":  # checked labels on a few rows: plain cross-entropy, enough steps
-            settings = dataclasses.replace(settings, warmup_epochs=settings.epochs)
+            batch = min(s.batch_size, n)
+            settings = dataclasses.replace(settings, warmup_epochs=settings.epochs, batch_size=batch)
             # Each epoch costs Ray Train a second or two whatever its size, so a few rows are
             # repeated within an epoch (and shuffled) rather than run for dozens of tiny epochs.
-            copies = max(1, math.ceil(ctx.cfg.loop.evolve_min_steps * s.batch_size / (n * settings.epochs)))
+            copies = max(1, math.ceil(ctx.cfg.loop.evolve_min_steps * batch / (n * settings.epochs)))
         rows = (history.union(*[history] * (copies - 1)) if copies > 1 else history)
         rows = rows.map_batches(ctx.kind.training_rows, batch_format="pandas")
         train_slm(rows, ctx.kind.train_settings(settings), str(ctx.path(student_folder(self.r))), s.num_workers,
