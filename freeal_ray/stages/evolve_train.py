@@ -45,12 +45,18 @@ class EvolveTrain(Stage):
             # Each epoch costs Ray Train a second or two whatever its size, so a few rows are
             # repeated within an epoch (and shuffled) rather than run for dozens of tiny epochs.
             copies = max(1, math.ceil(ctx.cfg.loop.evolve_min_steps * batch / (n * settings.epochs)))
-        rows = (history.union(*[history] * (copies - 1)) if copies > 1 else history)
+        rows = history.map_batches(_repeated, fn_kwargs={"copies": copies}, batch_format="pandas") if copies > 1 else history
         rows = rows.map_batches(ctx.kind.training_rows, batch_format="pandas")
         train_slm(rows, ctx.kind.train_settings(settings), str(ctx.path(student_folder(self.r))), s.num_workers,
                   want_gpu(s.use_gpu), objective=ctx.kind.objective, desc=f"EvoKD student, round {self.r}")
         info.update(rows=n, epochs=settings.epochs, copies=copies, batches=self.r + 1)
         ctx.manifest.evolve_metrics(self.r, training_rows=n, **_gold_scores(ctx, self.r))
+
+
+def _repeated(batch, copies: int):
+    import pandas as pd
+
+    return pd.concat([batch] * copies, ignore_index=True)
 
 
 def history_folders(ctx: RunContext, r: int) -> list[str]:
