@@ -100,6 +100,8 @@ def test_evokd_rounds_replay_their_history_and_a_rerun_asks_nothing_again(ray_se
     assert "analysis" in manifest["evolve"]["1"] and manifest["evolve"]["2"]["class_f1"].keys() == {"negative", "positive"}
     assert (out / "slm" / "slm.json").exists() and tables.count_rows(out / "labels") == 39
     assert "EvoKD" in (out / "report.md").read_text()
+    card = (out / "slm" / "README.md").read_text()  # the model card says how its labels were made
+    assert "EvoKD: the student trained on 2 seed examples" in card and "negative, positive" in card
 
     # a re-run of the finished run asks the LLM nothing: every stage is skipped
     finished = {k: v["finished"] for k, v in stages.items()}

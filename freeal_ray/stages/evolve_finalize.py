@@ -9,6 +9,7 @@ import shutil
 import pandas as pd
 
 from freeal_ray import tables
+from freeal_ray.model_card import write_model_card
 from freeal_ray.pipeline import RunContext, Stage
 from freeal_ray.stages.evolve_train import batch_folder, student_folder
 from freeal_ray.stages.finalize import slm_labels
@@ -31,6 +32,7 @@ class EvolveFinalize(Stage):
         tables.write_part(examples, ctx.path("evolve", "examples"), "examples")
         shutil.rmtree(ctx.path("slm"), ignore_errors=True)
         shutil.copytree(ctx.path(student_folder(self.r)), ctx.path("slm"))
+        write_model_card(ctx.path("slm"), ctx.manifest.data)
         info.update(rounds=self.r, examples=len(examples), generated=int((examples["origin"] == "evokd").sum()))
         if self.label_corpus and ctx.has_corpus():
             shutil.rmtree(ctx.path("labels"), ignore_errors=True)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from freeal_ray import tables
 from freeal_ray import metrics as M
+from freeal_ray.model_card import write_model_card
 from freeal_ray.pipeline import RunContext, Stage
 
 # The stages' working columns, which the output leaves out.
@@ -37,6 +38,7 @@ class Finalize(Stage):
         if last:
             shutil.rmtree(slm_out, ignore_errors=True)
             shutil.copytree(ctx.path(f"round-{last}", "slm"), slm_out)
+            write_model_card(slm_out, ctx.manifest.data)
         info.update(rounds=last)
 
 
