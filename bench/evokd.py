@@ -149,14 +149,22 @@ def docs_section() -> list[str]:
              "on those plus one batch the LLM wrote with no feedback (*static*), and after EvoKD's rounds, where the LLM "
              "studies the student's mistakes before writing (*EvoKD*); accuracy on the test split, mean over seeds "
              "(spread: standard deviation). Static writes as many examples as EvoKD's tokens buy.", "",
-             "| benchmark | shots | seeds | seeds only | static | EvoKD | EvoKD per round | static tokens | EvoKD tokens | machine |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "*kept* is written examples kept after the labelling call and the copy check (summed over seeds).", "",
+             "| benchmark | shots | seeds | seeds only | static | EvoKD | EvoKD per round | static tokens | EvoKD tokens "
+             "| static kept / written | EvoKD kept / written | machine |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         sd = r["spread"]
         lines.append(f"| {r['benchmark']} | {r['shots']} | {len(r['seeds'])} | {r['seeds_only_test']:.4f} ± {sd['seeds_only_test']:.3f} "
                      f"| {r['static_test']:.4f} ± {sd['static_test']:.3f} | {r['evokd_test']:.4f} ± {sd['evokd_test']:.3f} "
-                     f"| {' → '.join(f'{v:.3f}' for v in r['evokd_curve'])} | {r['static_tokens']:,.0f} | {r['evokd_tokens']:,.0f} | {r['machine']} |")
+                     f"| {' → '.join(f'{v:.3f}' for v in r['evokd_curve'])} | {r['static_tokens']:,.0f} | {r['evokd_tokens']:,.0f} "
+                     f"| {_kept(r, 'static_rounds')} | {_kept(r, 'evokd_rounds')} | {r['machine']} |")
     return lines + [""]
+
+
+def _kept(result: dict, key: str) -> str:
+    rounds = [m for run in result["runs"] for m in run[key].values()]
+    return f"{sum(m.get('kept', 0) for m in rounds)} / {sum(m.get('written', 0) for m in rounds)}"
 
 
 if __name__ == "__main__":
