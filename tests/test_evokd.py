@@ -69,7 +69,7 @@ def _config(tiny_models, corpus, out, rounds):
     })
 
 
-def test_evokd_rounds_replay_their_history_and_a_rerun_asks_nothing_again(ray_session, tiny_models, toy_jsonl, tmp_path):
+def test_evokd_rounds_replay_their_history_and_a_rerun_asks_nothing_again(ray_session, no_engines, tiny_models, toy_jsonl, tmp_path):
     from freeal_ray.run import run_freeal
 
     out = tmp_path / "evokd"
