@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ modules impor
 from freeal_ray.config_sections import SLMConfig  # noqa: E402
 from common import MR_LABELS, RESULTS, ROOT, load_split, machine, predict, quality, run_alone, write_result  # noqa: E402
 from freeal_ray.noise import split_clean_noisy  # noqa: E402
-from freeal_ray.slm import label_indices  # noqa: E402
+from freeal_ray.task import label_indices  # noqa: E402
 
 
 # ---- the SLM half on given labels ------------------------------------------------------------

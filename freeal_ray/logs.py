@@ -87,6 +87,31 @@ def _quiet_transformers() -> None:
     hf_logging.enable_propagation()
 
 
+def send_ray_notices_to_log() -> None:
+    """Ray's driver prints the raylet's notices ("Task ... failed ... will be retried") straight to
+    stdout from a thread of its own, whatever `log_to_driver` says; with a log file they belong
+    there, beside the worker output they refer to. (Ray has no setting for this: its printing
+    function is wrapped.)"""
+    try:
+        from ray._private import worker
+    except ImportError:
+        return
+    printer = worker.print_to_stdstream
+    if getattr(printer, "freeal_ray_wrapped", False):
+        return
+    ray_log = logging.getLogger("ray")
+
+    def to_log(data, ignore_prefix: bool):
+        if data.get("pid") == "raylet":
+            for line in data.get("lines", []):
+                ray_log.warning("(raylet) %s", line)
+            return
+        printer(data, ignore_prefix)
+
+    to_log.freeal_ray_wrapped = True
+    worker.print_to_stdstream = to_log
+
+
 def redirect_worker_output() -> None:
     """Ray worker setup hook: this worker's stdout and stderr append to the run's log file."""
     path = os.environ.get(LOG_FILE_ENV)

@@ -18,7 +18,6 @@ from pathlib import Path
 import ray
 
 from freeal_ray import tables
-from freeal_ray.checkpoint import SLMScorer
 from freeal_ray.config import RunConfig
 from freeal_ray.engine_actors import LLMSettings
 from freeal_ray.engines import EngineConfig, engine_dtype
@@ -149,6 +148,7 @@ class RunContext:
     def scored(self, ds: ray.data.Dataset, r: int, folder: str | None = None) -> ray.data.Dataset:
         """`ds` with round r's SLM's (or the one in `folder`'s) prediction, loss and embedding per row
         (one scorer actor)."""
+        from freeal_ray.checkpoint import SLMScorer  # torch: only the scorer's process needs it
         return ds.map_batches(
             SLMScorer, fn_constructor_kwargs={"folder": str(self.path(folder or f"round-{r}/slm"))},
             batch_format="pandas", batch_size=64, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1,

@@ -8,19 +8,20 @@ import warnings
 
 import ray
 
-from freeal_ray.logs import LOG_FILE_ENV, THIRD_PARTY, quiet_logger
+from freeal_ray.logs import LOG_FILE_ENV, THIRD_PARTY, quiet_logger, send_ray_notices_to_log
 
 log = logging.getLogger(__name__)
 
 
-def ensure_ray() -> None:
-    """Join (RAY_ADDRESS) or start a Ray cluster, and set Ray Data up for this driver."""
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Join (RAY_ADDRESS) or start a Ray cluster, and set Ray Data up for this driver. A local
+    cluster gets `num_cpus` logical CPUs (default: the cores, at least 4)."""
     if not ray.is_initialized():
         env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "ERROR",
                "RAY_DATA_USE_DATASOURCE_V2": "0"}
         env.update({k: v for k, v in os.environ.items() if k.startswith(("VLLM_", "FREEAL_RAY_"))})
         address = os.environ.get("RAY_ADDRESS")
-        kwargs = {} if address else {"num_cpus": max(4, os.cpu_count() or 1)}  # stages overlap; see README
+        kwargs = {} if address else {"num_cpus": num_cpus or max(4, os.cpu_count() or 1)}  # stages overlap; see README
         runtime_env = {"env_vars": env}
         to_file = LOG_FILE_ENV in os.environ  # the CLI without -v: workers write to the run's log file
         if to_file:
@@ -29,6 +30,7 @@ def ensure_ray() -> None:
         if to_file:
             for name in THIRD_PARTY:
                 quiet_logger(name)  # ray.init installs terminal handlers of its own
+            send_ray_notices_to_log()
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message="Use 'expr' instead of 'fn'")
     ctx = ray.data.DataContext.get_current()
@@ -38,6 +40,10 @@ def ensure_ray() -> None:
     # read: ~9 s a read on 2 cores against 0.5 s for the V1 reader, and each actor needs a free
     # CPU to start, so a read inside a pipeline that holds every CPU can wait forever.
     ctx.use_datasource_v2 = False
+    # A hash shuffle (groupby, aggregate) starts one aggregator per partition, 200 by default: on a
+    # small cluster that is seconds of actor start-up for a shuffle of a few thousand rows, with
+    # no parallelism to gain past one partition per CPU.
+    ctx.default_hash_shuffle_parallelism = max(1, min(200, int(ray.cluster_resources().get("CPU", 1))))
 
 
 def want_gpu(setting: str) -> bool:

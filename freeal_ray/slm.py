@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from freeal_ray.embedding import mean_pool
+from freeal_ray.task import label_indices
 
 
 class SLMClassifier(nn.Module):
@@ -35,11 +36,6 @@ class SLMClassifier(nn.Module):
         mixed = mix_lam * clean + (1.0 - mix_lam) * clean[mix_perm]
         return logits, pooled, self.head(self.dropout(mixed))
 
-
-def label_indices(values, labels) -> np.ndarray:
-    """Each value's index in `labels`; -1 for a missing label or one outside the set (an abstention)."""
-    index = {label: i for i, label in enumerate(labels)}
-    return np.array([index.get(v, -1) if isinstance(v, str) else -1 for v in values], dtype=np.int64)
 
 
 def tokenize(tokenizer, texts, max_length: int):

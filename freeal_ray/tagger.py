@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from freeal_ray.embedding import mean_pool
+from freeal_ray.ner import tag_indices
 
 IGNORE = -100
 
@@ -82,13 +83,6 @@ def word_tags(token_logits: np.ndarray, word_ids: Sequence[int | None], n_words:
         previous = w
     return repair_bio(out)
 
-
-def tag_indices(values: Sequence[Sequence[str]] | None, tags: Sequence[str], n_words: Sequence[int]) -> list[list[int]]:
-    """Tag names to indices per sentence; a sentence with no tags (unlabelled) is all -1."""
-    index = {t: i for i, t in enumerate(tags)}
-    if values is None:
-        return [[-1] * n for n in n_words]
-    return [[index.get(t, -1) for t in v] if v is not None else [-1] * n for v, n in zip(values, n_words)]
 
 
 def score_sentences(checkpoint, batch: pd.DataFrame) -> pd.DataFrame:

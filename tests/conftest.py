@@ -22,36 +22,14 @@ def tiny_models(tmp_path_factory):
 def ray_session():
     from freeal_ray.ray_cluster import ensure_ray
 
-    ensure_ray()
+    # Logical CPUs beyond the 2 cores: the engine actors earlier tests started live on (each
+    # holds a CPU, and reloading one costs a test its start-up) and the loop's stages still find
+    # CPUs to run on.
+    ensure_ray(num_cpus=8)
     yield
     import ray
 
     ray.shutdown()
-
-
-@pytest.fixture
-def no_engines():
-    """End the engine actors earlier tests started, and wait until their names are free: each holds a
-    CPU of the small test cluster for as long as it lives, and a loop that needs its CPUs for Ray Data
-    stages would wait for one forever."""
-    import time
-
-    import ray
-
-    from freeal_ray import engine_actors
-
-    if ray.is_initialized():
-        for pool in engine_actors._POOLS.values():
-            for actor in pool:
-                ray.kill(actor, no_restart=True)
-        engine_actors._POOLS.clear()
-        deadline = time.time() + 60
-        while time.time() < deadline and any(
-            a["name"].startswith("freeal-engine") for a in ray.util.list_named_actors(all_namespaces=True)
-        ):
-            time.sleep(0.5)
-    engine_actors._POOLS.clear()
-    yield
 
 
 def write_jsonl(path: Path, rows) -> Path:

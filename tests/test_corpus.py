@@ -171,7 +171,7 @@ def test_ray_data_reads_parquet_without_an_actor_pool_per_read(ray_session):
 
 
 @pytest.mark.slow
-def test_given_labels_can_be_kept_with_only_the_abstentions_left_to_fill(ray_session, no_engines, tiny_models, tmp_path):
+def test_given_labels_can_be_kept_with_only_the_abstentions_left_to_fill(ray_session, tiny_models, tmp_path):
     """refine_rows: abstentions, through the whole loop; `none` is the same loop re-asking nothing
     (test_noise_and_selection.py checks that rule and the SLM's fill)."""
     refine_rows = "abstentions"

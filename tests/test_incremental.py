@@ -50,7 +50,7 @@ def test_subset_needs_a_round_for_the_slm():
 
 
 @pytest.mark.slow
-def test_each_round_annotates_fresh_rows_and_the_slm_labels_the_rest(ray_session, no_engines, tiny_models, tmp_path):
+def test_each_round_annotates_fresh_rows_and_the_slm_labels_the_rest(ray_session, tiny_models, tmp_path):
     corpus = write_jsonl(tmp_path / "corpus.jsonl", toy_corpus(40, seed=2))  # 40 distinct texts
     out = tmp_path / "run"
     overrides = {

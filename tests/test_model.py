@@ -71,7 +71,7 @@ def test_entity_spans_cover_multiword_entities_with_their_own_spacing():
     assert bare == {"type": "PER", "text": "mayor", "token_start": 2, "token_end": 3}
 
 
-def test_predict_over_a_corpus_equals_the_api_quarantines_bad_rows_and_resumes(ray_session, no_engines, tiny_models, tmp_path):
+def test_predict_over_a_corpus_equals_the_api_quarantines_bad_rows_and_resumes(ray_session, tiny_models, tmp_path):
     import json as _json
 
     from freeal_ray.predict import predict_corpus
@@ -100,7 +100,7 @@ def test_predict_over_a_corpus_equals_the_api_quarantines_bad_rows_and_resumes(r
     assert len(tables.read_frame(tmp_path / "out" / "predictions")) == 28
 
 
-def test_predict_gives_ner_entities_with_offsets_into_each_raw_row(ray_session, no_engines, tiny_models, tmp_path):
+def test_predict_gives_ner_entities_with_offsets_into_each_raw_row(ray_session, tiny_models, tmp_path):
     import json as _json
 
     from freeal_ray.predict import predict_corpus

@@ -16,7 +16,7 @@ from tiny_models import toy_corpus
 
 
 @pytest.mark.slow
-def test_the_split_finds_planted_label_errors_and_the_refinery_fixes_them(ray_session, no_engines, tiny_models, tmp_path):
+def test_the_split_finds_planted_label_errors_and_the_refinery_fixes_them(ray_session, tiny_models, tmp_path):
     rows = toy_corpus(240, seed=11)
     rng = np.random.default_rng(0)
     planted = rng.random(len(rows)) < 0.25

@@ -56,7 +56,7 @@ def test_the_gmm_split_finds_planted_noisy_sentences(ray_session, tmp_path):
 
     from freeal_ray.checkpoint import SLMScorer
     from freeal_ray.noise import fit_loss_gmm
-    from freeal_ray.tagger import tag_indices
+    from freeal_ray.ner import tag_indices
     from freeal_ray.training import TrainSettings, train_slm
     from tiny_models import build_tiny_encoder
 

@@ -11,7 +11,7 @@ from freeal_ray import tables
 from freeal_ray import metrics as M
 from freeal_ray.errors import CorpusError
 from freeal_ray.kinds.base import TaskKind
-from freeal_ray.slm import label_indices
+from freeal_ray.task import label_indices
 from freeal_ray.synthesis import synthesize_demos
 from freeal_ray.workers import LLMWorker, PromptBuilder
 

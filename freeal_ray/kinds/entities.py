@@ -23,7 +23,7 @@ from freeal_ray.errors import CorpusError, FreeALError
 from freeal_ray.kinds.base import TaskKind
 from freeal_ray.ner import dominant_type, is_valid_bio
 from freeal_ray.synthesis import synthesize_entity_demos
-from freeal_ray.tagger import tag_indices
+from freeal_ray.ner import tag_indices
 from freeal_ray.workers import EntityPromptBuilder, EntityWorker
 
 TAGGER_COLUMNS = ("pred_tags", "loss", "embedding", "p_clean", "clean")
