@@ -179,10 +179,10 @@ def synthesis_schema(entity_types: Sequence[str]) -> dict:
     schema["required"] = ["sentence", "entities"]
     return schema
 
+
 def tag_indices(values: Sequence[Sequence[str]] | None, tags: Sequence[str], n_words: Sequence[int]) -> list[list[int]]:
     """Tag names to indices per sentence; a sentence with no tags (unlabelled) is all -1."""
     index = {t: i for i, t in enumerate(tags)}
     if values is None:
         return [[-1] * n for n in n_words]
     return [[index.get(t, -1) for t in v] if v is not None else [-1] * n for v, n in zip(values, n_words)]
-

@@ -37,7 +37,6 @@ class SLMClassifier(nn.Module):
         return logits, pooled, self.head(self.dropout(mixed))
 
 
-
 def tokenize(tokenizer, texts, max_length: int):
     enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
     return enc["input_ids"], enc["attention_mask"]

@@ -84,7 +84,6 @@ def word_tags(token_logits: np.ndarray, word_ids: Sequence[int | None], n_words:
     return repair_bio(out)
 
 
-
 def score_sentences(checkpoint, batch: pd.DataFrame) -> pd.DataFrame:
     """Per sentence: the tagger's BIO tags (`pred_tags`), its loss against the current `tags` (NaN
     when the row has none) and its sentence embedding (for demo selection)."""

@@ -219,8 +219,8 @@ def task_from_dict(data: dict) -> Task | EntityTask:
     """A mapping with `types` is an entity task; one with `labels` a classification task."""
     return EntityTask.from_dict(data) if "types" in data else Task.from_dict(data)
 
+
 def label_indices(values, labels) -> np.ndarray:
     """Each value's index in `labels`; -1 for a missing label or one outside the set (an abstention)."""
     index = {label: i for i, label in enumerate(labels)}
     return np.array([index.get(v, -1) if isinstance(v, str) else -1 for v in values], dtype=np.int64)
-
