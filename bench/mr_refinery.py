@@ -78,7 +78,7 @@ def run_mr_refinery(args) -> None:
     for name, pool, shots in (("refined", demos, run.ctx.shots), ("zero_shot", demos.iloc[:0], 0)):
         folder = work / name
         started = time.time()
-        annotate(ray_rows(sample), pool, task, llm, str(checkpoint / "encoder"), shots, 1, str(folder), total=len(sample))
+        annotate(ray_rows(sample), pool, task, llm, str(checkpoint), shots, 1, str(folder), total=len(sample))
         answers = tables.read_table(folder).to_pandas().set_index("id")
         asked[name] = (answers["label"].reindex(sample["id"]).to_numpy(object), time.time() - started,
                        int(answers["prompt_tokens"].sum()))

@@ -1,7 +1,8 @@
 """One save, one load and one scorer for the SLM, whatever its head.
 
-A checkpoint folder holds `encoder/` (a Hugging Face model folder with its tokenizer), `head.pt`
-(the linear head's weights) and `slm.json` (which head, its classes, the max length in tokens).
+A checkpoint folder is a Hugging Face model folder (AutoModelForSequenceClassification or
+AutoModelForTokenClassification, class names in id2label, with its tokenizer), so a transformers
+pipeline loads it as it is, plus `slm.json` (which head, its classes, the max length in tokens).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from freeal_ray.errors import FreeALError
 from freeal_ray.slm import SLMClassifier, score_texts
 from freeal_ray.tagger import TokenTagger, score_sentences
 
@@ -31,10 +33,9 @@ class Checkpoint:
 
 def save_checkpoint(model, tokenizer, classes, max_length: int, folder: str | Path, head: str = "classifier") -> Path:
     folder = Path(folder)
-    (folder / "encoder").mkdir(parents=True, exist_ok=True)
-    model.encoder.save_pretrained(folder / "encoder")
-    tokenizer.save_pretrained(folder / "encoder")
-    torch.save(model.head.state_dict(), folder / "head.pt")
+    folder.mkdir(parents=True, exist_ok=True)
+    model.model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     (folder / "slm.json").write_text(json.dumps({"kind": head, "labels": list(classes), "max_length": max_length}))
     return folder
 
@@ -44,11 +45,13 @@ def load_checkpoint(folder: str | Path) -> Checkpoint:
     from transformers import AutoTokenizer
 
     folder = Path(folder)
+    if (folder / "head.pt").exists():
+        raise FreeALError(f"{folder} holds an SLM saved by an earlier freeal_ray (encoder/ and head.pt): delete that "
+                          "folder and re-run, and the round trains it again in today's Hugging Face layout")
     meta = json.loads((folder / "slm.json").read_text())
     head = meta.get("kind", "classifier")
-    model = HEADS[head][0](str(folder / "encoder"), len(meta["labels"]))
-    model.head.load_state_dict(torch.load(folder / "head.pt", weights_only=True))
-    return Checkpoint(model.eval(), AutoTokenizer.from_pretrained(folder / "encoder"), meta["labels"], meta["max_length"], head)
+    model = HEADS[head][0](str(folder), meta["labels"])
+    return Checkpoint(model.eval(), AutoTokenizer.from_pretrained(folder), meta["labels"], meta["max_length"], head)
 
 
 class SLMScorer:

@@ -143,7 +143,7 @@ class RunContext:
 
     def encoder_path(self, r: int = 0) -> str:
         """The encoder that embeds rows for kNN demos: round r's fine-tuned SLM's from round 1 on."""
-        return str(self.path(f"round-{r}", "slm", "encoder")) if r else str(resolve_encoder(self.cfg.slm.model))
+        return str(self.path(f"round-{r}", "slm")) if r else str(resolve_encoder(self.cfg.slm.model))
 
     def scored(self, ds: ray.data.Dataset, r: int, folder: str | None = None) -> ray.data.Dataset:
         """`ds` with round r's SLM's (or the one in `folder`'s) prediction, loss and embedding per row

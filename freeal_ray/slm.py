@@ -1,8 +1,12 @@
-"""The small model for classification: a pretrained encoder, mean pooling, a linear head, and how
-it scores a batch (checkpoint.py saves and loads it).
+"""The small model for classification: the encoder with Hugging Face's own sequence-classification
+head (AutoModelForSequenceClassification), and how it scores a batch (checkpoint.py saves and
+loads it).
 
-The head sits on the pooled sentence embedding so mixup can mix embeddings inside the same
-forward call (DDP needs every parameter use to go through one forward).
+The head is the standard one (the first token, through the encoder family's pooler, then a linear
+layer) so that the saved folder is a model any transformers pipeline loads as it is. The sentence
+embedding that demo retrieval and selection use is the mean-pooled last layer, what sentence
+encoders are trained to embed with. Mixup mixes the last layer's first-token states inside the
+same forward call (DDP needs every parameter use to go through one forward).
 """
 
 from __future__ import annotations
@@ -14,28 +18,39 @@ import torch
 from torch import nn
 
 from freeal_ray.embedding import mean_pool
-from freeal_ray.task import label_indices
+from freeal_ray.errors import ConfigError
+from freeal_ray.task import label_indices, label_maps
 
 
 class SLMClassifier(nn.Module):
-    def __init__(self, encoder_path: str, n_labels: int, dropout: float = 0.1):
+    def __init__(self, encoder_path: str, classes):
         super().__init__()
-        from transformers import AutoModel
+        from transformers import AutoModelForSequenceClassification
 
-        self.encoder = AutoModel.from_pretrained(encoder_path)
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(self.encoder.config.hidden_size, n_labels)
+        self.model = AutoModelForSequenceClassification.from_pretrained(encoder_path, **label_maps(classes))
+        if self._pooler() is None and not hasattr(self.model.classifier, "out_proj"):
+            raise ConfigError(f"slm.model {encoder_path}: {type(self.model).__name__} has a classification head freeal_ray "
+                              "cannot mix up (it knows the BERT family's pooler and the RoBERTa/MPNet family's head)")
 
     def forward(self, input_ids, attention_mask, mix_index=None, mix_perm=None, mix_lam: float = 1.0):
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        hidden = out.hidden_states[-1]
         pooled = mean_pool(hidden, attention_mask)
-        logits = self.head(self.dropout(pooled))
         if mix_index is None:
-            return logits, pooled, None
-        clean = pooled[mix_index]
-        mixed = mix_lam * clean + (1.0 - mix_lam) * clean[mix_perm]
-        return logits, pooled, self.head(self.dropout(mixed))
+            return out.logits, pooled, None
+        first = hidden[mix_index, :1]
+        mixed = mix_lam * first + (1.0 - mix_lam) * first[mix_perm]
+        return out.logits, pooled, self._head(mixed)
 
+    def _pooler(self):
+        return getattr(getattr(self.model, self.model.base_model_prefix), "pooler", None)
+
+    def _head(self, first_token):
+        """The model's own head on (rows, 1, hidden) first-token states."""
+        m, pooler = self.model, self._pooler()
+        if pooler is not None:  # BERT family: pooler, dropout, linear
+            return m.classifier(m.dropout(pooler(first_token)))
+        return m.classifier(first_token)  # RoBERTa / MPNet family: the head reads the first token itself
 
 def tokenize(tokenizer, texts, max_length: int):
     enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt")

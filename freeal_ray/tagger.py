@@ -17,22 +17,24 @@ from torch import nn
 
 from freeal_ray.embedding import mean_pool
 from freeal_ray.ner import tag_indices
+from freeal_ray.task import label_maps
 
 IGNORE = -100
 
 
 class TokenTagger(nn.Module):
-    def __init__(self, encoder_path: str, n_tags: int, dropout: float = 0.1):
-        super().__init__()
-        from transformers import AutoModel
+    """The encoder with Hugging Face's token-classification head (AutoModelForTokenClassification:
+    dropout and a linear layer per token), so a transformers pipeline loads the saved folder."""
 
-        self.encoder = AutoModel.from_pretrained(encoder_path)
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(self.encoder.config.hidden_size, n_tags)
+    def __init__(self, encoder_path: str, tags):
+        super().__init__()
+        from transformers import AutoModelForTokenClassification
+
+        self.model = AutoModelForTokenClassification.from_pretrained(encoder_path, **label_maps(tags))
 
     def forward(self, input_ids, attention_mask):
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.head(self.dropout(hidden)), mean_pool(hidden, attention_mask)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        return out.logits, mean_pool(out.hidden_states[-1], attention_mask)
 
 
 def encode_words(tokenizer, sentences: Sequence[Sequence[str]], max_length: int):

@@ -224,3 +224,9 @@ def label_indices(values, labels) -> np.ndarray:
     """Each value's index in `labels`; -1 for a missing label or one outside the set (an abstention)."""
     index = {label: i for i, label in enumerate(labels)}
     return np.array([index.get(v, -1) if isinstance(v, str) else -1 for v in values], dtype=np.int64)
+
+
+def label_maps(classes) -> dict:
+    """The config fields that make a pipeline answer with class names, not LABEL_0."""
+    names = [str(c) for c in classes]
+    return {"num_labels": len(names), "id2label": dict(enumerate(names)), "label2id": {c: i for i, c in enumerate(names)}}

@@ -90,7 +90,7 @@ def test_killed_run_resumes_without_repeating_llm_work(tiny_models, toy_jsonl, t
     assert refined_ids == noisy  # the refinery asked the LLM about the noisy rows only
     demos = tables.read_table(out / "round-1" / "demos").to_pandas()
     assert set(demos["label"]) == {"negative", "positive"}
-    assert (out / "slm" / "head.pt").exists() and (out / "report.md").exists() and (out / "rounds.png").exists()
+    assert (out / "slm" / "model.safetensors").exists() and (out / "report.md").exists() and (out / "rounds.png").exists()
     for key in ("llm_acc", "slm_acc", "final_acc", "clean_fraction"):
         assert 0.0 <= manifest["rounds"]["1"][key] <= 1.0
     assert "final labels acc" in done.stdout

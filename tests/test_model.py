@@ -25,7 +25,7 @@ def _save(model, encoder, folder, classes, head):
 
 def test_load_model_predicts_what_the_loops_scorer_does(tiny_models, tmp_path):
     torch.manual_seed(0)
-    model = SLMClassifier(str(tiny_models["encoder"]), 2)
+    model = SLMClassifier(str(tiny_models["encoder"]), ["negative", "positive"])
     _save(model, tiny_models["encoder"], tmp_path / "run" / "slm", ["negative", "positive"], "classifier")
     texts = [r["text"] for r in toy_corpus(20, seed=4)]
 
@@ -40,16 +40,50 @@ def test_load_model_predicts_what_the_loops_scorer_does(tiny_models, tmp_path):
     assert [p["label"] for p in again] == [p["label"] for p in predicted[:3]]
 
 
+def test_a_plain_transformers_pipeline_loads_the_slm_folder_and_agrees_with_predict(tiny_models, tmp_path):
+    from transformers import pipeline
+
+    torch.manual_seed(0)
+    folder = _save(SLMClassifier(str(tiny_models["encoder"]), ["negative", "positive"]), tiny_models["encoder"],
+                   tmp_path / "slm", ["negative", "positive"], "classifier")
+    texts = [r["text"] for r in toy_corpus(12, seed=5)]
+    ours = load_model(folder).predict(texts)
+
+    theirs = pipeline("text-classification", model=str(folder), top_k=None, device="cpu")(texts)
+
+    for p, scores in zip(ours, theirs):
+        by_label = {s["label"]: s["score"] for s in scores}
+        assert max(by_label, key=by_label.get) == p["label"]
+        assert by_label == pytest.approx(p["probs"], abs=1e-5)
+
+    # NER on the default encoder's WordPiece tokenizer (the tiny one's byte-level pieces have no
+    # word boundaries a pipeline can read): every word B-LOC, so every word is an entity
+    from freeal_ray.model_store import resolve_encoder
+
+    encoder = resolve_encoder("all-minilm-l6-v2")
+    tagger = TokenTagger(str(encoder), TAGS)
+    with torch.no_grad():
+        tagger.model.classifier.weight.zero_()
+        tagger.model.classifier.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 5.0, 0.0]))
+    folder = _save(tagger, encoder, tmp_path / "ner", TAGS, "tagger")
+    text = "José met Anna in Zürich, then Paris (again)."
+    [ours] = load_model(folder).predict([text])
+    # "first": a word's tag is its first subword's, as the tagger was trained and predict reads it
+    theirs = pipeline("token-classification", model=str(folder), aggregation_strategy="first", device="cpu")(text)
+    assert len(ours["entities"]) == 12
+    assert [(e["entity_group"], e["start"], e["end"]) for e in theirs] == [(e["type"], e["start"], e["end"]) for e in ours["entities"]]
+
+
 def test_load_model_names_a_folder_with_no_model(tmp_path):
     with pytest.raises(FreeALError, match="no trained SLM"):
         load_model(tmp_path)
 
 
 def test_ner_entities_map_back_to_the_raw_characters(tiny_models, tmp_path):
-    tagger = TokenTagger(str(tiny_models["encoder"]), len(TAGS))
+    tagger = TokenTagger(str(tiny_models["encoder"]), TAGS)
     with torch.no_grad():  # every word tagged B-PER: each word is an entity of its own
-        tagger.head.weight.zero_()
-        tagger.head.bias.copy_(torch.tensor([0.0, 5.0, 0.0, 0.0, 0.0]))
+        tagger.model.classifier.weight.zero_()
+        tagger.model.classifier.bias.copy_(torch.tensor([0.0, 5.0, 0.0, 0.0, 0.0]))
     _save(tagger, tiny_models["encoder"], tmp_path / "slm", TAGS, "tagger")
     text = "José  met José, in Zürich (again)!"
 
@@ -78,7 +112,7 @@ def test_predict_over_a_corpus_equals_the_api_quarantines_bad_rows_and_resumes(r
     from freeal_ray import tables
 
     torch.manual_seed(0)
-    _save(SLMClassifier(str(tiny_models["encoder"]), 2), tiny_models["encoder"], tmp_path / "slm", ["negative", "positive"], "classifier")
+    _save(SLMClassifier(str(tiny_models["encoder"]), ["negative", "positive"]), tiny_models["encoder"], tmp_path / "slm", ["negative", "positive"], "classifier")
     rows = toy_corpus(30, seed=8)
     lines = [_json.dumps({"id": r["id"], "text": r["text"]}) for r in rows]
     lines[5] = '{"id": "broken", "text": '  # malformed JSON
@@ -106,10 +140,10 @@ def test_predict_gives_ner_entities_with_offsets_into_each_raw_row(ray_session, 
     from freeal_ray.predict import predict_corpus
     from freeal_ray import tables
 
-    tagger = TokenTagger(str(tiny_models["encoder"]), len(TAGS))
+    tagger = TokenTagger(str(tiny_models["encoder"]), TAGS)
     with torch.no_grad():
-        tagger.head.weight.zero_()
-        tagger.head.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 5.0, 0.0]))  # every word B-LOC
+        tagger.model.classifier.weight.zero_()
+        tagger.model.classifier.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 5.0, 0.0]))  # every word B-LOC
     _save(tagger, tiny_models["encoder"], tmp_path / "slm", TAGS, "tagger")
     texts = {"a": "Café in Zürich, again.", "b": "Paris  and  Paris"}
     (tmp_path / "s.jsonl").write_text("".join(_json.dumps({"id": k, "text": v}) + "\n" for k, v in texts.items()))

@@ -51,7 +51,7 @@ def test_the_split_finds_planted_label_errors_and_the_refinery_fixes_them(ray_se
     kept = len(tables.read_frame(out / "evolve" / "round-1" / "batch"))
     assert not tables.read_frame(out / "labels")["id"].str.startswith("evokd").any()
     assert stages["evolve-train-1"]["rows"] == tables.count_rows(out / "round-1" / "labels") + kept
-    assert (out / "slm" / "head.pt").read_bytes() != (out / "round-1" / "slm" / "head.pt").read_bytes()
+    assert (out / "slm" / "model.safetensors").read_bytes() != (out / "round-1" / "slm" / "model.safetensors").read_bytes()
     assert manifest["evolve"]["1"]["written"] == 6 and "analysis" in manifest["evolve"]["1"]
     card = (out / "slm" / "README.md").read_text()
     assert "FreeAL: the LLM" in card and "Then 1 EvoKD round(s)" in card and "| 1 |" in card

@@ -67,7 +67,7 @@ def test_the_gmm_split_finds_planted_noisy_sentences(ray_session, tmp_path):
     rows["tag_idx"] = tag_indices(rows["tags"], TAGS, [len(t) for t in rows["tokens"]])
     settings = TrainSettings(
         encoder_path=str(build_tiny_encoder(tmp_path / "encoder")), labels=TAGS, max_length=32, epochs=6,
-        warmup_epochs=3, batch_size=16, lr=2e-3, gmm_threshold=0.7, mixup_alpha=4.0, mixup_weight=0.0,
+        warmup_epochs=3, batch_size=16, lr=5e-3, gmm_threshold=0.7, mixup_alpha=4.0, mixup_weight=0.0,
         consistency_weight=1.0, ramp_epochs=1, word_dropout=0.0, seed=0,
     )
     result = train_slm(ray.data.from_pandas(rows[["tokens", "tag_idx"]]), settings, str(tmp_path / "slm"), 1, False, objective="tokens")

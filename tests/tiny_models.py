@@ -29,8 +29,8 @@ def toy_corpus(n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-def _train_tokenizer(texts: list[str]):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def _train_tokenizer(texts: list[str], encoder: bool = False):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -42,6 +42,10 @@ def _train_tokenizer(texts: list[str]):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(texts, trainer)
+    if encoder:  # [CLS] text [SEP], as BERT's: the classification head reads the first token
+        cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         unk_token="<unk>",
@@ -115,7 +119,7 @@ def build_tiny_encoder(folder: Path) -> Path:
 
     rng = random.Random(1)
     texts = [toy_sentence(rng, rng.choice(["positive", "negative"])) for _ in range(200)]
-    tokenizer = _train_tokenizer(texts)
+    tokenizer = _train_tokenizer(texts, encoder=True)
     config = BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,

@@ -49,7 +49,7 @@ class SentenceObjective(_Objective):
     def build_model(self):
         from freeal_ray.slm import SLMClassifier
 
-        return SLMClassifier(self.s.encoder_path, len(self.s.labels))
+        return SLMClassifier(self.s.encoder_path, self.s.labels)
 
     def save(self, model, folder: str) -> None:
         from freeal_ray.checkpoint import save_checkpoint
@@ -139,7 +139,7 @@ class TokenObjective(_Objective):
     def build_model(self):
         from freeal_ray.tagger import TokenTagger
 
-        return TokenTagger(self.s.encoder_path, len(self.s.labels))
+        return TokenTagger(self.s.encoder_path, self.s.labels)
 
     def save(self, model, folder: str) -> None:
         from freeal_ray.checkpoint import save_checkpoint

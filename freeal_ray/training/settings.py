@@ -29,10 +29,11 @@ class TrainSettings:
 
 
 def make_optimizer(model, s: TrainSettings):
-    """AdamW; the output head, which starts from random weights, may learn at its own rate."""
+    """AdamW; the output head (Hugging Face names it `classifier`), which starts from random
+    weights, may learn at its own rate."""
     import torch
 
-    head = [p for n, p in model.named_parameters() if n.split(".")[-2] == "head"]
-    body = [p for n, p in model.named_parameters() if n.split(".")[-2] != "head"]
+    head = [p for n, p in model.named_parameters() if "classifier" in n.split(".")]
+    body = [p for n, p in model.named_parameters() if "classifier" not in n.split(".")]
     groups = [{"params": body}, {"params": head, "lr": s.head_lr or s.lr}]
     return torch.optim.AdamW(groups, lr=s.lr, weight_decay=0.01)
