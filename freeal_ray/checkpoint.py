@@ -40,8 +40,9 @@ def save_checkpoint(model, tokenizer, classes, max_length: int, folder: str | Pa
     return folder
 
 
-def load_checkpoint(folder: str | Path) -> Checkpoint:
-    """The model in eval mode, with what scoring needs, from a folder save_checkpoint wrote."""
+def load_checkpoint(folder: str | Path, device: str = "cpu") -> Checkpoint:
+    """The model in eval mode on `device` ("auto": a GPU when this process has one), with what
+    scoring needs, from a folder save_checkpoint wrote."""
     from transformers import AutoTokenizer
 
     folder = Path(folder)
@@ -50,8 +51,25 @@ def load_checkpoint(folder: str | Path) -> Checkpoint:
                           "folder and re-run, and the round trains it again in today's Hugging Face layout")
     meta = json.loads((folder / "slm.json").read_text())
     head = meta.get("kind", "classifier")
-    model = HEADS[head][0](str(folder), meta["labels"])
+    model = HEADS[head][0](str(folder), meta["labels"]).to(resolve_device(device))
     return Checkpoint(model.eval(), AutoTokenizer.from_pretrained(folder), meta["labels"], meta["max_length"], head)
+
+
+def resolve_device(device: str) -> str:
+    """"auto": the GPU Ray gave this process (or the only one it sees), else the CPU."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def scorer_compute(use_gpu: bool) -> dict:
+    """map_batches arguments for a pool of SLM actors: one per GPU the cluster has (Ray Data
+    scales the pool up from one as GPUs come free), else one CPU actor whose torch threads use
+    the node's cores."""
+    import ray
+
+    if use_gpu:
+        gpus = max(1, int(ray.cluster_resources().get("GPU", 0)))
+        return {"compute": ray.data.ActorPoolStrategy(min_size=1, max_size=gpus), "num_gpus": 1, "num_cpus": 1}
+    return {"compute": ray.data.ActorPoolStrategy(size=1), "num_cpus": 1}
 
 
 class SLMScorer:
@@ -59,8 +77,8 @@ class SLMScorer:
     (NaN where the row has none) and its sentence embedding; the head decides the columns
     (classifier: pred, probs; tagger: pred_tags)."""
 
-    def __init__(self, folder: str):
-        self.checkpoint = load_checkpoint(folder)
+    def __init__(self, folder: str, device: str = "cpu"):
+        self.checkpoint = load_checkpoint(folder, device)
         self.score = HEADS[self.checkpoint.head][1]
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:

@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--text-column", default="text", help="column with the text (NER: text or token lists; default: text)")
     predict.add_argument("--id-column", default="id", help="column with a unique row id; 'null' derives ids from the text (default: id)")
     predict.add_argument("--batch-size", type=int, default=64, help="rows per SLM call (default: 64)")
+    predict.add_argument("--use-gpu", choices=("auto", "true", "false"), default="auto",
+                         help="one SLM actor per GPU; auto: when the cluster has or can scale to GPUs (default: auto)")
 
     example = sub.add_parser("example", help="write the example corpus and config (and run it with --run)")
     example.add_argument("--folder", default="example", help="where to write it (default: example)")
@@ -126,7 +128,8 @@ def _predict(args) -> int:
         send_logs_to_file(log_file_for(args.output))
     ensure_ray()
     id_column = None if args.id_column.lower() in ("null", "none", "") else args.id_column
-    counts = predict_corpus(args.model, args.input, args.output, args.text_column, id_column, args.batch_size)
+    counts = predict_corpus(args.model, args.input, args.output, args.text_column, id_column, args.batch_size,
+                            use_gpu=args.use_gpu)
     print(f"[freeal_ray] {counts['predicted']} rows predicted into {args.output}/predictions, "
           f"{counts['quarantined']} quarantined with their reasons in {args.output}/quarantine")
     return 0

@@ -28,15 +28,15 @@ def slm_folder(path: str | Path) -> Path:
                       "output folder after its first round, or the slm/ folder inside it")
 
 
-def load_model(path: str | Path) -> "TrainedSLM":
-    """The SLM a run trained, in eval mode on the CPU."""
-    return TrainedSLM(slm_folder(path))
+def load_model(path: str | Path, device: str = "auto") -> "TrainedSLM":
+    """The SLM a run trained, in eval mode on `device` ("auto": a GPU when there is one, else the CPU)."""
+    return TrainedSLM(slm_folder(path), device)
 
 
 class TrainedSLM:
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, device: str = "auto"):
         self.folder = folder
-        self.checkpoint = load_checkpoint(folder)
+        self.checkpoint = load_checkpoint(folder, device)
         self._score = HEADS[self.checkpoint.head][1]
 
     @property

@@ -148,11 +148,13 @@ class RunContext:
     def scored(self, ds: ray.data.Dataset, r: int, folder: str | None = None) -> ray.data.Dataset:
         """`ds` with round r's SLM's (or the one in `folder`'s) prediction, loss and embedding per row
         (one scorer actor)."""
-        from freeal_ray.checkpoint import SLMScorer  # torch: only the scorer's process needs it
+        from freeal_ray.checkpoint import SLMScorer, scorer_compute  # torch: only the scorer's process needs it
+
+        use_gpu = want_gpu(self.cfg.slm.use_gpu)
         return ds.map_batches(
-            SLMScorer, fn_constructor_kwargs={"folder": str(self.path(folder or f"round-{r}/slm"))},
-            batch_format="pandas", batch_size=64, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1,
-            **tables.NO_RESTARTS,
+            SLMScorer, fn_constructor_kwargs={"folder": str(self.path(folder or f"round-{r}/slm")),
+                                              "device": "cuda" if use_gpu else "cpu"},
+            batch_format="pandas", batch_size=64 if not use_gpu else 512, **scorer_compute(use_gpu), **tables.NO_RESTARTS,
         )
 
     def unannotated(self, r: int) -> ray.data.Dataset:

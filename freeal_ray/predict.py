@@ -20,13 +20,15 @@ from tqdm.auto import tqdm
 from freeal_ray import corpus, tables
 from freeal_ray.config_sections import CorpusConfig
 from freeal_ray.model import TrainedSLM, slm_folder
+from freeal_ray.ray_cluster import want_gpu
 
 ENTITY = pa.struct([("type", pa.string()), ("text", pa.string()), ("start", pa.int64()), ("end", pa.int64()),
                     ("token_start", pa.int64()), ("token_end", pa.int64())])
 
 
 def predict_corpus(model: str | Path, input_path: str, output: str | Path, text_column: str = "text",
-                   id_column: str | None = "id", batch_size: int = 64, save_every_s: float = 30.0) -> dict:
+                   id_column: str | None = "id", batch_size: int = 64, save_every_s: float = 30.0,
+                   use_gpu: str = "auto") -> dict:
     """Label every row of `input_path` with the SLM at `model` (a run folder or its slm/) into
     `output`/predictions; returns the counts."""
     folder, out = slm_folder(model), Path(output).expanduser()
@@ -38,8 +40,11 @@ def predict_corpus(model: str | Path, input_path: str, output: str | Path, text_
                            batch_format="pandas")
     if done is not None:
         rows = rows.join(done, "left_anti", num_partitions=tables.join_partitions(tables.count_rows(out / "predictions")), on=("id",))
-    scored = rows.map_batches(SLMPredictor, fn_constructor_kwargs={"folder": str(folder)}, batch_format="pandas",
-                              batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1, **tables.NO_RESTARTS)
+    gpu = want_gpu(use_gpu)
+    from freeal_ray.checkpoint import scorer_compute
+
+    scored = rows.map_batches(SLMPredictor, fn_constructor_kwargs={"folder": str(folder), "device": "cuda" if gpu else "cpu"},
+                              batch_format="pandas", batch_size=batch_size, **scorer_compute(gpu), **tables.NO_RESTARTS)
     predictions, quarantine = tables.PartWriter(out / "predictions", save_every_s), tables.PartWriter(out / "quarantine", save_every_s)
     counts = {"predicted": 0, "quarantined": 0}
     with tqdm(desc="SLM predictions", unit="row") as bar:
@@ -93,8 +98,8 @@ def _problem(row_id, value, column: str) -> str | None:
 class SLMPredictor:
     """Ray Data actor: the SLM's labels (or tags and entity spans) for a batch of rows."""
 
-    def __init__(self, folder: str):
-        self.model = TrainedSLM(Path(folder))
+    def __init__(self, folder: str, device: str = "cpu"):
+        self.model = TrainedSLM(Path(folder), device)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         if not self.model.is_tagger:  # a token list is no text to classify

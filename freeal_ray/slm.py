@@ -61,9 +61,11 @@ def score_texts(checkpoint, batch: pd.DataFrame) -> pd.DataFrame:
     """Per row: the classifier's prediction, class probabilities, loss against the current label
     (NaN when the row has none) and its sentence embedding."""
     model, labels = checkpoint.model, checkpoint.classes
+    device = next(model.parameters()).device
     with torch.inference_mode():
         ids, mask = tokenize(checkpoint.tokenizer, batch["text"], checkpoint.max_length)
-        logits, pooled, _ = model(ids, mask)
+        logits, pooled, _ = model(ids.to(device), mask.to(device))
+    logits, pooled = logits.cpu(), pooled.cpu()
     log_probs = torch.log_softmax(logits.float(), dim=-1).numpy()
     targets = label_indices(batch["label"] if "label" in batch else [None] * len(batch), labels)
     rows = np.arange(len(targets))

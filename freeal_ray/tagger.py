@@ -94,8 +94,10 @@ def score_sentences(checkpoint, batch: pd.DataFrame) -> pd.DataFrame:
     ids, mask, word_ids = encode_words(checkpoint.tokenizer, sentences, checkpoint.max_length)
     given = tag_indices(batch["tags"] if "tags" in batch else None, tags, [len(s) for s in sentences])
     targets = torch.tensor([subword_targets(w, g) for w, g in zip(word_ids, given)])
+    device = next(model.parameters()).device
     with torch.inference_mode():
-        logits, pooled = model(ids, mask)
+        logits, pooled = model(ids.to(device), mask.to(device))
+        logits, pooled = logits.cpu(), pooled.cpu()
         loss = sentence_losses(logits.float(), targets).numpy()
     logits = logits.float().numpy()
     batch = batch.copy()

@@ -155,3 +155,12 @@ def test_predict_gives_ner_entities_with_offsets_into_each_raw_row(ray_session, 
         entities = list(got.loc[row_id, "entities"])
         assert [text[e["start"]:e["end"]] for e in entities] == [e["text"] for e in entities] == list(got.loc[row_id, "tokens"])
     assert [e["start"] for e in got.loc["b", "entities"]] == [0, 7, 12]
+
+
+def test_slm_actors_ask_for_a_gpu_each_when_the_slm_runs_on_gpus(ray_session):
+    from freeal_ray.checkpoint import resolve_device, scorer_compute
+
+    gpu, cpu = scorer_compute(True), scorer_compute(False)
+    assert gpu["num_gpus"] == 1 and gpu["compute"].min_size == 1 and "num_gpus" not in cpu
+    assert cpu["compute"].min_size == cpu["compute"].max_size == 1
+    assert resolve_device("auto") == ("cuda" if __import__("torch").cuda.is_available() else "cpu")
