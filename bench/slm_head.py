@@ -19,30 +19,35 @@ import torch
 
 from common import RESULTS, load_split, machine
 
+from freeal_ray.embedding import mean_pool
 from freeal_ray.model_store import resolve_encoder
 from freeal_ray.slm import SLMClassifier, tokenize
 
 LABELS = ["negative", "positive"]
 
 
-class StandardHead(torch.nn.Module):
-    """The encoder as AutoModelForSequenceClassification builds it; same call shape as SLMClassifier."""
+class MeanPoolHead(torch.nn.Module):
+    """The loop's head before the SLM became AutoModelForSequenceClassification: the mean-pooled
+    last layer, dropout, one linear layer; same call shape as SLMClassifier."""
 
     def __init__(self, path: str, n: int):
         super().__init__()
-        from transformers import AutoModelForSequenceClassification
+        from transformers import AutoModel
 
-        self.model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=n)
+        self.encoder = AutoModel.from_pretrained(path)
+        self.dropout = torch.nn.Dropout(0.1)
+        self.head = torch.nn.Linear(self.encoder.config.hidden_size, n)
 
     def forward(self, ids, mask):
-        return self.model(input_ids=ids, attention_mask=mask).logits, None, None
+        pooled = mean_pool(self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state, mask)
+        return self.head(self.dropout(pooled)), pooled, None
 
 
 def fit_and_score(head: str, encoder: str, train, test, seed: int, epochs: int, batch: int, lr: float) -> dict:
     from transformers import AutoTokenizer
 
     torch.manual_seed(seed)
-    model = SLMClassifier(encoder, len(LABELS)) if head == "mean-pool" else StandardHead(encoder, len(LABELS))
+    model = MeanPoolHead(encoder, len(LABELS)) if head == "mean-pool" else SLMClassifier(encoder, LABELS)
     tokenizer = AutoTokenizer.from_pretrained(encoder)
     optim = torch.optim.AdamW(model.parameters(), lr=lr)
     y = torch.tensor([LABELS.index(v) for v in train["llm_label"]])

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from freeal_ray import ner
-from freeal_ray.checkpoint import HEADS, load_checkpoint
+from freeal_ray.checkpoint import load_checkpoint, score_by_length
 from freeal_ray.errors import FreeALError
 
 
@@ -37,7 +37,6 @@ class TrainedSLM:
     def __init__(self, folder: Path, device: str = "auto"):
         self.folder = folder
         self.checkpoint = load_checkpoint(folder, device)
-        self._score = HEADS[self.checkpoint.head][1]
 
     @property
     def is_tagger(self) -> bool:
@@ -54,8 +53,7 @@ class TrainedSLM:
         column, label_column = ("tokens", "tags") if self.is_tagger else ("text", "label")
         frame = pd.DataFrame({column: list(texts)})
         frame[label_column] = list(labels) if labels is not None else None
-        parts = [self._score(self.checkpoint, frame.iloc[i : i + batch_size]) for i in range(0, len(frame), batch_size)]
-        return pd.concat(parts, ignore_index=True) if parts else frame
+        return score_by_length(self.checkpoint, frame, batch_size)
 
     def predict(self, texts: Sequence, batch_size: int = 64) -> list[dict]:
         """Per text, a dict: classification {label, confidence, probs: {label: p}}; NER {tokens,

@@ -42,6 +42,11 @@ def _labels_made(manifest: dict) -> list[str]:
     return lines
 
 
+def _aggregation(head: str) -> str:
+    # The tagger is trained and read at each word's first sub-word, as this strategy reads it.
+    return ', aggregation_strategy=\"first\"' if head == "tagger" else ""
+
+
 def write_model_card(folder: str | Path, manifest: dict) -> Path:
     """`folder`/README.md for the checkpoint in `folder`, from the run's manifest."""
     import json
@@ -53,12 +58,13 @@ def write_model_card(folder: str | Path, manifest: dict) -> Path:
     kind = "token-classification (BIO tags)" if head == "tagger" else "text-classification"
     has_gold = any("slm_acc" in m or "final_acc" in m or "final_f1" in m for m in manifest.get("rounds", {}).values())
     lines = [
-        "---", "library_name: freeal_ray", f"pipeline_tag: {kind.split(' ')[0]}", "---", "",
+        "---", "library_name: transformers", f"pipeline_tag: {kind.split(' ')[0]}", "tags: [freeal_ray]", "---", "",
         f"# {task.get('name', 'freeal_ray')} ({kind})", "",
         f"A small model trained with no human labels by freeal_ray {_version()} on "
         f"{datetime.date.today().isoformat()}, from the encoder `{config['slm']['model']}`.", "",
         f"Classes: {', '.join(classes)}.", "",
-        "Load it with `freeal_ray.load_model(folder).predict(texts)`, or run `freeal-ray predict --model folder ...`.", "",
+        f"Load it with transformers, `pipeline(\"{kind.split(' ')[0]}\", model=folder{_aggregation(head)})`, with no "
+        "freeal_ray code; or with `freeal_ray.load_model(folder).predict(texts)`, or run `freeal-ray predict --model folder ...`.", "",
         "## How its training labels were made", "", *_labels_made(manifest), "",
         "## Quality per round", "",
         ("Against the corpus's gold column (used for this table only):" if has_gold else

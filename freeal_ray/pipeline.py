@@ -153,8 +153,8 @@ class RunContext:
         use_gpu = want_gpu(self.cfg.slm.use_gpu)
         return ds.map_batches(
             SLMScorer, fn_constructor_kwargs={"folder": str(self.path(folder or f"round-{r}/slm")),
-                                              "device": "cuda" if use_gpu else "cpu"},
-            batch_format="pandas", batch_size=64 if not use_gpu else 512, **scorer_compute(use_gpu), **tables.NO_RESTARTS,
+                                              "device": "cuda" if use_gpu else "cpu", "batch_size": 256 if use_gpu else 64},
+            batch_format="pandas", batch_size=1024, **scorer_compute(use_gpu), **tables.NO_RESTARTS,
         )
 
     def unannotated(self, r: int) -> ray.data.Dataset:

@@ -43,8 +43,10 @@ def predict_corpus(model: str | Path, input_path: str, output: str | Path, text_
     gpu = want_gpu(use_gpu)
     from freeal_ray.checkpoint import scorer_compute
 
-    scored = rows.map_batches(SLMPredictor, fn_constructor_kwargs={"folder": str(folder), "device": "cuda" if gpu else "cpu"},
-                              batch_format="pandas", batch_size=batch_size, **scorer_compute(gpu), **tables.NO_RESTARTS)
+    # Ray batches of many forward passes, so that each pass groups rows of similar length
+    scored = rows.map_batches(SLMPredictor, fn_constructor_kwargs={"folder": str(folder), "device": "cuda" if gpu else "cpu",
+                                                                   "batch_size": batch_size},
+                              batch_format="pandas", batch_size=16 * batch_size, **scorer_compute(gpu), **tables.NO_RESTARTS)
     predictions, quarantine = tables.PartWriter(out / "predictions", save_every_s), tables.PartWriter(out / "quarantine", save_every_s)
     counts = {"predicted": 0, "quarantined": 0}
     with tqdm(desc="SLM predictions", unit="row") as bar:
@@ -98,15 +100,19 @@ def _problem(row_id, value, column: str) -> str | None:
 class SLMPredictor:
     """Ray Data actor: the SLM's labels (or tags and entity spans) for a batch of rows."""
 
-    def __init__(self, folder: str, device: str = "cpu"):
+    def __init__(self, folder: str, device: str = "cpu", batch_size: int = 64):
+        from freeal_ray.checkpoint import actor_threads
+
+        actor_threads(device)
         self.model = TrainedSLM(Path(folder), device)
+        self.batch_size = batch_size
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         if not self.model.is_tagger:  # a token list is no text to classify
             batch["error"] = batch["error"].where(batch["tokens_in"].isna(), "a token list, not text")
         ok = batch["error"].isna()
         values = [json.loads(t) if isinstance(t, str) else v for v, t in zip(batch["value"][ok], batch["tokens_in"][ok])]
-        predicted = self.model.predict(values) if values else []
+        predicted = self.model.predict(values, self.batch_size) if values else []
         out = batch.drop(columns=["tokens_in"]).rename(columns={"value": "text"})
         for key in (("tokens", "tags", "entities") if self.model.is_tagger else ("label", "confidence", "probs")):
             column = [None] * len(batch)
