@@ -9,6 +9,7 @@ import sys
 import pandas as pd
 import pytest
 from conftest import tiny_overrides
+from tiny_models import toy_corpus
 
 from freeal_ray import tables
 
@@ -66,7 +67,7 @@ def test_killed_run_resumes_without_repeating_llm_work(tiny_models, toy_jsonl, t
     assert third_party_lines(done.stdout + done.stderr) == []  # Ray's, vLLM's, torch's lines went to the log file
     log_file = out / "logs" / "run.log"
     assert str(log_file) in done.stdout and log_file.stat().st_size > 0
-    annotations = tables.read_table(out / "round-0" / "labels").to_pandas()
+    annotations = tables.read_frame(out / "round-0" / "labels")
     # toy_corpus(40) repeats one text (row-38 is row-36's): the LLM is asked about it once
     assert len(annotations) == 39 and annotations["id"].is_unique and "row-38" not in set(annotations["id"])
     assert first_parts[0] in tables.table_files(out / "round-0" / "labels")  # the paid part was kept
@@ -76,23 +77,24 @@ def test_killed_run_resumes_without_repeating_llm_work(tiny_models, toy_jsonl, t
     assert "train-1" in manifest["stages"] and manifest["stages"]["train-1"]["finished"] < manifest["stages"]["score-1"]["finished"]
 
     # outputs honour the stage contracts
-    labels = tables.read_table(out / "labels").to_pandas()
+    labels = tables.read_frame(out / "labels")
     assert sorted(labels["id"]) == sorted(f"row-{i}" for i in range(40))
     assert set(labels["label"]) <= {"negative", "positive"} and labels["label"].notna().all()
     by_id = labels.set_index("id")
     assert by_id.loc["row-38", "duplicate_of"] == "row-36" and by_id.loc["row-38", "label"] == by_id.loc["row-36", "label"]
     assert set(labels["source"]) <= {"llm", "slm"}
-    scores = tables.read_table(out / "round-1" / "scores").to_pandas()
+    scores = tables.read_frame(out / "round-1" / "scores")
     assert {"loss", "p_clean", "clean", "pred", "probs", "embedding"} <= set(scores.columns)
     noisy = set(scores.loc[~scores["clean"], "id"])
-    refined = tables.read_table(out / "round-1" / "labels" / "refined")
-    refined_ids = set(refined.to_pandas()["id"]) if refined is not None else set()
+    refined_ids = set(tables.read_frame(out / "round-1" / "labels" / "refined").get("id", []))
     assert refined_ids == noisy  # the refinery asked the LLM about the noisy rows only
-    demos = tables.read_table(out / "round-1" / "demos").to_pandas()
+    demos = tables.read_frame(out / "round-1" / "demos")
     assert set(demos["label"]) == {"negative", "positive"}
     assert (out / "slm" / "model.safetensors").exists() and (out / "report.md").exists() and (out / "rounds.png").exists()
-    for key in ("llm_acc", "slm_acc", "final_acc", "clean_fraction"):
-        assert 0.0 <= manifest["rounds"]["1"][key] <= 1.0
+    assert {"llm_acc", "slm_acc", "clean_fraction"} <= manifest["rounds"]["1"].keys()
+    gold = {row["id"]: row["gold"] for row in toy_corpus(40)}
+    canonical = labels[labels["duplicate_of"].isna()]  # a repeated text counts once
+    assert manifest["rounds"]["1"]["final_acc"] == pytest.approx((canonical["label"] == canonical["id"].map(gold)).mean())
     assert "final labels acc" in done.stdout
 
     # 4. a re-run of a finished run does no work at all
@@ -108,8 +110,8 @@ def test_killed_run_resumes_without_repeating_llm_work(tiny_models, toy_jsonl, t
     manifest = json.loads((out / "manifest.json").read_text())
     assert {"train-2", "score-2"} <= set(manifest["stages"]) and "select-2" not in manifest["stages"]
     assert "refine-2" not in manifest["stages"] and manifest["stages"]["finalize"]["rounds"] == 1
-    assert 0.0 <= manifest["rounds"]["2"]["slm_agreement"] <= 1.0 and "stopped the run" in longer.stdout
-    assert tables.read_table(out / "labels").to_pandas().sort_values("id")["label"].tolist() == labels.sort_values("id")["label"].tolist()
+    assert "stopped" in manifest["rounds"]["2"] and "stopped the run" in longer.stdout
+    assert tables.read_frame(out / "labels").sort_values("id")["label"].tolist() == labels.sort_values("id")["label"].tolist()
 
 
 def test_cli_errors_are_one_clear_line(tmp_path):
