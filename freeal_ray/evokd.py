@@ -36,14 +36,14 @@ def shown_samples(labels: Sequence, preds: Sequence, confidence: Sequence[float]
 
 def class_f1(labels: Sequence, preds: Sequence, classes: Sequence[str]) -> dict[str, float]:
     """The student's F1 per class against reference labels (rows with none left out)."""
-    pairs = [(g, p) for g, p in zip(labels, preds) if isinstance(g, str)]
-    out = {}
-    for c in classes:
-        tp = sum(1 for g, p in pairs if g == c and p == c)
-        fp = sum(1 for g, p in pairs if g != c and p == c)
-        fn = sum(1 for g, p in pairs if g == c and p != c)
-        out[c] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
-    return out
+    from sklearn.metrics import f1_score
+
+    pairs = [(g, str(p)) for g, p in zip(labels, preds) if isinstance(g, str)]
+    if not pairs:
+        return {c: 0.0 for c in classes}
+    gold, pred = zip(*pairs)
+    scores = f1_score(gold, pred, labels=list(classes), average=None, zero_division=0.0)
+    return {c: float(s) for c, s in zip(classes, scores)}
 
 
 def writing_plan(task: Task, wrong_labels: Sequence[str], wrong_preds: Sequence[str], f1: dict[str, float],
