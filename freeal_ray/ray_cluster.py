@@ -16,6 +16,10 @@ log = logging.getLogger(__name__)
 def ensure_ray(num_cpus: int | None = None) -> None:
     """Join (RAY_ADDRESS) or start a Ray cluster, and set Ray Data up for this driver. A local
     cluster gets `num_cpus` logical CPUs (default: the cores, at least 4)."""
+    # Ray Train's controller looks at its workers every 2 s by default, so a fit that has finished
+    # waits for the next look: a second a fit for nothing. Ray Train passes this variable on from
+    # the driver's environment to its controller.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
     if not ray.is_initialized():
         env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "ERROR",
                "RAY_DATA_USE_DATASOURCE_V2": "0"}
@@ -43,7 +47,16 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     # A hash shuffle (groupby, aggregate) starts one aggregator per partition, 200 by default: on a
     # small cluster that is seconds of actor start-up for a shuffle of a few thousand rows, with
     # no parallelism to gain past one partition per CPU.
-    ctx.default_hash_shuffle_parallelism = max(1, min(200, int(ray.cluster_resources().get("CPU", 1))))
+    ctx.default_hash_shuffle_parallelism = shuffle_partitions()
+
+
+def shuffle_partitions() -> int:
+    """One hash-shuffle partition per core the cluster computes on: its CPUs, or on a local
+    cluster given more logical CPUs than the machine has cores (to let stages overlap), the cores."""
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    if not os.environ.get("RAY_ADDRESS"):
+        cpus = min(cpus, os.cpu_count() or cpus)
+    return max(1, min(200, cpus))
 
 
 def want_gpu(setting: str) -> bool:
