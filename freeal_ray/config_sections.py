@@ -33,8 +33,9 @@ class CorpusConfig:
     llm_label_column: str | None = _f(
         None,
         "Column with labels an LLM already gave (e.g. from an earlier run or another tool): the loop "
-        "starts from them instead of synthesising demos and annotating round 0. Values outside the "
-        "label set count as abstentions.",
+        "starts from them instead of synthesising demos and annotating round 0. A value names a label "
+        "by the label or its verbalizer word, in any case and spacing; other values count as "
+        "abstentions and are listed with their counts, and a column where none matches is an error.",
     )
     limit: int | None = _f(None, "Use only the first N rows (for a quick look).")
 

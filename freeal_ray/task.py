@@ -53,6 +53,15 @@ class Task:
                 return label
         return None
 
+    def label_of_given(self, value: str) -> str | None:
+        """The label a label someone already gave names: the label itself or its verbalizer word,
+        in any case and spacing ("Positive ", "great" for a verbalizer "great"); None when neither."""
+        cleaned = " ".join(value.split()).casefold()
+        for label in self.labels:
+            if cleaned in (label.casefold(), self.word(label).casefold()):
+                return label
+        return None
+
     def index(self, label: str) -> int:
         return self.labels.index(label)
 

@@ -132,6 +132,8 @@ def test_given_llm_labels_start_round_zero_without_an_llm(ray_session, tmp_path)
         {"id": "b", "text": "bad film", "llm": "negative", "gold": "negative"},
         {"id": "c", "text": "odd film", "llm": "maybe", "gold": "negative"},  # outside the label set
         {"id": "d", "text": "long film", "llm": None, "gold": "positive"},  # the LLM abstained
+        {"id": "e", "text": "fine film", "llm": " Positive", "gold": "positive"},  # case and spacing differ
+        {"id": "f", "text": "dull film", "llm": "maybe", "gold": "negative"},
     ]
     path = write_jsonl(tmp_path / "c.jsonl", rows)
     config = load_config(None, {
@@ -142,12 +144,31 @@ def test_given_llm_labels_start_round_zero_without_an_llm(ray_session, tmp_path)
     run.ingest()
     run.ctx.run_stage(GivenLabels())
     labels = tables.read_table(tmp_path / "run" / "round-0" / "labels").to_pandas().set_index("id")
-    assert labels["label"].to_dict() == {"a": "positive", "b": "negative", "c": None, "d": None}
+    assert labels["label"].to_dict() == {"a": "positive", "b": "negative", "c": None, "d": None, "e": "positive", "f": None}
     assert set(labels["source"]) == {"given"}
     metrics = run.manifest.data["rounds"]["0"]
-    assert metrics["llm_calls"] == 0 and metrics["given_outside_label_set"] == 1
+    assert metrics["llm_calls"] == 0 and metrics["given_outside_label_set"] == 2
+    assert metrics["given_unmatched_values"] == {"maybe": 2}
     assert metrics["llm_acc"] == 0.5 and metrics["llm_coverage"] == 0.5
     assert not any(a["name"].startswith("freeal-engine") for a in ray.util.list_named_actors(all_namespaces=True) if isinstance(a, dict))
+
+
+def test_given_labels_match_through_verbalizers_and_none_matching_is_an_error(ray_session, tmp_path):
+    task = {"name": "stars", "labels": ["low", "high"], "verbalizers": {"high": "Great"}, "instruction": "Rate it."}
+    rows = [{"id": "a", "text": "one", "llm": "great"}, {"id": "b", "text": "two", "llm": "LOW"}]
+    run = FreeALRun(load_config(None, {"corpus.path": str(write_jsonl(tmp_path / "c.jsonl", rows)), "task": task,
+                                       "output": str(tmp_path / "run"), "corpus.llm_label_column": "llm"}))
+    run.ingest()
+    run.ctx.run_stage(GivenLabels())
+    labels = tables.read_table(tmp_path / "run" / "round-0" / "labels").to_pandas().set_index("id")
+    assert labels["label"].to_dict() == {"a": "high", "b": "low"}
+
+    rows = [{"id": str(i), "text": f"text {i}", "llm": value} for i, value in enumerate(["pos", "pos", "neg", None])]
+    run = FreeALRun(load_config(None, {"corpus.path": str(write_jsonl(tmp_path / "d.jsonl", rows)), "task": "sentiment",
+                                       "output": str(tmp_path / "run2"), "corpus.llm_label_column": "llm"}))
+    run.ingest()
+    with pytest.raises(CorpusError, match=r"no value in corpus.llm_label_column 'llm' names a label.*'pos' \(2\), 'neg' \(1\)"):
+        run.ctx.run_stage(GivenLabels())
 
 
 def test_kept_rows_can_be_grouped_when_a_block_keeps_none(ray_session):
