@@ -213,20 +213,15 @@ class RunContext:
 
     def llm_usage(self, folder: Path) -> dict:
         """LLM calls and tokens spent writing the answers in `folder`."""
-        ds = tables.read_table(folder, columns=["prompt_tokens", "output_tokens"])
-        if ds is None:
-            return {"llm_calls": 0, "prompt_tokens": 0, "output_tokens": 0}
-        sums = ds.sum(["prompt_tokens", "output_tokens"]) or {}
-        return {"llm_calls": ds.count(), "prompt_tokens": int(sums.get("sum(prompt_tokens)") or 0),
-                "output_tokens": int(sums.get("sum(output_tokens)") or 0)}
+        sums = tables.column_sums(folder, ["prompt_tokens", "output_tokens"])
+        return {"llm_calls": tables.count_rows(folder), "prompt_tokens": int(sums["prompt_tokens"]),
+                "output_tokens": int(sums["output_tokens"])}
 
     def notice_abstentions(self, folder: Path, where: str) -> None:
         """Say in plain words when the LLM left rows without a usable label."""
-        ds = tables.read_table(folder, columns=[self.kind.label_column])
-        if ds is None:
-            return
-        labelled = self.kind.labelled  # the lambda ships to Ray workers: the adapter, not the whole context
-        n, missing = tables.count_rows(folder), ds.filter(lambda row: not labelled(row)).count()
+        labelled = self.kind.labelled
+        n = tables.count_rows(folder)
+        missing = n - tables.count_where(folder, labelled, [self.kind.label_column])
         if missing:
             print(f"[freeal_ray] the LLM gave no usable answer for {missing} of {n} rows {where} "
                   f"({missing / max(n, 1):.1%}): the SLM labels them", flush=True)

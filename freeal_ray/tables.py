@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 -- pa.compute
 import pyarrow.parquet as pq
 import ray
 
@@ -178,6 +179,20 @@ def scan(path: str | Path, columns: list[str], batch_size: int = 65_536):
                 if c not in present:  # a part where the column was all missing
                     batch = batch.append_column(c, pa.nulls(batch.num_rows))
             yield batch
+
+
+def count_where(path: str | Path, predicate, columns: list[str]) -> int:
+    """Rows of a stage table for which predicate(row) holds, row being a dict of `columns`
+    (a column absent from the table reads as None)."""
+    return sum(sum(1 for row in batch.to_pylist() if predicate(row)) for batch in scan(path, columns))
+
+
+def column_sums(path: str | Path, columns: list[str]) -> dict[str, float]:
+    totals = dict.fromkeys(columns, 0)
+    for batch in scan(path, columns):
+        for c in columns:
+            totals[c] += pa.compute.sum(batch.column(c)).as_py() or 0
+    return totals
 
 
 def count_rows(path: str | Path) -> int:

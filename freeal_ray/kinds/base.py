@@ -23,6 +23,7 @@ class TaskKind(ABC):
     sentences: bool  # rows are pre-split sentences (`tokens`), not free text
     round0_can_be_confident: bool  # whether answers carry a confidence to rank round-0 demos by
     scratch_columns: tuple[str, ...]  # the scorer's columns, dropped when a row moves on
+    predicate_columns: tuple[str, ...]  # what labelled, agrees and changed read of a row
 
     def __init__(self, task):
         self.task = task

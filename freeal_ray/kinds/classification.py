@@ -27,6 +27,7 @@ class Classification(TaskKind):
     sentences = False
     round0_can_be_confident = True
     scratch_columns = SLM_COLUMNS
+    predicate_columns = ("label", "pred", "prev_label")
 
     def check_gold(self, corpus, column):
         unknown = corpus.filter(lambda r, labels=set(self.task.labels): r["gold"] is not None and r["gold"] not in labels).take(3)

@@ -41,6 +41,7 @@ class Entities(TaskKind):
     sentences = True
     round0_can_be_confident = False  # an entity answer carries no per-span confidence to rank by
     scratch_columns = TAGGER_COLUMNS
+    predicate_columns = ("tags", "pred_tags", "prev_tags")
 
     def check_gold(self, corpus, column):
         known = set(self.task.tags)

@@ -35,7 +35,7 @@ class Refine(Stage):
         tables.write_table(kept.map_batches(kind.carry, batch_format="pandas").map_batches(tables.conform, batch_format="pandas"),
                         labels_dir / "clean")
         noisy = scores.filter(reask).map_batches(kind.carry, batch_format="pandas")
-        n_noisy = noisy.count()
+        n_noisy = tables.count_where(ctx.path(f"round-{r}", "scores"), reask, ["clean", "label"])
         answers_dir = ctx.path(f"round-{r}", "answers")
         if n_noisy:
             annotate(noisy, ctx.demos(r), ctx.task, ctx.llm(), ctx.encoder_path(r), ctx.shots, r, str(answers_dir), total=n_noisy)
@@ -43,7 +43,8 @@ class Refine(Stage):
         usage = ctx.llm_usage(answers_dir)
         ctx.notice_abstentions(labels_dir / "refined", f"of the {n_noisy} rows re-asked in round {r}")
         table = ctx.table(f"round-{r}", "labels")
-        changed, n = table.filter(kind.changed).count(), table.count()
+        changed = tables.count_where(labels_dir, kind.changed, list(kind.predicate_columns))
+        n = tables.count_rows(labels_dir)
         info.update(noisy=n_noisy, changed=changed, **usage)
         metrics = {"noisy_rows": n_noisy, "changed": changed, "changed_fraction": changed / max(n, 1),
                    "kept_previous": kept_previous, **usage, **ctx.label_metrics(table)}
@@ -60,4 +61,4 @@ def _accept_answers(ctx: RunContext, answers_dir: Path, refined_dir: Path) -> in
         return 0
     accepted = answers.map_batches(ctx.kind.accept, fn_kwargs={"rule": ctx.cfg.loop.refine_accept}, batch_format="pandas")
     tables.write_table(accepted.map_batches(tables.conform, batch_format="pandas"), refined_dir)
-    return tables.read_table(refined_dir).filter(lambda row: bool(row.get("kept_previous"))).count()
+    return tables.count_where(refined_dir, lambda row: bool(row["kept_previous"]), ["kept_previous"])

@@ -13,7 +13,6 @@ import shutil
 
 import numpy as np
 import pandas as pd
-import ray
 
 from freeal_ray import tables
 from freeal_ray.noise import fit_loss_gmm
@@ -32,7 +31,7 @@ class Score(Stage):
             shutil.rmtree(p, ignore_errors=True)
         scored = ctx.scored(ctx.table(f"round-{r - 1}", "labels"), r)
         tables.write_table(scored.map_batches(tables.conform, batch_format="pandas"), partial)
-        losses = _loss_sample(tables.read_table(partial, columns=["loss"]), ctx.cfg.loop.seed)
+        losses = _loss_sample(partial, ctx.cfg.loop.seed)
         gmm = fit_loss_gmm(losses[np.isfinite(losses)], seed=ctx.cfg.loop.seed)
         split = tables.read_table(partial).map_batches(
             _add_clean, fn_kwargs={"gmm": gmm, "threshold": ctx.cfg.slm.gmm_threshold}, batch_format="pandas")
@@ -40,10 +39,11 @@ class Score(Stage):
         shutil.rmtree(partial)
         scores = ctx.table(f"round-{r}", "scores")
         clean = scores.filter(lambda row: bool(row["clean"]))
-        n, n_clean = scores.count(), clean.count()
+        n, n_clean = tables.count_rows(final), tables.count_where(final, lambda row: bool(row["clean"]), ["clean"])
         # Over labelled rows only: an abstention cannot agree, and counting it would make a round
         # with more abstentions look like a worse SLM to the early-stop guard.
-        agreement = scores.filter(ctx.kind.agrees).count() / max(scores.filter(ctx.kind.labelled).count(), 1)
+        columns = list(ctx.kind.predicate_columns)
+        agreement = tables.count_where(final, ctx.kind.agrees, columns) / max(tables.count_where(final, ctx.kind.labelled, columns), 1)
         info.update(gmm=gmm.__dict__, clean=n_clean, rows=n, agreement=agreement)
         metrics = {"clean_fraction": n_clean / max(n, 1), "slm_agreement": agreement}
         if ctx.has_gold():
@@ -60,9 +60,11 @@ def _add_clean(batch: pd.DataFrame, gmm, threshold: float) -> pd.DataFrame:
     return batch
 
 
-def _loss_sample(ds: ray.data.Dataset, seed: int, cap: int = 200_000) -> np.ndarray:
+def _loss_sample(folder, seed: int, cap: int = 200_000) -> np.ndarray:
     """Up to about `cap` losses for fitting the GMM: five numbers are learnt, so a sample does."""
-    n = ds.count()
-    if n > cap:
-        ds = ds.random_sample(cap / n, seed=seed)
-    return np.concatenate([b["loss"] for b in ds.iter_batches(batch_format="numpy", batch_size=65536)] or [np.zeros(0)])
+    share, rng = min(1.0, cap / max(tables.count_rows(folder), 1)), np.random.default_rng(seed)
+    parts = []
+    for batch in tables.scan(folder, ["loss"]):
+        loss = batch.column("loss").to_numpy(zero_copy_only=False).astype(float)
+        parts.append(loss if share >= 1.0 else loss[rng.random(len(loss)) < share])
+    return np.concatenate(parts) if parts else np.zeros(0)

@@ -22,12 +22,14 @@ class Train(Stage):
     def run(self, ctx: RunContext, info: dict) -> None:
         r, s = self.r, ctx.cfg.slm
         rows = ctx.table(f"round-{r - 1}", "labels").map_batches(ctx.kind.training_rows, batch_format="pandas")
+        total = tables.count_rows(ctx.path(f"round-{r - 1}", "labels"))
         unlabelled = _unlabelled_sample(ctx, r) if ctx.incremental else None
         if unlabelled is not None:
             rows = rows.union(unlabelled.map_batches(ctx.kind.training_rows, batch_format="pandas"))
+            total += tables.count_rows(ctx.path(f"round-{r}", "unlabelled"))
         settings = ctx.kind.train_settings(train_settings(ctx, r))
         result = train_slm(rows, settings, str(ctx.path(f"round-{r}", "slm")), s.num_workers, want_gpu(s.use_gpu),
-                           objective=ctx.kind.objective, desc=f"SLM training, round {r}")
+                           objective=ctx.kind.objective, desc=f"SLM training, round {r}", total_rows=total)
         info.update({k: result[k] for k in ("train_loss", "clean_fraction") if k in result})
 
 

@@ -22,9 +22,11 @@ def train_slm(
     use_gpu: bool,
     objective: str = "sentences",
     desc: str = "SLM training",
+    total_rows: int | None = None,
 ) -> dict:
     """Fit the SLM on `rows` (text, label_idx[, view]); write the checkpoint to `out_dir`. With
-    objective "tokens", the NER tagger on `rows` (tokens, tag_idx: a tag index per word, -1 for none)."""
+    objective "tokens", the NER tagger on `rows` (tokens, tag_idx: a tag index per word, -1 for none).
+    `total_rows`, where the caller knows it, spares a pass over `rows` to count them for the bar."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -41,7 +43,8 @@ def train_slm(
         datasets={"train": rows},
     )
     try:
-        result = _fit_with_progress(trainer, progress, rows.count() * settings.epochs, desc)
+        total = rows.count() if total_rows is None else total_rows
+        result = _fit_with_progress(trainer, progress, total * settings.epochs, desc)
     finally:
         progress.shutdown()
     if result.checkpoint is None:
