@@ -187,6 +187,15 @@ def count_where(path: str | Path, predicate, columns: list[str]) -> int:
     return sum(sum(1 for row in batch.to_pylist() if predicate(row)) for batch in scan(path, columns))
 
 
+def first_where(path: str | Path, predicate, columns: list[str]) -> dict | None:
+    """The first row of a stage table for which predicate(row) holds, or None."""
+    for batch in scan(path, columns):
+        for row in batch.to_pylist():
+            if predicate(row):
+                return row
+    return None
+
+
 def column_sums(path: str | Path, columns: list[str]) -> dict[str, float]:
     totals = dict.fromkeys(columns, 0)
     for batch in scan(path, columns):

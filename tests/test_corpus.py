@@ -22,6 +22,15 @@ def ingest(path, tmp_path, **overrides):
     return corpus, (quarantine.to_pandas() if quarantine is not None else pd.DataFrame(columns=["line", "reason"]))
 
 
+def test_ingest_names_a_gold_label_outside_the_label_set_and_counts_long_texts(ray_session, tmp_path, capsys):
+    rows = [{"id": "a", "text": "x" * 30, "gold": "positive"}, {"id": "b", "text": "short", "gold": "negative"}]
+    ingest(write_jsonl(tmp_path / "ok.jsonl", rows), tmp_path, **{"corpus.gold_column": "gold", "llm.max_text_chars": 20})
+    assert "1 texts are longer than llm.max_text_chars (20)" in capsys.readouterr().out
+    rows.append({"id": "c", "text": "odd", "gold": "Neutral"})
+    with pytest.raises(CorpusError, match="e.g. row 'c' has 'Neutral'"):
+        ingest(write_jsonl(tmp_path / "bad.jsonl", rows), tmp_path / "second", **{"corpus.gold_column": "gold"})
+
+
 def test_bad_rows_are_quarantined_with_reasons(ray_session, tmp_path):
     path = write_jsonl(
         tmp_path / "c.jsonl",

@@ -4,6 +4,7 @@ stage branches on the kind: a new kind is one new adapter, not edits across the 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import pandas as pd
 import ray
@@ -30,10 +31,10 @@ class TaskKind(ABC):
 
     # ---- ingest ------------------------------------------------------------------------------
     @abstractmethod
-    def check_gold(self, corpus: ray.data.Dataset, column: str) -> None:
-        """Raise CorpusError if gold labels fall outside the task's label set."""
+    def check_gold(self, corpus: Path, column: str) -> None:
+        """Raise CorpusError if gold labels in the corpus table at `corpus` fall outside the task's label set."""
 
-    def long_texts(self, corpus: ray.data.Dataset, cap: int) -> int:
+    def long_texts(self, corpus: Path, cap: int) -> int:
         """How many rows the LLM will see cut at `cap` characters (none where rows are sentences)."""
         return 0
 

@@ -30,15 +30,16 @@ class Classification(TaskKind):
     predicate_columns = ("label", "pred", "prev_label")
 
     def check_gold(self, corpus, column):
-        unknown = corpus.filter(lambda r, labels=set(self.task.labels): r["gold"] is not None and r["gold"] not in labels).take(3)
+        labels = set(self.task.labels)
+        unknown = tables.first_where(corpus, lambda r: r["gold"] is not None and r["gold"] not in labels, ["id", "gold"])
         if unknown:
             raise CorpusError(
-                f"gold column {column!r} holds labels outside the task's label set, e.g. row {unknown[0]['id']!r} "
-                f"has {unknown[0]['gold']!r}; labels: {', '.join(self.task.labels)}"
+                f"gold column {column!r} holds labels outside the task's label set, e.g. row {unknown['id']!r} "
+                f"has {unknown['gold']!r}; labels: {', '.join(self.task.labels)}"
             )
 
     def long_texts(self, corpus, cap):
-        return corpus.filter(lambda row, cap=cap: len(row["text"]) > cap).count()
+        return tables.count_where(corpus, lambda row: len(row["text"]) > cap, ["text"])
 
     def prompt_builder(self, settings):
         return PromptBuilder, {"style": settings.prompt_style, "llm_path": settings.engine_config.model_path}

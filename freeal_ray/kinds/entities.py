@@ -45,13 +45,13 @@ class Entities(TaskKind):
 
     def check_gold(self, corpus, column):
         known = set(self.task.tags)
-        bad = corpus.filter(
-            lambda r: r["gold_tags"] is not None and not (set(r["gold_tags"]) <= known and is_valid_bio(list(r["gold_tags"])))
-        ).take(1)
+        bad = tables.first_where(
+            corpus, lambda r: r["gold_tags"] is not None and not (set(r["gold_tags"]) <= known and is_valid_bio(list(r["gold_tags"]))),
+            ["id", "gold_tags"])
         if bad:
             raise CorpusError(
-                f"gold column {column!r} of row {bad[0]['id']!r} holds tags outside the task's BIO tag set or an I- tag "
-                f"with no entity to continue: {list(bad[0]['gold_tags'])}; tags: {', '.join(self.task.tags)}"
+                f"gold column {column!r} of row {bad['id']!r} holds tags outside the task's BIO tag set or an I- tag "
+                f"with no entity to continue: {list(bad['gold_tags'])}; tags: {', '.join(self.task.tags)}"
             )
 
     def llm_settings(self, settings):

@@ -45,7 +45,7 @@ class Ingest(Stage):
         tables.write_table(quarantined, ctx.path("quarantine"))
         info.update(_say_what_was_set_aside(ctx), renamed_columns=renames)
         if c.gold_column:
-            ctx.kind.check_gold(ctx.table("corpus"), c.gold_column)
+            ctx.kind.check_gold(ctx.path("corpus"), c.gold_column)
         info.update(texts_cut=_notice_long_texts(ctx))
 
 
@@ -79,7 +79,7 @@ def _say_what_was_set_aside(ctx: RunContext) -> dict:
 def _notice_long_texts(ctx: RunContext) -> int:
     """Texts longer than llm.max_text_chars reach the LLM cut: say so once, at ingest."""
     cap = ctx.cfg.llm.max_text_chars
-    n = ctx.kind.long_texts(ctx.table("corpus"), cap)
+    n = ctx.kind.long_texts(ctx.path("corpus"), cap)
     if n:
         print(f"[freeal_ray] {n} texts are longer than llm.max_text_chars ({cap}): the LLM sees their first "
               f"{cap} characters (the SLM its first slm.max_length tokens)", flush=True)
