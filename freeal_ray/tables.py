@@ -187,6 +187,34 @@ def count_where(path: str | Path, predicate, columns: list[str]) -> int:
     return sum(sum(1 for row in batch.to_pylist() if predicate(row)) for batch in scan(path, columns))
 
 
+class LocalTable:
+    """A stage table read batch by batch on the driver, optionally only the rows whose boolean
+    column `where` is true and after `transform(batch)`: what quality metrics count over a table
+    a stage has just written, with no Ray Data pass (metrics.py accepts it wherever it takes a
+    Dataset). Memory stays one batch."""
+
+    def __init__(self, path: str | Path, where: str | None = None, transform=None):
+        self.path, self.where, self.transform = path, where, transform
+
+    def batches(self, columns: list[str]):
+        """pandas batches of `columns` (read with every column when a transform needs them)."""
+        names = _column_names(self.path) if self.transform is not None else columns + ([self.where] if self.where else [])
+        for batch in scan(self.path, names):
+            frame = batch.to_pandas()
+            if self.where is not None:
+                frame = frame[frame[self.where].fillna(False).astype(bool)]
+            if self.transform is not None:
+                frame = self.transform(frame)
+            yield frame[columns]
+
+
+def _column_names(path: str | Path) -> list[str]:
+    names: dict[str, None] = {}
+    for f in table_files(path):
+        names.update(dict.fromkeys(pq.read_schema(f).names))
+    return [n for n in names if n != "__index_level_0__"]
+
+
 def first_where(path: str | Path, predicate, columns: list[str]) -> dict | None:
     """The first row of a stage table for which predicate(row) holds, or None."""
     for batch in scan(path, columns):

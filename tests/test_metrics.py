@@ -46,3 +46,26 @@ def test_split_quality_and_label_moves_count_against_gold(ray_session):
     assert split == {"noisy_precision": 1.0, "noisy_recall": 0.5}
     # row 0 wrong -> right (fixed), row 2 right -> abstained (broken); row 3 has no gold
     assert label_moves(ds) == {"fixed": 50, "broken": 50}
+
+
+def test_a_table_counted_on_the_driver_scores_as_a_ray_pass_does(ray_session, tmp_path):
+    import ray
+
+    from freeal_ray import metrics as M
+    from freeal_ray import tables
+
+    rng = np.random.default_rng(0)
+    labels = ["a", "b", "c"]
+    frame = pd.DataFrame({
+        "id": [str(i) for i in range(300)], "gold": rng.choice(labels, 300),
+        "label": [None if x == "none" else x for x in rng.choice(labels + ["none"], 300)],
+        "prev_label": rng.choice(labels, 300), "clean": rng.random(300) < 0.6,
+    })
+    tables.write_table(ray.data.from_pandas(frame).repartition(4), tmp_path / "t")
+    ds, local = tables.read_table(tmp_path / "t"), tables.LocalTable(tmp_path / "t")
+    assert M.label_quality(local, "label", labels) == M.label_quality(ds, "label", labels)
+    assert M.split_quality(local) == M.split_quality(ds) and M.label_moves(local) == M.label_moves(ds)
+    clean = tables.LocalTable(tmp_path / "t", where="clean")
+    assert M.label_quality(clean, "label", labels) == M.label_quality(ds.filter(lambda r: r["clean"]), "label", labels)
+    filled = tables.LocalTable(tmp_path / "t", transform=lambda b: b.assign(label=b["label"].fillna("a")))
+    assert M.label_quality(filled, "label", labels)["coverage"] == 1.0

@@ -106,13 +106,14 @@ class TaskKind(ABC):
 
     # ---- quality against gold ----------------------------------------------------------------
     @abstractmethod
-    def label_metrics(self, ds: ray.data.Dataset, prefix: str) -> dict:
-        """`ds`'s labels against gold, keys prefixed (llm_acc, llm_f1, ...)."""
+    def label_metrics(self, ds, prefix: str) -> dict:
+        """`ds`'s labels against gold, keys prefixed (llm_acc, llm_f1, ...). Here and below, a table is
+        a Ray Dataset or a tables.LocalTable: metrics.py counts either."""
 
     @abstractmethod
-    def score_metrics(self, scores: ray.data.Dataset, clean: ray.data.Dataset, n_clean: int) -> dict:
+    def score_metrics(self, scores, clean, n_clean: int) -> dict:
         """The SLM's predictions and the clean split against gold."""
 
     @abstractmethod
-    def final_metrics(self, final: ray.data.Dataset) -> dict:
+    def final_metrics(self, final) -> dict:
         """Final labels against gold."""

@@ -35,7 +35,7 @@ class AnnotateRoundZero(Stage):
         seed = ctx.llm_usage(ctx.path("round-0", "seed-answers"))  # confident demos' zero-shot calls
         info.update({k: usage[k] + seed[k] for k in usage})
         ctx.notice_abstentions(labels, "in round 0")
-        ctx.manifest.round_metrics(0, **info, **ctx.label_metrics(ctx.table("round-0", "labels")))
+        ctx.manifest.round_metrics(0, **info, **ctx.label_metrics(tables.LocalTable(ctx.path("round-0", "labels"))))
 
 
 class GivenLabels(Stage):
@@ -61,7 +61,7 @@ class GivenLabels(Stage):
                   f"{_shown(unmatched)}")
         info.update(llm_calls=0, prompt_tokens=0, output_tokens=0, given_outside_label_set=outside,
                     given_unmatched_values=dict(unmatched.most_common(20)))
-        ctx.manifest.round_metrics(0, **info, **ctx.label_metrics(ctx.table("round-0", "labels")))
+        ctx.manifest.round_metrics(0, **info, **ctx.label_metrics(tables.LocalTable(ctx.path("round-0", "labels"))))
 
 
 def _given_labels(batch: pd.DataFrame, task) -> pd.DataFrame:

@@ -64,7 +64,7 @@ def _label_the_rest(ctx: RunContext, last: int, out) -> dict:
     n = tables.count_rows(out)
     metrics = {"slm_labelled_rows": n}
     if ctx.has_gold():
-        metrics["final_acc"] = M.label_quality(ctx.table("labels"), "label", ctx.task.labels)["acc"]
+        metrics["final_acc"] = M.label_quality(tables.LocalTable(ctx.path("labels")), "label", ctx.task.labels)["acc"]
     ctx.manifest.round_metrics(last, **metrics)
     return {"slm_labelled": n}
 

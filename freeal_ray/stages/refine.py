@@ -42,14 +42,14 @@ class Refine(Stage):
         kept_previous = _accept_answers(ctx, answers_dir, labels_dir / "refined")
         usage = ctx.llm_usage(answers_dir)
         ctx.notice_abstentions(labels_dir / "refined", f"of the {n_noisy} rows re-asked in round {r}")
-        table = ctx.table(f"round-{r}", "labels")
+        table = tables.LocalTable(labels_dir)
         changed = tables.count_where(labels_dir, kind.changed, list(kind.predicate_columns))
         n = tables.count_rows(labels_dir)
         info.update(noisy=n_noisy, changed=changed, **usage)
         metrics = {"noisy_rows": n_noisy, "changed": changed, "changed_fraction": changed / max(n, 1),
                    "kept_previous": kept_previous, **usage, **ctx.label_metrics(table)}
         if ctx.has_gold():
-            metrics.update(kind.final_metrics(table.map_batches(kind.fill, batch_format="pandas")))
+            metrics.update(kind.final_metrics(tables.LocalTable(labels_dir, transform=kind.fill)))
         ctx.manifest.round_metrics(r, **metrics)
 
 

@@ -37,8 +37,8 @@ class Score(Stage):
             _add_clean, fn_kwargs={"gmm": gmm, "threshold": ctx.cfg.slm.gmm_threshold}, batch_format="pandas")
         tables.write_table(split.map_batches(tables.conform, batch_format="pandas"), final)
         shutil.rmtree(partial)
-        scores = ctx.table(f"round-{r}", "scores")
-        clean = scores.filter(lambda row: bool(row["clean"]))
+        scores = tables.LocalTable(final)
+        clean = tables.LocalTable(final, where="clean")
         n, n_clean = tables.count_rows(final), tables.count_where(final, lambda row: bool(row["clean"]), ["clean"])
         # Over labelled rows only: an abstention cannot agree, and counting it would make a round
         # with more abstentions look like a worse SLM to the early-stop guard.
