@@ -94,13 +94,14 @@ def annotate(
             **NO_RESTARTS,
         )
     crash_after = int(os.environ.get("FREEAL_RAY_CRASH_AFTER_PARTS", "0"))  # test hook: a kill mid-stage
-    parts = PartWriter(out_dir, settings.save_every_s)
+    parts, trimmed = PartWriter(out_dir, settings.save_every_s), 0
     with tqdm(total=total, desc=f"LLM annotation, round {round_}", unit="row") as bar:
         try:
             for batch in labelled.iter_batches(batch_format="pandas", batch_size=None):
                 if parts.add(conform(batch)) and crash_after and parts.parts >= crash_after:
                     os._exit(17)
                 bar.update(len(batch))
+                trimmed += int(batch["prompt_trimmed"].sum()) if "prompt_trimmed" in batch else 0
             parts.flush()
         except FreeALError:
             parts.flush()  # answers already paid for reach disk before the error does
@@ -111,3 +112,7 @@ def annotate(
                 f"LLM annotation failed in round {round_}: {short_reason(exc)}. The {count_rows(out_dir)} rows "
                 f"finished so far are saved in {out_dir}; re-run the same command to resume."
             ) from exc
+    if trimmed:
+        print(f"[freeal_ray] {trimmed} prompts in round {round_} were longer than llm.max_model_len "
+              f"({settings.engine_config.max_model_len} tokens) allows: their least similar demos were left out, "
+              "then their text cut, to fit", flush=True)

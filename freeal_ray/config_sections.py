@@ -73,7 +73,11 @@ class LLMConfig:
         "this much LLM work. 0 saves every engine batch as its own file, which a fast engine turns into "
         "thousands of small files that every later read plans on the driver.",
     )
-    max_model_len: int = _f(2048, "Longest prompt plus answer, in tokens.")
+    max_model_len: int = _f(
+        2048,
+        "Longest prompt plus answer, in tokens (the model's own tokenizer counts them). A longer prompt loses its "
+        "least similar demos, then the end of its text; the manifest counts such rows as prompts_trimmed.",
+    )
     kv_cache_gib: float = _f(2.0, "CPU engine: GiB of memory for the KV cache.")
     cpu_threads: int = _f(
         0,

@@ -184,7 +184,7 @@ RESERVED_COLUMNS = frozenset({
     "id", "text", "gold", "view", "given_label", "label", "source", "round", "confidence", "prompt_tokens",
     "output_tokens", "demo_ids", "prev_label", "slm_pred", "pred", "probs", "loss", "embedding", "p_clean",
     "clean", "duplicate_of", "canonical_id", "text_key", "draw", "tokens", "offsets", "gold_tags", "tags",
-    "prev_tags", "slm_tags", "pred_tags", "spans_placed", "spans_dropped", "answer_unparsed", "__error",
+    "prev_tags", "slm_tags", "pred_tags", "spans_placed", "spans_dropped", "answer_unparsed", "prompt_trimmed", "__error",
 })
 
 

@@ -13,6 +13,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from freeal_ray.prompt_fit import answer_room
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -96,13 +98,14 @@ class VLLMEngine(Engine):
 
     @staticmethod
     def choice_params(choices):
-        """Greedy, constrained to `choices`, with the answer's log-probs for its confidence."""
+        """Greedy, constrained to `choices`, with the answer's log-probs for its confidence, and
+        room for the longest choice whatever its length (a verbalizer may be a phrase)."""
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
         return SamplingParams(
             temperature=0.0,
-            max_tokens=16,
+            max_tokens=answer_room(choices),
             logprobs=1,
             structured_outputs=StructuredOutputsParams(choice=list(choices)),
         )

@@ -212,10 +212,11 @@ class RunContext:
                            self.prompt_style())
 
     def llm_usage(self, folder: Path) -> dict:
-        """LLM calls and tokens spent writing the answers in `folder`."""
-        sums = tables.column_sums(folder, ["prompt_tokens", "output_tokens"])
+        """LLM calls and tokens spent writing the answers in `folder`, and the prompts trimmed to
+        fit the model's context (prompt_fit.py)."""
+        sums = tables.column_sums(folder, ["prompt_tokens", "output_tokens", "prompt_trimmed"])
         return {"llm_calls": tables.count_rows(folder), "prompt_tokens": int(sums["prompt_tokens"]),
-                "output_tokens": int(sums["output_tokens"])}
+                "output_tokens": int(sums["output_tokens"]), "prompts_trimmed": int(sums["prompt_trimmed"])}
 
     def notice_abstentions(self, folder: Path, where: str) -> None:
         """Say in plain words when the LLM left rows without a usable label."""

@@ -18,8 +18,7 @@ import pandas as pd
 import ray
 
 from freeal_ray.engines import engine_dtype
-
-ANSWER_TOKENS = 16
+from freeal_ray.prompt_fit import answer_room
 
 
 def processor_config(settings, batch_size: int | None = None):
@@ -58,7 +57,7 @@ def choose_labels(prompts: ray.data.Dataset, settings, choices: Sequence[str]) -
     from ray.data.llm import build_processor
 
     choices = list(choices)
-    sampling = dict(temperature=0.0, max_tokens=ANSWER_TOKENS, logprobs=1, structured_outputs={"choice": choices})
+    sampling = dict(temperature=0.0, max_tokens=answer_room(choices), logprobs=1, structured_outputs={"choice": choices})
 
     def ask(row: dict) -> dict:
         return {**row, "sampling_params": sampling}

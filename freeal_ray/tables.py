@@ -136,6 +136,7 @@ KNOWN_TYPES = {
     "answer_unparsed": pa.bool_(),
     "prompt_tokens": pa.int64(),
     "output_tokens": pa.int64(),
+    "prompt_trimmed": pa.bool_(),
     "loss": pa.float64(),
     "p_clean": pa.float64(),
     "clean": pa.bool_(),

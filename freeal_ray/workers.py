@@ -12,6 +12,7 @@ import ray
 
 from freeal_ray.embedding import Encoder
 from freeal_ray.ner import align_spans, answer_schema, spans_of
+from freeal_ray.prompt_fit import answer_room, fit_prompt, token_counter
 from freeal_ray.prompts import answer_choices, chat_renderer, classification_prompt, entity_prompt, parse_entities
 from freeal_ray.retrieval import FaissIndex, nearest_demos
 from freeal_ray.task import EntityTask, Task
@@ -23,12 +24,15 @@ DEMO_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("label", p
 
 
 class PromptBuilder:
-    """Ray Data actor: embeds rows, finds their nearest demos, writes the prompt."""
+    """Ray Data actor: embeds rows, finds their nearest demos, writes the prompt, trimmed to fit
+    the model's context (prompt_fit.py)."""
 
     def __init__(self, task: Task, demos: pd.DataFrame, encoder_path: str, shots: int, max_chars: int,
-                 style: str = "plain", llm_path: str | None = None):
+                 style: str = "plain", llm_path: str | None = None, max_model_len: int | None = None):
         self.task, self.shots, self.max_chars, self.style = task, shots, max_chars, style
         self.render = chat_renderer(llm_path) if style != "plain" else None
+        self.count = token_counter(llm_path) if llm_path and max_model_len else None
+        self.max_model_len, self.room = max_model_len, None
         self.demo_ids = [str(i) for i in demos["id"]]
         self.demos = list(zip(demos["text"], demos["label"]))
         zero_shot = shots == 0 or not self.demos
@@ -44,36 +48,56 @@ class PromptBuilder:
         picks = nearest_demos(self.index, self.encoder.embed(texts), self.shots + 1)
         return [[i for i in pick if self.demo_ids[i] != str(row)][-self.shots:] for pick, row in zip(picks, ids)]
 
+    def _budget(self, row_input) -> int:
+        """Prompt tokens the row may take: the context less the answer's room."""
+        if self.room is None:
+            self.room = answer_room(answer_choices(self.task, self.style))
+        return self.max_model_len - self.room
+
+    def _build(self, demos, text) -> str:
+        return classification_prompt(self.task, demos, text, self.style, self.render)
+
+    def _prompts(self, batch: pd.DataFrame, inputs: list, picks: list[list[int]]) -> pd.DataFrame:
+        """Adds `prompt`, the `demo_ids` it shows and `prompt_trimmed` (demos dropped or text cut)."""
+        prompts, shown, trimmed = [], [], []
+        for row_input, pick in zip(inputs, picks):
+            demos = [self.demos[i] for i in pick]
+            if self.count is None:
+                prompt, dropped, cut = self._build(demos, row_input), 0, False
+            else:
+                prompt, dropped, cut = fit_prompt(self._build, demos, row_input, self.count, self._budget(row_input))
+            prompts.append(prompt)
+            shown.append([self.demo_ids[i] for i in pick[dropped:]])
+            trimmed.append(bool(dropped or cut))
+        batch["prompt"], batch["demo_ids"], batch["prompt_trimmed"] = prompts, shown, trimmed
+        return batch
+
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         texts = [t[: self.max_chars] for t in batch["text"]]
-        picks = self._picks(texts, batch["id"])
-        batch = batch.copy()
-        batch["prompt"] = [
-            classification_prompt(self.task, [self.demos[i] for i in pick], text, self.style, self.render)
-            for pick, text in zip(picks, texts)
-        ]
-        batch["demo_ids"] = [[self.demo_ids[i] for i in pick] for pick in picks]
-        return batch
+        return self._prompts(batch.copy(), texts, self._picks(texts, batch["id"]))
 
 
 class EntityPromptBuilder(PromptBuilder):
     """NER rows (`tokens`): nearest demo sentences, shown as the entity JSON they should get."""
 
-    def __init__(self, task: EntityTask, demos: pd.DataFrame, encoder_path: str, shots: int, max_chars: int):
+    def __init__(self, task: EntityTask, demos: pd.DataFrame, encoder_path: str, shots: int, max_chars: int,
+                 llm_path: str | None = None, max_model_len: int | None = None):
         demos = demos.assign(text=[" ".join(t) for t in demos["tokens"]],
                              label=[spans_of(list(t), list(g)) for t, g in zip(demos["tokens"], demos["tags"])])
-        super().__init__(task, demos, encoder_path, shots, max_chars)
+        super().__init__(task, demos, encoder_path, shots, max_chars, llm_path=llm_path, max_model_len=max_model_len)
         self.demos = [(list(t), spans) for t, spans in zip(demos["tokens"], demos["label"])]
+
+    def _budget(self, tokens) -> int:
+        return self.max_model_len - answer_tokens(len(tokens))
+
+    def _build(self, demos, tokens) -> str:
+        return entity_prompt(self.task, demos, list(tokens))
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         batch = batch.copy()
         batch["text"] = [" ".join(t) for t in batch["tokens"]]
         texts = [t[: self.max_chars] for t in batch["text"]]
-        picks = self._picks(texts, batch["id"])
-        batch["prompt"] = [entity_prompt(self.task, [self.demos[i] for i in pick], list(tokens))
-                           for pick, tokens in zip(picks, batch["tokens"])]
-        batch["demo_ids"] = [[self.demo_ids[i] for i in pick] for pick in picks]
-        return batch
+        return self._prompts(batch, [list(t) for t in batch["tokens"]], self._picks(texts, batch["id"]))
 
 
 class EntityWorker:

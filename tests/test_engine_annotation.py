@@ -320,3 +320,32 @@ def test_a_row_in_the_demo_pool_is_never_shown_itself(tiny_models):
     assert all(len(ids) == 3 and row not in ids for row, ids in zip(out["id"], out["demo_ids"]))
     stranger = builder(pd.DataFrame({"id": ["new"], "text": [rows["text"][0]]}))
     assert stranger["demo_ids"][0][-1] == rows["id"][0]  # a row not in the pool does get its nearest
+
+
+def test_prompts_past_the_context_are_trimmed_and_long_verbalizers_answered_whole(ray_session, tiny_models, settings, tmp_path):
+    import dataclasses
+
+    import ray
+
+    from freeal_ray.task import Task
+
+    # verbalizers of about 37 tokens under the tiny model's tokenizer: past a fixed 16-token answer
+    # budget, every constrained answer would be cut short and abstain
+    task = Task("long-words", ("positive", "negative"), "Is the review positive or negative?",
+                verbalizers={"positive": "unreservedly-enthusiastic-wholehearted-praise",
+                             "negative": "thoroughly-disappointed-grumbling-complaint"})
+    rows = toy_corpus(8)
+    for row in rows[:4]:  # four texts of thousands of tokens, where the context holds 1,024 in all
+        row["text"] = " ".join([row["text"]] * 150)
+    demos = pd.DataFrame([{"id": f"d{i}", "text": " ".join([r["text"]] * 10), "label": r["gold"], "origin": "corpus"}
+                          for i, r in enumerate(toy_corpus(4, seed=3))])
+    out = tmp_path / "labels"
+    annotate(ray.data.from_pandas(pd.DataFrame(rows)), demos, task, dataclasses.replace(settings, max_text_chars=100_000),
+             str(tiny_models["encoder"]), 3, 0, str(out), total=8)
+    got = tables.read_frame(out).set_index("id")
+    assert got["label"].notna().all()  # every answer a whole verbalizer, no abstention
+    room = settings.engine_config.max_model_len
+    assert (got["prompt_tokens"] <= room).all() and got["prompt_tokens"].max() > room // 2
+    long_ids = [r["id"] for r in rows[:4]]
+    assert got.loc[long_ids, "prompt_trimmed"].all() and not got.drop(index=long_ids)["prompt_trimmed"].any()
+    assert all(len(ids) < 3 for ids in got.loc[long_ids, "demo_ids"])  # demos went before the text was cut

@@ -1,5 +1,7 @@
 """Prompt text: what the annotator sees and how synthesised demos are cleaned."""
 
+import pytest
+
 from freeal_ray.prompts import answer_choices, classification_prompt, clean_synthetic, synthesis_stops
 from freeal_ray.task import get_preset
 
@@ -100,3 +102,25 @@ def test_chat_style_needs_a_chat_template(tmp_path):
 
     with pytest.raises(ConfigError, match="prompt_style"):
         chat_renderer(_tokenizer_folder(tmp_path, None))
+
+
+def test_a_prompt_too_long_drops_its_least_similar_demos_first_then_cuts_its_text():
+    from freeal_ray.errors import ConfigError
+    from freeal_ray.prompt_fit import fit_prompt
+
+    def build(demos, text):
+        return "INSTRUCTION|" + "".join(f"[{d}]" for d in demos) + "|" + text
+
+    demos = ["far-demo", "mid-demo", "near-demo"]  # least similar first, as prompts show them
+    text = "the row's own text"
+    whole = build(demos, text)
+    assert fit_prompt(build, demos, text, len, len(whole)) == (whole, 0, False)
+    # one demo too many: the farthest goes, the nearest stays
+    prompt, dropped, cut = fit_prompt(build, demos, text, len, len(whole) - 1)
+    assert (dropped, cut) == (1, False) and "far-demo" not in prompt and "near-demo" in prompt
+    # no room for any demo: all go, then the text is cut at its end to the longest that fits
+    budget = len(build([], text)) - 5
+    prompt, dropped, cut = fit_prompt(build, demos, text, len, budget)
+    assert (dropped, cut) == (3, True) and len(prompt) == budget and prompt == build([], text[: len(text) - 5])
+    with pytest.raises(ConfigError, match="max_model_len"):
+        fit_prompt(build, demos, text, len, len("INSTRUCTION||") - 1)

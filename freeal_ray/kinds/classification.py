@@ -42,7 +42,8 @@ class Classification(TaskKind):
         return tables.count_where(corpus, lambda row: len(row["text"]) > cap, ["text"])
 
     def prompt_builder(self, settings):
-        return PromptBuilder, {"style": settings.prompt_style, "llm_path": settings.engine_config.model_path}
+        engine = settings.engine_config
+        return PromptBuilder, {"style": settings.prompt_style, "llm_path": engine.model_path, "max_model_len": engine.max_model_len}
 
     def llm_worker(self, settings):
         return LLMWorker, {"style": settings.prompt_style}

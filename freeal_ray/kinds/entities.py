@@ -62,7 +62,8 @@ class Entities(TaskKind):
     def prompt_builder(self, settings):
         if settings.runner != "actors":
             raise FreeALError("NER annotation runs on llm.runner: actors for now; set it in the config")
-        return EntityPromptBuilder, {}  # NER prompts are plain for now
+        engine = settings.engine_config  # NER prompts are plain for now
+        return EntityPromptBuilder, {"llm_path": engine.model_path, "max_model_len": engine.max_model_len}
 
     def llm_worker(self, settings):
         return EntityWorker, {}

@@ -16,7 +16,7 @@ from freeal_ray.model_card import write_model_card
 from freeal_ray.pipeline import RunContext, Stage
 
 # The stages' working columns, which the output leaves out.
-WORKING_COLUMNS = ("demo_ids", "prompt_tokens", "output_tokens", "prev_label", "prev_tags", "prev_confidence", "kept_previous")
+WORKING_COLUMNS = ("demo_ids", "prompt_tokens", "output_tokens", "prompt_trimmed", "prev_label", "prev_tags", "prev_confidence", "kept_previous")
 
 
 class Finalize(Stage):
