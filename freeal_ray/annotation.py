@@ -94,7 +94,7 @@ def annotate(
             **NO_RESTARTS,
         )
     crash_after = int(os.environ.get("FREEAL_RAY_CRASH_AFTER_PARTS", "0"))  # test hook: a kill mid-stage
-    parts, trimmed = PartWriter(out_dir, settings.save_every_s), 0
+    parts, trimmed, unsure = PartWriter(out_dir, settings.save_every_s), 0, 0
     with tqdm(total=total, desc=f"LLM annotation, round {round_}", unit="row") as bar:
         try:
             for batch in labelled.iter_batches(batch_format="pandas", batch_size=None):
@@ -102,6 +102,8 @@ def annotate(
                     os._exit(17)
                 bar.update(len(batch))
                 trimmed += int(batch["prompt_trimmed"].sum()) if "prompt_trimmed" in batch else 0
+                if "confidence" in batch:
+                    unsure += int((batch["label"].notna() & batch["confidence"].isna()).sum())
             parts.flush()
         except FreeALError:
             parts.flush()  # answers already paid for reach disk before the error does
@@ -116,3 +118,6 @@ def annotate(
         print(f"[freeal_ray] {trimmed} prompts in round {round_} were longer than llm.max_model_len "
               f"({settings.engine_config.max_model_len} tokens) allows: their least similar demos were left out, "
               "then their text cut, to fit", flush=True)
+    if unsure:
+        print(f"[freeal_ray] the endpoint returned no log-probabilities for {unsure} answers in round {round_}: their "
+              "confidence is unknown (left empty, never taken as certain)", flush=True)

@@ -55,6 +55,17 @@ class LLMConfig:
         "or instant (no model, meaningless answers at once: for measuring the pipeline and dry runs).",
     )
     api_base: str = _f("http://127.0.0.1:8000/v1", "openai engine: the endpoint's base URL.")
+    api_style: str = _f(
+        "chat",
+        "openai engine: chat (/chat/completions, what hosted models serve: prompts in llm.prompt_style chat or "
+        "chat-turns go as those messages, plain ones as one user message) or completions (the legacy route).",
+    )
+    unconstrained: str = _f(
+        "fail",
+        "openai engine, when the endpoint refuses every way of holding answers to the label set (vLLM's "
+        "structured outputs, a JSON schema in response_format): fail (stop, naming what it refused) or parse "
+        "(ask unconstrained and read the answer; one outside the label set abstains).",
+    )
     api_key_env: str = _f("OPENAI_API_KEY", "openai engine: environment variable holding the API key (never the key itself).")
     max_concurrency: int = _f(8, "openai engine: requests in flight per annotator replica.")
     requests_per_minute: int = _f(0, "openai engine: request rate limit per replica; 0 means no limit.")
@@ -97,7 +108,8 @@ class LLMConfig:
         "How classification prompts are written: plain (a few-shot completion prompt ending in 'Label:'), "
         "chat (the model's chat template: the instruction as the system message, the demos listed in the "
         "user's message), chat-turns (the demos as earlier user/assistant turns), or auto (the annotator "
-        "preset's measured best; plain for other models). Chat styles need a vllm engine with a local model.",
+        "preset's measured best; chat on a chat endpoint; plain for other models). Chat styles need a vllm "
+        "engine with a local model's template, or an openai engine with llm.api_style chat.",
     )
     max_text_chars: int = _f(1000, "Texts are cut to this many characters in prompts.")
     synth_temperature: float = _f(0.8, "Sampling temperature for round-0 demo synthesis.")

@@ -34,6 +34,8 @@ class EngineConfig:
     max_concurrency: int = 8
     requests_per_minute: int = 0
     max_retries: int = 6
+    api_style: str = "chat"  # or completions
+    unconstrained: str = "fail"  # or parse: see openai_engine.py
 
 
 @dataclass(frozen=True)

@@ -93,10 +93,13 @@ def resolve_llm(name_or_path: str) -> Path:
     return target
 
 
-def prompt_style_for(style: str, model: str, engine: str) -> str:
-    """`llm.prompt_style` resolved: auto is the preset's measured best, plain for anything else."""
+def prompt_style_for(style: str, model: str, engine: str, api_style: str = "chat") -> str:
+    """`llm.prompt_style` resolved: auto is the preset's measured best, chat for a chat endpoint
+    (it applies the model's template itself), plain for anything else."""
     if style != "auto":
         return style
+    if engine == "openai":
+        return "chat" if api_style == "chat" else "plain"
     return LLM_PRESETS[model].prompt_style if engine == "vllm" and model in LLM_PRESETS else "plain"
 
 

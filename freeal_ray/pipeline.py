@@ -187,7 +187,7 @@ class RunContext:
     def prompt_style(self) -> str:
         if self.model is None:
             self.pick_annotator()
-        return prompt_style_for(self.cfg.llm.prompt_style, self.model, self.cfg.llm.engine)
+        return prompt_style_for(self.cfg.llm.prompt_style, self.model, self.cfg.llm.engine, self.cfg.llm.api_style)
 
     def llm(self) -> LLMSettings:
         """The LLM settings every stage's engines are built from (the engines are shared actors)."""
@@ -205,7 +205,8 @@ class RunContext:
             max_model_len=c.max_model_len, kv_cache_gib=c.kv_cache_gib, cpu_threads=c.cpu_threads, dtype=c.dtype,
             tensor_parallel_size=c.tensor_parallel_size, use_gpu=use_gpu, seed=self.cfg.loop.seed,
             api_base=c.api_base, api_key_env=c.api_key_env, max_concurrency=c.max_concurrency,
-            requests_per_minute=c.requests_per_minute, max_retries=c.max_retries,
+            requests_per_minute=c.requests_per_minute, max_retries=c.max_retries, api_style=c.api_style,
+            unconstrained=c.unconstrained,
         )
         runner = c.runner if c.runner != "auto" else ("ray_data_llm" if use_gpu else "actors")
         return LLMSettings(c.engine, engine, c.replicas, c.batch_size, c.max_text_chars, runner, c.save_every_s,
@@ -215,8 +216,13 @@ class RunContext:
         """LLM calls and tokens spent writing the answers in `folder`, and the prompts trimmed to
         fit the model's context (prompt_fit.py)."""
         sums = tables.column_sums(folder, ["prompt_tokens", "output_tokens", "prompt_trimmed"])
-        return {"llm_calls": tables.count_rows(folder), "prompt_tokens": int(sums["prompt_tokens"]),
-                "output_tokens": int(sums["output_tokens"]), "prompts_trimmed": int(sums["prompt_trimmed"])}
+        usage = {"llm_calls": tables.count_rows(folder), "prompt_tokens": int(sums["prompt_tokens"]),
+                 "output_tokens": int(sums["output_tokens"]), "prompts_trimmed": int(sums["prompt_trimmed"])}
+        if self.kind.label_column == "label":  # an endpoint without log-probs leaves a label's confidence unknown
+            usage["confidence_unknown"] = tables.count_where(
+                folder, lambda r: r["label"] is not None and (r["confidence"] is None or r["confidence"] != r["confidence"]),
+                ["label", "confidence"])
+        return usage
 
     def notice_abstentions(self, folder: Path, where: str) -> None:
         """Say in plain words when the LLM left rows without a usable label."""

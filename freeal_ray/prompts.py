@@ -59,6 +59,14 @@ def classification_messages(task: Task, demos: Sequence[tuple[str, str]], text: 
     return [system, {"role": "user", "content": content}]
 
 
+def messages_json(messages: list[dict]) -> str:
+    """Chat messages as the prompt a chat endpoint receives (openai_engine.as_messages reads it):
+    the server applies the model's template."""
+    import json
+
+    return json.dumps(messages, ensure_ascii=False)
+
+
 def chat_renderer(model_path: str) -> Callable[[list[dict]], str]:
     """The model's chat template as a function of messages, ending where the assistant answers."""
     from transformers import AutoTokenizer

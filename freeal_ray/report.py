@@ -25,7 +25,10 @@ _COLUMNS = [
     ("changed", "labels changed"),
     ("llm_calls", "LLM calls"),
     ("prompt_tokens", "prompt tokens"),
+    ("prompts_trimmed", "prompts trimmed to fit llm.max_model_len"),
+    ("confidence_unknown", "answers of unknown confidence (no log-probs)"),
 ]
+_SHOWN_WHEN_NONZERO = {"prompts_trimmed", "confidence_unknown"}
 
 
 def _fmt(value) -> str:
@@ -38,7 +41,8 @@ def _fmt(value) -> str:
 
 def rounds_table(manifest: dict) -> str:
     rounds = manifest.get("rounds", {})
-    shown = [(k, name) for k, name in _COLUMNS if any(k in m for m in rounds.values())]
+    shown = [(k, name) for k, name in _COLUMNS
+             if any((m.get(k) if k in _SHOWN_WHEN_NONZERO else k in m) for m in rounds.values())]
     lines = ["| round | " + " | ".join(name for _, name in shown) + " |", "|---" * (len(shown) + 1) + "|"]
     for r in sorted(rounds, key=int):
         lines.append(f"| {r} | " + " | ".join(_fmt(rounds[r].get(k)) for k, _ in shown) + " |")

@@ -13,7 +13,8 @@ import ray
 from freeal_ray.embedding import Encoder
 from freeal_ray.ner import align_spans, answer_schema, spans_of
 from freeal_ray.prompt_fit import answer_room, fit_prompt, token_counter
-from freeal_ray.prompts import answer_choices, chat_renderer, classification_prompt, entity_prompt, parse_entities
+from freeal_ray.prompts import (answer_choices, chat_renderer, classification_prompt, entity_prompt, messages_json,
+                                parse_entities)
 from freeal_ray.retrieval import FaissIndex, nearest_demos
 from freeal_ray.task import EntityTask, Task
 
@@ -28,9 +29,11 @@ class PromptBuilder:
     the model's context (prompt_fit.py)."""
 
     def __init__(self, task: Task, demos: pd.DataFrame, encoder_path: str, shots: int, max_chars: int,
-                 style: str = "plain", llm_path: str | None = None, max_model_len: int | None = None):
+                 style: str = "plain", llm_path: str | None = None, max_model_len: int | None = None,
+                 messages: bool = False):
         self.task, self.shots, self.max_chars, self.style = task, shots, max_chars, style
-        self.render = chat_renderer(llm_path) if style != "plain" else None
+        # a chat endpoint (`messages`) takes the messages and applies the template itself
+        self.render = None if style == "plain" else messages_json if messages else chat_renderer(llm_path)
         self.count = token_counter(llm_path) if llm_path and max_model_len else None
         self.max_model_len, self.room = max_model_len, None
         self.demo_ids = [str(i) for i in demos["id"]]

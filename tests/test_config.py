@@ -146,6 +146,12 @@ def test_auto_prompt_style_and_round0_demos_follow_the_measurements(tmp_path):
     assert prompt_style_for("auto", "qwen2.5-coder-0.5b", "vllm") == "chat-turns"
     assert prompt_style_for("auto", "/models/mine", "vllm") == "plain"  # unmeasured: the plain prompt
     assert prompt_style_for("chat", "/models/mine", "vllm") == "chat"
+    # a chat endpoint applies the model's template itself; the legacy route takes text
+    assert prompt_style_for("auto", "gpt-4o-mini", "openai") == "chat"
+    assert prompt_style_for("auto", "served", "openai", "completions") == "plain"
+    with pytest.raises(ConfigError, match="llm.unconstrained must be fail or parse"):
+        load_config(None, {"corpus.path": "x", "llm.unconstrained": "guess"})
+    load_config(None, {"corpus.path": "x", "llm.engine": "openai", "llm.prompt_style": "chat-turns"})  # allowed now
 
     def kind(task="sentiment", **settings):
         base = {"corpus.path": "x", "task": task, "output": str(tmp_path / f"o{len(list(tmp_path.iterdir()))}"),

@@ -6,6 +6,7 @@ outside the label set. (The real vLLM engine is tested in test_engine_annotation
 """
 
 import json
+import math
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,29 +18,46 @@ from freeal_ray.openai_engine import OpenAIEngine, RateLimiter
 
 
 class Endpoint(BaseHTTPRequestHandler):
+    """Both routes of an OpenAI-compatible server. `refuse` names request fields it answers with a
+    400 (as hosted APIs do for vLLM's structured_outputs), `logprobs` whether it returns any."""
+
     failures = []  # status codes to answer with before succeeding
     requests = []
+    refuse = set()
+    logprobs = True
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        Endpoint.requests.append((time.monotonic(), body, self.headers.get("Authorization")))
+        Endpoint.requests.append((time.monotonic(), body, self.headers.get("Authorization"), self.path))
         if Endpoint.failures:
-            code = Endpoint.failures.pop(0)
-            self.send_response(code)
-            self.send_header("Retry-After", "0")
-            self.end_headers()
-            self.wfile.write(b'{"error": {"message": "slow down"}}')
+            self._send(Endpoint.failures.pop(0), {"error": {"message": "slow down"}})
             return
-        answer = " positive" if "good" in body["prompt"] else " maybe"
-        payload = {
-            "id": "c", "object": "text_completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "text": answer, "finish_reason": "stop",
-                         "logprobs": {"tokens": [answer], "token_logprobs": [-0.5], "top_logprobs": None, "text_offset": [0]}}],
-            "usage": {"prompt_tokens": len(body["prompt"].split()), "completion_tokens": 1, "total_tokens": 1},
-        }
+        refused = sorted(f for f in Endpoint.refuse if body.get(f))
+        if refused:
+            self._send(400, {"error": {"message": f"{refused[0]} is not supported by this model"}})
+            return
+        chat = self.path.endswith("/chat/completions")
+        prompt = " ".join(m["content"] for m in body["messages"]) if chat else body["prompt"]
+        word = "positive" if "good" in prompt else ("the answer is negative." if "bad" in prompt else "maybe")
+        text = json.dumps({"label": word}) if "response_format" in body else word
+        give = bool(body.get("logprobs")) and Endpoint.logprobs
+        usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": 1, "total_tokens": 1}
+        if chat:
+            logprobs = {"content": [{"token": text, "logprob": -0.5, "bytes": None, "top_logprobs": []}]} if give else None
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": logprobs}
+            payload = {"id": "c", "object": "chat.completion", "created": 0, "model": body["model"], "choices": [choice], "usage": usage}
+        else:
+            text = " " + text
+            logprobs = {"tokens": [text], "token_logprobs": [-0.5], "top_logprobs": None, "text_offset": [0]} if give else None
+            choice = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": logprobs}
+            payload = {"id": "c", "object": "text_completion", "created": 0, "model": body["model"], "choices": [choice], "usage": usage}
+        self._send(200, payload)
+
+    def _send(self, code, payload):
         data = json.dumps(payload).encode()
-        self.send_response(200)
+        self.send_response(code)
         self.send_header("Content-Type", "application/json")
+        self.send_header("Retry-After", "0")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -52,7 +70,7 @@ class Endpoint(BaseHTTPRequestHandler):
 def endpoint(monkeypatch):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    Endpoint.failures, Endpoint.requests = [], []
+    Endpoint.failures, Endpoint.requests, Endpoint.refuse, Endpoint.logprobs = [], [], set(), True
     monkeypatch.setenv("FREEAL_TEST_KEY", "sk-test")
     yield f"http://127.0.0.1:{server.server_port}/v1"
     server.shutdown()
@@ -63,13 +81,14 @@ def config(base, **kw):
 
 
 def test_answers_map_to_the_label_set_and_unknown_answers_abstain(endpoint):
-    engine = OpenAIEngine(config(endpoint, max_concurrency=4))
+    engine = OpenAIEngine(config(endpoint, max_concurrency=4, api_style="completions"))
     got = engine.choose(["a good film", "an odd film", "good again"], [" negative", " positive"])
     assert [c.index for c in got] == [1, None, 1]
     assert got[0].confidence == pytest.approx(2.718281828 ** -0.5) and got[1].confidence == 0.0
     assert got[0].prompt_tokens == 3 and got[0].output_tokens == 1
-    _, body, auth = Endpoint.requests[0]
-    assert body["model"] == "served-model" and body["structured_outputs"] == {"choice": [" negative", " positive"]}
+    _, body, auth, path = Endpoint.requests[0]
+    assert path == "/v1/completions" and body["model"] == "served-model"
+    assert body["structured_outputs"] == {"choice": [" negative", " positive"]}
     assert auth == "Bearer sk-test"  # the key comes from the named environment variable
 
 
@@ -98,3 +117,54 @@ def test_rate_limiter_spaces_requests():
         t.join()
     assert time.monotonic() - started >= 0.19
     assert RateLimiter(0).interval == 0.0
+
+
+CHOICES = ["negative", "positive"]  # a chat prompt's answers: the bare words
+
+
+def test_the_chat_route_gets_the_messages_and_the_answer_its_probability(endpoint):
+    from freeal_ray.prompts import messages_json
+
+    engine = OpenAIEngine(config(endpoint))
+    messages = [{"role": "system", "content": "Label the review."}, {"role": "user", "content": "Text: a good film"}]
+    got = engine.choose([messages_json(messages), "a plain good prompt"], CHOICES)
+    assert [c.index for c in got] == [1, 1] and got[0].confidence == pytest.approx(2.718281828 ** -0.5)
+    (_, first, _, path), (_, second, _, _) = sorted(Endpoint.requests, key=lambda r: len(r[1]["messages"]), reverse=True)
+    assert path == "/v1/chat/completions" and first["messages"] == messages
+    assert second["messages"] == [{"role": "user", "content": "a plain good prompt"}]  # a plain prompt: one user turn
+    assert first["structured_outputs"] == {"choice": CHOICES} and first["logprobs"] is True
+    assert first["max_tokens"] >= len("positive")  # room for the longest label, not a fixed few tokens
+
+
+def test_a_hosted_endpoint_without_structured_outputs_or_logprobs_gets_a_schema_and_unknown_confidence(endpoint):
+    Endpoint.refuse = {"structured_outputs", "logprobs"}
+    engine = OpenAIEngine(config(endpoint, max_concurrency=1))
+    got = engine.choose(["a good film", "an odd film", "good again"], CHOICES)
+    assert [c.index for c in got] == [1, None, 1]
+    assert math.isnan(got[0].confidence) and got[1].confidence == 0.0  # unknown, never a made-up 1.0
+    accepted = [body for _, body, _, _ in Endpoint.requests if "response_format" in body and "logprobs" not in body]
+    assert accepted[0]["response_format"]["json_schema"]["schema"]["properties"]["label"]["enum"] == CHOICES
+    # the first prompt found the form the server takes (3 requests); the next two go straight to it
+    assert len(Endpoint.requests) == 5 and len(accepted) == 3
+
+
+def test_an_endpoint_that_refuses_every_constraint_stops_unless_answers_may_be_parsed(endpoint):
+    from freeal_ray.openai_engine import EndpointRefused
+
+    Endpoint.refuse = {"structured_outputs", "response_format"}
+    with pytest.raises(EndpointRefused, match="structured_outputs is not supported.*llm.unconstrained: parse"):
+        OpenAIEngine(config(endpoint, max_concurrency=1)).choose(["a good film"], CHOICES)
+    got = OpenAIEngine(config(endpoint, max_concurrency=1, unconstrained="parse")).choose(
+        ["a good film", "a bad film", "an odd film"], CHOICES)
+    assert [c.index for c in got] == [1, 0, None]  # "the answer is negative." is read; "maybe" abstains
+    assert got[0].confidence == pytest.approx(2.718281828 ** -0.5)
+
+
+def test_free_answers_are_read_only_when_they_name_one_label():
+    from freeal_ray.openai_engine import read_answer
+
+    assert read_answer(" Positive.", "free", CHOICES) == 1
+    assert read_answer("**negative**", "free", CHOICES) == 0
+    assert read_answer("It is positive, not negative", "free", CHOICES) is None
+    assert read_answer('{"label": "positive"}', "json", CHOICES) == 1 and read_answer("{}", "json", CHOICES) is None
+    assert read_answer("positive ", "word", CHOICES) == 1 and read_answer("positively", "word", CHOICES) is None

@@ -43,7 +43,8 @@ class Classification(TaskKind):
 
     def prompt_builder(self, settings):
         engine = settings.engine_config
-        return PromptBuilder, {"style": settings.prompt_style, "llm_path": engine.model_path, "max_model_len": engine.max_model_len}
+        return PromptBuilder, {"style": settings.prompt_style, "llm_path": engine.model_path, "max_model_len": engine.max_model_len,
+                               "messages": settings.engine == "openai" and engine.api_style == "chat"}
 
     def llm_worker(self, settings):
         return LLMWorker, {"style": settings.prompt_style}
