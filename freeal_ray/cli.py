@@ -2,6 +2,7 @@
 
   freeal-ray run --config my.yaml            label the corpus the config names (resumes if re-run)
   freeal-ray run --corpus data.jsonl --task sentiment --output runs/mr
+  freeal-ray estimate --config my.yaml [--probe 20] [--price-in 0.15 --price-out 0.6]   calls, tokens, cost first
   freeal-ray predict --model runs/mr --input new.jsonl --output preds   label new text with a run's SLM
   freeal-ray export --model runs/mr --output mr-onnx   the SLM as ONNX (the slm/ folder is already transformers')
   freeal-ray example --run                   write the example corpus and label it
@@ -48,13 +49,24 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the FreeAL loop on a corpus. Settings come from --config, then the shortcut "
         "flags, then --set; see `freeal-ray config-reference` for every field.",
     )
-    run.add_argument("--config", help="YAML config file")
-    for name, (field, help_) in _SHORTCUTS.items():
-        run.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"{help_} (sets {field})")
-    run.add_argument(
-        "--set", action="append", default=[], metavar="FIELD=VALUE",
-        help="override any config field by dotted name, e.g. --set slm.epochs=4 (repeatable)",
+    _config_arguments(run)
+
+    estimate = sub.add_parser(
+        "estimate", help="project a run's LLM calls, tokens and cost before it spends any",
+        description="Project what `freeal-ray run` with the same settings will spend on the LLM, with no LLM call: "
+        "the corpus is ingested as the run would (the run reuses it), real prompts are built for a sample of rows "
+        "with demos as the loop shows them, their tokens counted with the annotator's own tokenizer, and calls, "
+        "prompt and completion tokens projected per stage for the configured rounds and subset fraction. "
+        "Written to OUTPUT/estimate.json; the run's manifest later sets it against what was spent.",
     )
+    _config_arguments(estimate)
+    estimate.add_argument("--sample", type=int, default=200, help="rows whose prompts are built and counted (default: 200)")
+    estimate.add_argument("--refine-share", type=float, default=0.1,
+                          help="assumed share of annotated rows each refinery re-asks; the run's noisy split decides it (default: 0.1)")
+    estimate.add_argument("--probe", type=int, default=0, metavar="N",
+                          help="time the engine on N sampled prompts (real LLM calls) and project the LLM time")
+    estimate.add_argument("--price-in", type=float, help="price per million prompt tokens, for a cost estimate")
+    estimate.add_argument("--price-out", type=float, help="price per million completion tokens")
 
     predict = sub.add_parser(
         "predict", help="label a corpus with a run's trained SLM (Ray Data, resumable)",
@@ -94,6 +106,31 @@ def _parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list the model presets")
     models.add_argument("--prepare", metavar="NAME", help="assemble a preset now (it is cached)")
     return parser
+
+
+def _config_arguments(parser) -> None:
+    """--config, the shortcut flags and --set: the settings of a run."""
+    parser.add_argument("--config", help="YAML config file")
+    for name, (field, help_) in _SHORTCUTS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"{help_} (sets {field})")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE",
+        help="override any config field by dotted name, e.g. --set slm.epochs=4 (repeatable)",
+    )
+
+
+def _estimate(args) -> int:
+    from freeal_ray.config import load_config
+    from freeal_ray.estimate import describe, estimate
+
+    config = load_config(args.config, _overrides(args))
+    if not args.verbose:
+        from freeal_ray.logs import log_file_for, send_logs_to_file
+
+        send_logs_to_file(log_file_for(config.output))
+    print(describe(estimate(config, args.sample, args.refine_share, args.probe, args.price_in, args.price_out)))
+    print(f"\n[freeal_ray] written to {config.output}/estimate.json")
+    return 0
 
 
 def _overrides(args) -> dict:
@@ -156,6 +193,10 @@ def main(argv=None) -> int:
             if not args.config and not args.corpus:
                 raise FreeALError("give --config FILE or --corpus PATH (see `freeal-ray run --help`)")
             return _run(args.config, _overrides(args), args.verbose)
+        if args.command == "estimate":
+            if not args.config and not args.corpus:
+                raise FreeALError("give --config FILE or --corpus PATH (see `freeal-ray estimate --help`)")
+            return _estimate(args)
         if args.command == "predict":
             return _predict(args)
         if args.command == "export":

@@ -76,8 +76,13 @@ class FreeALRun:
             from freeal_ray.evokd_loop import evolve_after_freeal
 
             evolve_after_freeal(self.ctx, last)
+        from freeal_ray.estimate import compare
         from freeal_ray.report import write_report
 
+        against = compare(self.ctx.out, self.manifest.data)
+        if against:  # `freeal-ray estimate` was run on this folder first
+            self.manifest.data["estimate"] = against
+            self.manifest.save()
         write_report(self.ctx.out, self.manifest.data)
         labels, slm = self.ctx.path("labels"), self.ctx.path("slm")
         return RunResult(self.ctx.out, self.manifest.data["rounds"], labels, slm if slm.exists() else None)

@@ -11,6 +11,7 @@ from conftest import tiny_overrides, write_jsonl
 
 from freeal_ray import tables
 from freeal_ray.config import load_config
+from freeal_ray.estimate import estimate
 from freeal_ray.run import run_freeal
 from tiny_models import toy_corpus
 
@@ -30,7 +31,9 @@ def test_the_split_finds_planted_label_errors_and_the_refinery_fixes_them(ray_se
         "slm.batch_size": 16, "slm.epochs": 4, "slm.warmup_epochs": 2, "loop.min_change": 0,
         "loop.evolve_rounds": 1, "loop.evolve_batch": 6, "loop.evolve_shown": 3, "loop.evolve_pool": 16,
     }
-    rounds = run_freeal(load_config(None, overrides)).rounds
+    config = load_config(None, overrides)
+    projected = estimate(config, sample=40, refine_share=0.25)  # no LLM call; the run reuses its ingest
+    rounds = run_freeal(config).rounds
     given_acc, error_rate = rounds["0"]["llm_acc"], 1 - rounds["0"]["llm_acc"]
     r1 = rounds["1"]
     # the GMM split: "noisy" is far likelier than chance to be a wrong label, and finds most of them
@@ -53,5 +56,11 @@ def test_the_split_finds_planted_label_errors_and_the_refinery_fixes_them(ray_se
     assert stages["evolve-train-1"]["rows"] == tables.count_rows(out / "round-1" / "labels") + kept
     assert (out / "slm" / "model.safetensors").read_bytes() != (out / "round-1" / "slm" / "model.safetensors").read_bytes()
     assert manifest["evolve"]["1"]["written"] == 6 and "analysis" in manifest["evolve"]["1"]
+    # the estimate: a given-labels run asks the LLM only in the refinery, whose real prompts (the
+    # SLM's demos, the row) the sampled prompts match per call; the manifest sets both side by side
+    assert list(projected["stages"]) == ["refine-1"] and manifest["stages"]["ingest"]["rows"] == projected["rows"]
+    per_call = r1["prompt_tokens"] / r1["llm_calls"]
+    assert abs(projected["tokens_per_call"]["few_shot"] / per_call - 1) < 0.15, (projected["tokens_per_call"], per_call)
+    assert manifest["estimate"]["llm_calls_actual"] == r1["llm_calls"] and "prompt_tokens_rel_error" in manifest["estimate"]
     card = (out / "slm" / "README.md").read_text()
     assert "FreeAL: the LLM" in card and "Then 1 EvoKD round(s)" in card and "| 1 |" in card
