@@ -6,13 +6,14 @@
   freeal-ray predict --model runs/mr --input new.jsonl --output preds   label new text with a run's SLM
   freeal-ray export --model runs/mr --output mr-onnx   the SLM as ONNX (the slm/ folder is already transformers')
   freeal-ray example --run                   write the example corpus and label it
-  freeal-ray config-reference                every config field with its default
+  freeal-ray config-reference [--schema]     every config field with its default (or the JSON schema)
   freeal-ray models [--prepare NAME]         list model presets; assemble one ahead of time
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -102,7 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     example.add_argument("--run", action="store_true", help="label it right away")
     example.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="config overrides")
 
-    sub.add_parser("config-reference", help="print every config field, its default and meaning")
+    reference = sub.add_parser("config-reference", help="print every config field, its default and meaning")
+    reference.add_argument("--schema", action="store_true", help="print the config's JSON schema instead (for editors, CI)")
     models = sub.add_parser("models", help="list the model presets")
     models.add_argument("--prepare", metavar="NAME", help="assemble a preset now (it is cached)")
     return parser
@@ -159,8 +161,6 @@ def _run(config_path, overrides, verbose: bool = False) -> int:
         print(f"[freeal_ray] Ray, vLLM and torch logs: {send_logs_to_file(log_file_for(config.output))} (-v shows them here)")
     started = time.time()
     result = run_freeal(config)
-    import json
-
     manifest = json.loads((result.output / "manifest.json").read_text())
     print()
     print(summary(manifest, result.output))
@@ -215,9 +215,9 @@ def main(argv=None) -> int:
             print(f"[freeal_ray] wrote {path} and its corpus")
             return _run(str(path), _overrides(args), args.verbose) if args.run else 0
         if args.command == "config-reference":
-            from freeal_ray.config import reference
+            from freeal_ray.config import json_schema, reference
 
-            print(reference())
+            print(json.dumps(json_schema(), indent=2) if args.schema else reference())
             return 0
         if args.command == "models":
             from freeal_ray import model_store

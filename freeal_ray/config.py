@@ -1,5 +1,6 @@
 """The run configuration: one YAML file, every field validated, every default documented in
-config_sections.py.
+config_sections.py. pydantic parses each section against its fields' types (and writes the JSON
+schema, `freeal-ray config-reference --schema`); `validate` then checks choices and ranges.
 
 Each field's `doc` is the reference text: `freeal-ray config-reference` prints it and the README
 copies it. CLI flags override fields by dotted name (`--set loop.rounds=3`).
@@ -8,6 +9,7 @@ copies it. CLI flags override fields by dotted name (`--set loop.rounds=3`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -67,9 +69,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
     for key, value in (overrides or {}).items():
         _set_dotted(data, key, value)
+    if isinstance(data.get("loop"), dict) and data["loop"].get("shots") == "auto":
+        data["loop"] = {**data["loop"], "shots": None}
     config = from_dict(data)
-    if config.loop.shots == "auto":
-        config.loop.shots = None
     validate(config)
     return config
 
@@ -89,39 +91,50 @@ def from_dict(data: dict) -> RunConfig:
 
 
 def _section(name: str, cls, values: dict):
+    from pydantic import ValidationError
+
     if not isinstance(values, dict):
         raise ConfigError(f"config section `{name}` must be a mapping")
     known = {f.name: f for f in fields(cls)}
     unknown = set(values) - set(known)
     if unknown:
         raise ConfigError(f"unknown field(s) {sorted(unknown)} in `{name}`; known: {sorted(known)}")
-    out = {}
-    for key, value in values.items():
-        out[key] = _coerce(f"{name}.{key}", value, cls.__dataclass_fields__[key].default)
-    return cls(**out)
-
-
-def _coerce(name: str, value, default):
-    """Check a value against its default's type (YAML and --set give strings, ints, floats)."""
-    if value is None or default is None or default is dataclasses.MISSING:
-        return value
+    text_fields = {f.name for f in fields(cls) if isinstance(f.default, str) or str(f.type).startswith("str")}
+    # YAML reads `use_gpu: true` as a bool and `id_column: 123` as an int; text fields take them as words
+    values = {k: (str(v).lower() if isinstance(v, bool) else str(v)) if k in text_fields and isinstance(v, (bool, int, float)) else v
+              for k, v in values.items()}
+    optional = {f.name for f in fields(cls) if f.default is None or "None" in str(f.type)}
+    values = {k: v for k, v in values.items() if v is not None or k in optional}  # `path:` left empty: the default
     try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                return value.lower() in ("1", "true", "yes")
-            return bool(value)
-        if isinstance(default, int):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        if isinstance(default, str):
-            # YAML reads `use_gpu: true` as a bool; the field's choices are spelled in lower case
-            return str(value).lower() if isinstance(value, bool) else str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a {type(default).__name__}, got {value!r}") from None
-    return value
+        return _adapter(cls).validate_python(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field_name = ".".join([name, *(str(part) for part in error["loc"][:1])])
+        raise ConfigError(f"{field_name} must be {_WANTED.get(error['type'], error['msg'].lower())}, "
+                          f"got {error.get('input')!r}") from None
+
+
+_WANTED = {"int_parsing": "a whole number", "int_type": "a whole number", "int_from_float": "a whole number",
+           "float_parsing": "a number", "float_type": "a number", "bool_parsing": "true or false",
+           "bool_type": "true or false", "string_type": "a string"}
+
+
+@functools.cache
+def _adapter(cls):
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(cls)
+
+
+def json_schema() -> dict:
+    """The config's JSON schema (pydantic's), each field described by its reference text."""
+    schema = _adapter(RunConfig).json_schema()
+    for cls in (RunConfig, *_SECTIONS.values()):
+        target = schema if cls is RunConfig else schema["$defs"][cls.__name__]
+        for f in fields(cls):
+            if "doc" in f.metadata:
+                target["properties"][f.name]["description"] = f.metadata["doc"]
+    return schema
 
 
 def _set_dotted(data: dict, key: str, value) -> None:

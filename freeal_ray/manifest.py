@@ -12,8 +12,15 @@ from pathlib import Path
 
 from freeal_ray.errors import ConfigError
 
-# Changing these would make finished stages mean something else; changing others is fine on resume.
-_IDENTITY = [("corpus", "path"), ("corpus", "id_column"), ("corpus", "text_column"), ("task",)]
+# What a resumed run may change: how far it goes and how it is computed, not what it computes.
+# Every other field shaped what the finished stages hold (corpus.limit the rows, subset_fraction
+# which rows the LLM saw, gold_column the metrics, ...), so a change to it is refused.
+SAFE_TO_CHANGE = frozenset({
+    "output", "loop.rounds", "loop.evolve_rounds", "loop.min_change", "loop.max_agreement_drop",
+    "llm.batch_size", "llm.replicas", "llm.save_every_s", "llm.cpu_threads", "llm.kv_cache_gib", "llm.runner",
+    "llm.use_gpu", "llm.api_base", "llm.api_key_env", "llm.max_concurrency", "llm.requests_per_minute",
+    "llm.max_retries", "slm.use_gpu", "slm.num_workers",
+})
 
 
 class Manifest:
@@ -54,12 +61,25 @@ class Manifest:
 
 
 def _check_same_run(old: dict, new: dict, folder: Path) -> None:
-    for key in _IDENTITY:
-        a, b = old, new
-        for part in key:
-            a, b = a.get(part), b.get(part)
-        if a != b:
-            raise ConfigError(
-                f"output folder {folder} holds a run with {'.'.join(key)} = {a!r}, not {b!r}; "
-                "use a new output folder, or restore the setting to resume that run"
-            )
+    """Refuse a resume that changes a field the finished stages depend on, naming it. A field the
+    old run's config lacks (added to freeal_ray since) is taken as unchanged."""
+    before, after = _flat(old), _flat(new)
+    changed = [k for k in after if k in before and before[k] != after[k] and k not in SAFE_TO_CHANGE]
+    if changed:
+        shown = "; ".join(f"{k} = {before[k]!r}, now {after[k]!r}" for k in changed)
+        raise ConfigError(
+            f"output folder {folder} holds a run made with other settings ({shown}): its finished stages depend on "
+            f"them. Use a new output folder, or restore the setting to resume that run. Safe to change on resume: "
+            f"{', '.join(sorted(SAFE_TO_CHANGE - {'output'}))}"
+        )
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    """Sections to dotted fields; the task (a name or a mapping) stays whole."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and key in ("corpus", "llm", "slm", "loop"):
+            out.update(_flat(value, f"{key}."))
+        else:
+            out[prefix + key] = value
+    return out

@@ -26,7 +26,7 @@ def test_yaml_and_overrides(tmp_path):
     "overrides, message",
     [
         ({"slm.epochz": 3}, "unknown field(s) ['epochz'] in `slm`"),
-        ({"slm.epochs": "many"}, "slm.epochs must be a int"),
+        ({"slm.epochs": "many"}, "slm.epochs must be a whole number"),
         ({"slm.gmm_threshold": 1.5}, "gmm_threshold"),
         ({"task": "poetry"}, "unknown task preset 'poetry'"),
         ({"corpus.path": ""}, "corpus.path is required"),
@@ -176,3 +176,32 @@ def test_an_error_names_its_innermost_cause():
             raise RuntimeError("UDF failed to process a data block.\nTo change retry attempts, configure ...") from inner
     except RuntimeError as outer:
         assert short_reason(outer) == "ValueError: This model's maximum context length is 2048 tokens; the prompt has 2049"
+
+
+def test_a_wrong_type_names_the_field_and_the_type_it_wants_and_the_schema_documents_every_field():
+    from freeal_ray.config import json_schema
+
+    with pytest.raises(ConfigError, match=r"corpus.limit must be a whole number, got 'abc'"):
+        load_config(None, {"corpus.path": "x", "corpus.limit": "abc"})
+    with pytest.raises(ConfigError, match=r"slm.lr must be a number, got 'fast'"):
+        load_config(None, {"corpus.path": "x", "slm.lr": "fast"})
+    config = load_config(None, {"corpus.path": "x", "corpus.limit": "12", "llm.use_gpu": True, "loop.shots": "auto"})
+    assert config.corpus.limit == 12 and config.llm.use_gpu == "true" and config.loop.shots is None
+    schema = json_schema()
+    limit = schema["$defs"]["CorpusConfig"]["properties"]["limit"]
+    assert {"type": "integer"} in limit["anyOf"] and "first N rows" in limit["description"]
+    assert "resumes" in schema["properties"]["output"]["description"]
+
+
+def test_a_resumed_run_refuses_a_change_its_finished_stages_depend_on_and_takes_more_rounds(tmp_path):
+    from freeal_ray.manifest import Manifest
+
+    def manifest(**overrides):
+        return Manifest(tmp_path, load_config(None, {"corpus.path": "x", "output": str(tmp_path), **overrides}).to_dict())
+
+    manifest(**{"loop.subset_fraction": 0.5})
+    with pytest.raises(ConfigError, match=r"loop.subset_fraction = 0.5, now 0.3.*new output folder"):
+        manifest(**{"loop.subset_fraction": 0.3})
+    with pytest.raises(ConfigError, match=r"corpus.limit = None, now 100"):
+        manifest(**{"loop.subset_fraction": 0.5, "corpus.limit": 100})
+    manifest(**{"loop.subset_fraction": 0.5, "loop.rounds": 4, "llm.batch_size": 8})  # safe: more rounds, batching

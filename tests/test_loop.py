@@ -119,7 +119,7 @@ def test_cli_errors_are_one_clear_line(tmp_path):
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
     result = freeal(["run", "--corpus", "x.jsonl", "--set", "slm.epochs=lots"])
-    assert result.returncode == 2 and "slm.epochs must be a int" in result.stderr
+    assert result.returncode == 2 and "slm.epochs must be a whole number" in result.stderr
 
 
 def test_help_reads_like_the_docs():
