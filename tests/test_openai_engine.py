@@ -168,3 +168,55 @@ def test_free_answers_are_read_only_when_they_name_one_label():
     assert read_answer("It is positive, not negative", "free", CHOICES) is None
     assert read_answer('{"label": "positive"}', "json", CHOICES) == 1 and read_answer("{}", "json", CHOICES) is None
     assert read_answer("positive ", "word", CHOICES) == 1 and read_answer("positively", "word", CHOICES) is None
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tiny_models):
+    """A real `vllm.entrypoints.openai.api_server` on the CPU, serving the tiny model."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "ERROR"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_models["llm"]),
+         "--served-model-name", "tiny", "--port", str(port), "--max-model-len", "1024", "--compilation-config", '{"mode": 0}'],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"the vLLM server exited: {server.stderr.read()[-2000:]}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(1)
+    else:
+        server.kill()
+        pytest.fail("the vLLM server did not start in 300 s")
+    yield f"http://127.0.0.1:{port}/v1"
+    server.terminate()
+    server.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_a_real_vllm_server_answers_chat_messages_within_the_label_set_with_their_probability(vllm_server):
+    from freeal_ray.ner import answer_schema
+    from freeal_ray.prompts import messages_json
+
+    engine = OpenAIEngine(EngineConfig(model_path="tiny", api_base=vllm_server, max_concurrency=4))
+    prompts = [messages_json([{"role": "system", "content": "Is the review positive or negative?"},
+                              {"role": "user", "content": f"Text: the film was {word}"}])
+               for word in ("superb and lovely", "awful and dull", "great", "boring")]
+    got = engine.choose(prompts, CHOICES)
+    assert all(c.index in (0, 1) for c in got) and all(0.0 < c.confidence <= 1.0 for c in got)  # real log-probs
+    assert engine.refusals == {} and all(c.prompt_tokens > 10 for c in got)  # vLLM took the structured choice
+    entities = engine.extract(prompts[:2], answer_schema(["PER", "LOC"]), 128)
+    assert engine.refusals == {} and all(e.output_tokens > 0 for e in entities)
+    finished = [e for e in entities if e.output_tokens < 128]  # an answer cut by max_tokens is not whole JSON
+    assert all(isinstance(json.loads(e.text)["entities"], list) for e in finished)  # held to the schema
