@@ -23,6 +23,7 @@ from freeal_ray.errors import ConfigError
 from freeal_ray.sampling import subset_size
 
 ESTIMATE_FILE = "estimate.json"
+WRITTEN = "synthesize (written demos)"
 
 
 def project(n_rows: int, tokens: dict, loop, round0: str, n_labels: int, refine_share: float,
@@ -39,7 +40,7 @@ def project(n_rows: int, tokens: dict, loop, round0: str, n_labels: int, refine_
         if round0 in ("confident", "mixed"):
             add("synthesize (zero-shot seed rows)", min(loop.seed_rows, n_rows), tokens["zero_shot"], tokens["answer"])
         if round0 in ("synthetic", "mixed"):
-            add("synthesize (written demos)", n_labels * loop.synth_per_class, tokens["synthesis"], tokens["written"])
+            add(WRITTEN, n_labels * loop.synth_per_class, tokens["synthesis"], tokens["written"])
     annotated = subset_size(n_rows, loop.subset_fraction) if incremental else n_rows
     if not given_labels:
         add("annotate-0", annotated, tokens["few_shot"], tokens["answer"])
@@ -106,6 +107,7 @@ def _sample_tokens(ctx, rows: pd.DataFrame, sample: int) -> tuple[list[str], dic
     and of an answer."""
     from freeal_ray.prompt_fit import token_counter
     from freeal_ray.prompts import answer_choices, synthesis_prompt
+    from freeal_ray.synthesis import SHOWN_PER_PROMPT
 
     settings = ctx.llm()
     kind_builder, kwargs = ctx.kind.prompt_builder(settings)
@@ -116,7 +118,7 @@ def _sample_tokens(ctx, rows: pd.DataFrame, sample: int) -> tuple[list[str], dic
     few = build(pool, ctx.shots)(queries.copy())["prompt"].tolist()
     zero = build(pool.head(0), 0)(queries.copy())["prompt"].tolist()
     texts = queries["text"].tolist()
-    protos = [texts[i : i + ctx.cfg.loop.prototypes] for i in range(0, len(texts), ctx.cfg.loop.prototypes)][: len(labels)]
+    protos = [texts[i : i + SHOWN_PER_PROMPT] for i in range(0, len(texts), SHOWN_PER_PROMPT)][: len(labels)]
     synth = [synthesis_prompt(ctx.task, labels[i % len(labels)], p) for i, p in enumerate(protos)]
     count = token_counter(settings.engine_config.model_path)
     note = "the annotator's own tokenizer"
@@ -154,11 +156,13 @@ def compare(out: Path, manifest: dict) -> dict | None:
         return None
     est = json.loads(path.read_text())
     spent = {k: sum(m.get(k, 0) for m in manifest.get("rounds", {}).values()) for k in ("llm_calls", "prompt_tokens")}
-    written = manifest.get("stages", {}).get("synthesize", {})
-    spent = {k: v + written.get(k, 0) for k, v in spent.items()}
-    result = {"llm_calls_estimated": est["total"]["llm_calls"], "llm_calls_actual": spent["llm_calls"],
-              "prompt_tokens_estimated": est["total"]["prompt_tokens"], "prompt_tokens_actual": spent["prompt_tokens"],
-              "refine_share_assumed": est["assumptions"]["refine_share"]}
+    # the rounds count every labelling call (seed rows included); the demos the LLM writes are not counted by
+    # the run, so they are left out of both sides
+    labelling = {k: est["total"][k] - est["stages"].get(WRITTEN, {}).get(k, 0) for k in ("llm_calls", "prompt_tokens")}
+    result = {"llm_calls_estimated": labelling["llm_calls"], "llm_calls_actual": spent["llm_calls"],
+              "prompt_tokens_estimated": labelling["prompt_tokens"], "prompt_tokens_actual": spent["prompt_tokens"],
+              "refine_share_assumed": est["assumptions"]["refine_share"], "compared": "labelling calls (round-0 demos "
+              "written by the LLM are not counted by the run)"}
     if spent["prompt_tokens"]:
         result["prompt_tokens_rel_error"] = round(est["total"]["prompt_tokens"] / spent["prompt_tokens"] - 1, 4)
     return result

@@ -24,6 +24,7 @@ from freeal_ray.task import EntityTask, Task
 from freeal_ray.workers import DEMO_SCHEMA
 
 log = logging.getLogger(__name__)
+SHOWN_PER_PROMPT = 5  # corpus rows a synthesis prompt shows as style prototypes, drawn from the pool of loop.prototypes
 
 
 def synthesize_demos(
@@ -45,7 +46,7 @@ def synthesize_demos(
     jobs = []
     for label in task.labels:
         for _ in range(per_class):
-            shown = rng.sample(pool, min(5, len(pool)))
+            shown = rng.sample(pool, min(SHOWN_PER_PROMPT, len(pool)))
             jobs.append({"label": label, "prompt": synthesis_prompt(task, label, shown), "shown": shown})
     prompts = [j["prompt"] for j in jobs]
     if settings.runner == "ray_data_llm":
@@ -113,7 +114,7 @@ def synthesize_entity_demos(
     and the counts."""
     pool = _prototypes(corpus, n_rows, prototypes, seed, settings.max_text_chars)
     rng = random.Random(seed)
-    prompts = [entity_synthesis_prompt(task, etype, rng.sample(pool, min(5, len(pool))))
+    prompts = [entity_synthesis_prompt(task, etype, rng.sample(pool, min(SHOWN_PER_PROMPT, len(pool))))
                for etype in task.entity_types for _ in range(per_type)]
     engines = engine_pool(settings)
     schema, step = synthesis_schema(task.entity_types), settings.batch_size
