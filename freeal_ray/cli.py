@@ -127,12 +127,17 @@ def _estimate(args) -> int:
 
     config = load_config(args.config, _overrides(args))
     if not args.verbose:
-        from freeal_ray.logs import log_file_for, send_logs_to_file
-
-        send_logs_to_file(log_file_for(config.output))
+        _logs_to_file(config.output)
     print(describe(estimate(config, args.sample, args.refine_share, args.probe, args.price_in, args.price_out)))
     print(f"\n[freeal_ray] written to {config.output}/estimate.json")
     return 0
+
+
+def _logs_to_file(output):
+    """Ray's, vLLM's and torch's logs into OUTPUT/logs/run.log instead of the terminal; its path."""
+    from freeal_ray.logs import log_file_for, send_logs_to_file
+
+    return send_logs_to_file(log_file_for(output))
 
 
 def _overrides(args) -> dict:
@@ -156,9 +161,7 @@ def _run(config_path, overrides, verbose: bool = False) -> int:
 
     config = load_config(config_path, overrides)
     if not verbose:
-        from freeal_ray.logs import log_file_for, send_logs_to_file
-
-        print(f"[freeal_ray] Ray, vLLM and torch logs: {send_logs_to_file(log_file_for(config.output))} (-v shows them here)")
+        print(f"[freeal_ray] Ray, vLLM and torch logs: {_logs_to_file(config.output)} (-v shows them here)")
     started = time.time()
     result = run_freeal(config)
     manifest = json.loads((result.output / "manifest.json").read_text())
@@ -173,9 +176,7 @@ def _predict(args) -> int:
     from freeal_ray.ray_cluster import ensure_ray
 
     if not args.verbose:
-        from freeal_ray.logs import log_file_for, send_logs_to_file
-
-        send_logs_to_file(log_file_for(args.output))
+        _logs_to_file(args.output)
     ensure_ray()
     id_column = None if args.id_column.lower() in ("null", "none", "") else args.id_column
     counts = predict_corpus(args.model, args.input, args.output, args.text_column, id_column, args.batch_size,
@@ -189,13 +190,11 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
+        if args.command in ("run", "estimate") and not args.config and not args.corpus:
+            raise FreeALError(f"give --config FILE or --corpus PATH (see `freeal-ray {args.command} --help`)")
         if args.command == "run":
-            if not args.config and not args.corpus:
-                raise FreeALError("give --config FILE or --corpus PATH (see `freeal-ray run --help`)")
             return _run(args.config, _overrides(args), args.verbose)
         if args.command == "estimate":
-            if not args.config and not args.corpus:
-                raise FreeALError("give --config FILE or --corpus PATH (see `freeal-ray estimate --help`)")
             return _estimate(args)
         if args.command == "predict":
             return _predict(args)

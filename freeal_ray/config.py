@@ -99,19 +99,29 @@ def _section(name: str, cls, values: dict):
     unknown = set(values) - set(known)
     if unknown:
         raise ConfigError(f"unknown field(s) {sorted(unknown)} in `{name}`; known: {sorted(known)}")
-    text_fields = {f.name for f in fields(cls) if isinstance(f.default, str) or str(f.type).startswith("str")}
-    # YAML reads `use_gpu: true` as a bool and `id_column: 123` as an int; text fields take them as words
-    values = {k: (str(v).lower() if isinstance(v, bool) else str(v)) if k in text_fields and isinstance(v, (bool, int, float)) else v
-              for k, v in values.items()}
-    optional = {f.name for f in fields(cls) if f.default is None or "None" in str(f.type)}
-    values = {k: v for k, v in values.items() if v is not None or k in optional}  # `path:` left empty: the default
     try:
-        return _adapter(cls).validate_python(values)
+        return _adapter(cls).validate_python(_field_values(cls, values))
     except ValidationError as exc:
         error = exc.errors()[0]
         field_name = ".".join([name, *(str(part) for part in error["loc"][:1])])
         raise ConfigError(f"{field_name} must be {_WANTED.get(error['type'], error['msg'].lower())}, "
                           f"got {error.get('input')!r}") from None
+
+
+def _field_values(cls, values: dict) -> dict:
+    """What a YAML value means for its field: YAML reads `use_gpu: true` as a bool and
+    `id_column: 123` as an int, which a text field takes as the word; an empty value (`path:`) of
+    a field that cannot be null is left to its default."""
+    out = {}
+    for f in fields(cls):
+        if f.name not in values:
+            continue
+        value = values[f.name]
+        if isinstance(value, (bool, int, float)) and (isinstance(f.default, str) or str(f.type).startswith("str")):
+            value = str(value).lower() if isinstance(value, bool) else str(value)
+        if value is not None or f.default is None or "None" in str(f.type):
+            out[f.name] = value
+    return out
 
 
 _WANTED = {"int_parsing": "a whole number", "int_type": "a whole number", "int_from_float": "a whole number",

@@ -97,8 +97,10 @@ def estimate(config, sample: int = 200, refine_share: float = 0.1, probe: int = 
 def _sample_rows(corpus: Path, n_rows: int, n: int, seed: int) -> pd.DataFrame:
     """About `n` corpus rows drawn evenly, read batch by batch on the driver."""
     rng, keep = np.random.default_rng(seed), min(1.0, n / max(n_rows, 1))
-    parts = [b.to_pandas() for b in tables.scan(corpus, ["id", "text"])]
-    frames = [p[rng.random(len(p)) < keep] if keep < 1.0 else p for p in parts]
+    frames = []
+    for batch in tables.scan(corpus, ["id", "text"]):  # one batch in memory, the sample kept
+        frame = batch.to_pandas()
+        frames.append(frame[rng.random(len(frame)) < keep] if keep < 1.0 else frame)
     return pd.concat(frames, ignore_index=True).head(n) if frames else pd.DataFrame(columns=["id", "text"])
 
 
@@ -112,7 +114,8 @@ def _sample_tokens(ctx, rows: pd.DataFrame, sample: int) -> tuple[list[str], dic
     settings = ctx.llm()
     kind_builder, kwargs = ctx.kind.prompt_builder(settings)
     labels = ctx.task.labels
-    pool = rows.head(max(ctx.shots, 1) * 2).assign(label=[labels[i % len(labels)] for i in range(min(len(rows), max(ctx.shots, 1) * 2))])
+    pool = rows.head(max(ctx.shots, 1) * 2)
+    pool = pool.assign(label=[labels[i % len(labels)] for i in range(len(pool))])
     queries = rows.iloc[len(pool):].head(sample) if len(rows) > len(pool) else rows
     build = lambda demos, shots: kind_builder(ctx.task, demos, ctx.encoder_path(), shots, settings.max_text_chars, **kwargs)  # noqa: E731
     few = build(pool, ctx.shots)(queries.copy())["prompt"].tolist()

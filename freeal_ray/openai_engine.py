@@ -76,10 +76,10 @@ class OpenAIEngine(Engine):
             try:
                 out = self._request(prompt, **kwargs, **variants[i].kwargs)
             except BadRequestError as exc:
+                said = _server_message(exc)
                 if variants[i].name not in self.refusals:
-                    log.warning("the endpoint refused %s for %s (%s); trying the next form", variants[i].name, purpose,
-                                _server_message(exc))
-                self.refusals[variants[i].name] = _server_message(exc)
+                    log.warning("the endpoint refused %s for %s (%s); trying the next form", variants[i].name, purpose, said)
+                self.refusals[variants[i].name] = said
                 continue
             with self._lock:
                 self._accepted[purpose] = max(self._accepted.get(purpose, 0), i)

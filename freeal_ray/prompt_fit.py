@@ -29,9 +29,10 @@ def fit_prompt(build: Callable[[Sequence[Any], Sequence], str], demos: Sequence[
         prompt = build(demos[dropped:], text)
         if _fits(prompt, count, budget):
             return prompt, dropped, False
-    if count(build([], text[:0])) > budget:
+    bare = count(build([], text[:0]))
+    if bare > budget:
         raise ConfigError(f"llm.max_model_len leaves {budget} tokens for a prompt, and the instruction alone takes "
-                          f"{count(build([], text[:0]))}; raise llm.max_model_len or shorten the task's instruction")
+                          f"{bare}; raise llm.max_model_len or shorten the task's instruction")
     lo, hi = 0, len(text)  # the longest cut that fits: text[:lo] fits, text[:hi] does not
     while hi - lo > 1:
         mid = (lo + hi) // 2

@@ -35,7 +35,7 @@ class PromptBuilder:
         # a chat endpoint (`messages`) takes the messages and applies the template itself
         self.render = None if style == "plain" else messages_json if messages else chat_renderer(llm_path)
         self.count = token_counter(llm_path) if llm_path and max_model_len else None
-        self.max_model_len, self.room = max_model_len, None
+        self.max_model_len = max_model_len
         self.demo_ids = [str(i) for i in demos["id"]]
         self.demos = list(zip(demos["text"], demos["label"]))
         zero_shot = shots == 0 or not self.demos
@@ -53,9 +53,7 @@ class PromptBuilder:
 
     def _budget(self, row_input) -> int:
         """Prompt tokens the row may take: the context less the answer's room."""
-        if self.room is None:
-            self.room = answer_room(answer_choices(self.task, self.style))
-        return self.max_model_len - self.room
+        return self.max_model_len - answer_room(answer_choices(self.task, self.style))
 
     def _build(self, demos, text) -> str:
         return classification_prompt(self.task, demos, text, self.style, self.render)
