@@ -19,18 +19,6 @@ import pyarrow.compute  # noqa: F401 -- pa.compute
 import pyarrow.parquet as pq
 import ray
 
-def where(ds: ray.data.Dataset, predicate, columns: list[str]) -> ray.data.Dataset:
-    """Rows for which predicate(row) holds, row being a dict of `columns`. Unlike
-    Dataset.filter, a block with no such row keeps its schema: Ray 2.60's row filter leaves a
-    block with no columns there, and a groupby downstream then fails to sort by its key."""
-
-    def keep(batch: pa.Table) -> pa.Table:
-        mask = [bool(predicate(row)) for row in batch.select(columns).to_pylist()]
-        return batch.filter(pa.array(mask, pa.bool_()))
-
-    return ds.map_batches(keep, batch_format="pyarrow")
-
-
 def join_partitions(rows: int) -> int:
     """Hash partitions for a Ray Data join: one per 100k rows, at most 64."""
     return max(1, min(64, rows // 100_000 + 1))
@@ -189,6 +177,17 @@ def count_where(path: str | Path, predicate, columns: list[str]) -> int:
     """Rows of a stage table for which predicate(row) holds, row being a dict of `columns`
     (a column absent from the table reads as None)."""
     return sum(sum(1 for row in batch.to_pylist() if predicate(row)) for batch in scan(path, columns))
+
+
+def rows_with_ids(path: str | Path, ids, columns: list[str]) -> pd.DataFrame:
+    """The rows of a stage table whose id is in `ids`, `columns` of them (id first), read on the
+    driver batch by batch: a few chosen rows out of a table of any size, with no shuffle."""
+    wanted = pa.array([str(i) for i in ids], pa.string())
+    parts = [pa.Table.from_batches([b]).filter(pa.compute.is_in(b.column("id").cast(pa.string()), value_set=wanted))
+             for b in scan(path, ["id", *columns])]
+    if not parts:
+        return pd.DataFrame(columns=["id", *columns])
+    return pa.concat_tables(parts, promote_options="permissive").to_pandas()
 
 
 class LocalTable:

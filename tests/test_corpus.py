@@ -180,20 +180,6 @@ def test_given_labels_match_through_verbalizers_and_none_matching_is_an_error(ra
         run.ctx.run_stage(GivenLabels())
 
 
-def test_kept_rows_can_be_grouped_when_a_block_keeps_none(ray_session):
-    import pyarrow as pa
-    import ray
-
-    blocks = [pa.table({"id": ["a", "b"], "label": ["x", "y"], "clean": [False, False]}),
-              pa.table({"id": ["c", "d", "e"], "label": ["x", "y", "x"], "clean": [True, True, True]})]
-    kept = tables.where(ray.data.from_arrow(blocks), lambda row: row["clean"], ["clean"])
-    assert kept.schema().names == ["id", "label", "clean"]
-    sizes = kept.groupby("label").map_groups(
-        lambda g: pd.DataFrame({"label": [g["label"].iloc[0]], "n": [len(g)]}), batch_format="pandas"
-    ).to_pandas()
-    assert dict(zip(sizes["label"], sizes["n"])) == {"x": 2, "y": 1}
-
-
 def test_ray_data_reads_parquet_without_an_actor_pool_per_read(ray_session):
     import ray
 

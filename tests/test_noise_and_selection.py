@@ -122,3 +122,41 @@ def test_which_rows_the_refinery_reasks_and_how_the_slm_fills_what_stays_unlabel
     kept = pd.DataFrame({"label": ["positive", None], "slm_pred": ["negative", "negative"], "source": ["given", "given"]})
     filled = fill_abstentions(kept.copy())
     assert list(filled["label"]) == ["positive", "negative"] and list(filled["source"]) == ["given", "slm"]
+
+
+def test_select_takes_each_class_s_medoids_from_its_clean_agreeing_lowest_loss_rows(tmp_path):
+    """The select stage over a scores table in several parts: per class, one demo from each of its
+    three clusters, never a row judged noisy, one the SLM disagrees with, or one past top_ratio."""
+    from freeal_ray import tables
+    from freeal_ray.config import load_config
+    from freeal_ray.pipeline import RunContext
+    from freeal_ray.stages.select import Select
+
+    rng = np.random.default_rng(0)
+    rows = []
+
+    def add(kind, label, pred, clean, loss, direction, n):
+        for i in range(n):
+            rows.append(dict(id=f"{label}-{kind}-{i}", text=f"{label} {kind} {i}", label=label, pred=pred, clean=clean,
+                             loss=loss + rng.random() * 0.05, embedding=direction * 10 + rng.normal(0, 0.1, 8)))
+
+    axes = np.eye(8)
+    for label, other, first in (("negative", "positive", 0), ("positive", "negative", 3)):
+        for cluster in range(3):
+            add(f"c{cluster}-", label, label, True, 0.1, axes[first + cluster], 20)
+        add("noisy", label, label, False, 0.0, axes[6], 10)  # surest of all, but judged noisy
+        add("disagreed", label, other, True, 0.0, axes[7], 10)  # the SLM predicts another class
+        add("dear", label, label, True, 5.0, -axes[6], 15)  # clean and agreeing, but past top_ratio
+    frame = pd.DataFrame(rows).sample(frac=1.0, random_state=0)
+    out = tmp_path / "run"
+    for start in range(0, len(frame), 64):  # three parts
+        tables.write_part(frame.iloc[start:start + 64], out / "round-1" / "scores", "scores")
+
+    config = load_config(None, {"corpus.path": str(tmp_path / "corpus.jsonl"), "output": str(out), "task": "sentiment",
+                                "loop.demos_per_class": 3, "loop.top_ratio": 0.8})
+    RunContext(config).run_stage(Select(1))
+    demos = tables.read_frame(out / "round-1" / "demos")
+    assert sorted(demos["label"]) == ["negative"] * 3 + ["positive"] * 3 and set(demos["origin"]) == {"corpus"}
+    for label in ("negative", "positive"):
+        ids = demos.loc[demos["label"] == label, "id"]
+        assert sorted(i.split("-")[1] for i in ids) == ["c0", "c1", "c2"], ids.tolist()

@@ -82,9 +82,12 @@ class TaskKind(ABC):
     def demo_groups(self) -> tuple[str, ...]:
         """The groups demo selection keeps a few demos of each of."""
 
+    #: the score columns demo_candidates reads
+    candidate_columns: tuple[str, ...] = ()
+
     @abstractmethod
-    def demo_candidates(self, scores: ray.data.Dataset) -> ray.data.Dataset:
-        """Scored rows fit to be demos, with `label` as their group, `loss` and `embedding`."""
+    def demo_candidates(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """The rows of a batch of scores (`candidate_columns`) fit to be demos, with `label` as their group."""
 
     # ---- the refinery ------------------------------------------------------------------------
     @abstractmethod

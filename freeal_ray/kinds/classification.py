@@ -28,6 +28,7 @@ class Classification(TaskKind):
     round0_can_be_confident = True
     scratch_columns = SLM_COLUMNS
     predicate_columns = ("label", "pred", "prev_label")
+    candidate_columns = ("id", "label", "pred", "clean", "loss")
 
     def check_gold(self, corpus, column):
         labels = set(self.task.labels)
@@ -83,12 +84,9 @@ class Classification(TaskKind):
     def demo_groups(self):
         return self.task.labels
 
-    def demo_candidates(self, scores):
+    def demo_candidates(self, batch):
         """Clean rows where the SLM agrees with the label."""
-        return tables.where(
-            scores, lambda row: bool(row["clean"]) and row["label"] is not None and row["pred"] == row["label"],
-            ["clean", "label", "pred"],
-        ).select_columns(["id", "text", "label", "loss", "embedding"])
+        return batch[batch["clean"].astype(bool) & batch["label"].notna() & (batch["pred"] == batch["label"])]
 
     def carry(self, batch):
         return carry_to_refinery(batch)

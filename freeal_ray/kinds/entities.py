@@ -42,6 +42,7 @@ class Entities(TaskKind):
     round0_can_be_confident = False  # an entity answer carries no per-span confidence to rank by
     scratch_columns = TAGGER_COLUMNS
     predicate_columns = ("tags", "pred_tags", "prev_tags")
+    candidate_columns = ("id", "tags", "pred_tags", "clean", "loss")
 
     def check_gold(self, corpus, column):
         known = set(self.task.tags)
@@ -99,13 +100,12 @@ class Entities(TaskKind):
     def demo_groups(self):
         return (*self.task.entity_types, "none")
 
-    def demo_candidates(self, scores):
-        # the group key is added before filtering, so an empty result still has the column
-        return tables.where(
-            scores.map_batches(_with_dominant_type, batch_format="pandas"),
-            lambda row: bool(row["clean"]) and row["tags"] is not None and list(row["pred_tags"]) == list(row["tags"]),
-            ["clean", "tags", "pred_tags"],
-        ).select_columns(["id", "text", "tokens", "tags", "label", "loss", "embedding"])
+    def demo_candidates(self, batch):
+        keep = [bool(c) and t is not None and p is not None and list(p) == list(t)
+                for c, t, p in zip(batch["clean"], batch["tags"], batch["pred_tags"])]
+        batch = batch[np.asarray(keep, dtype=bool)].copy()
+        batch["label"] = [dominant_type(list(t)) for t in batch["tags"]]
+        return batch
 
     def carry(self, batch):
         """The tagger's tags as `slm_tags`, the tags the sentence had as `prev_tags`."""
@@ -141,11 +141,6 @@ class Entities(TaskKind):
     def final_metrics(self, final):
         q = M.entity_quality(final, "tags")
         return {"final_f1": q["f1"], "final_precision": q["precision"], "final_recall": q["recall"]}
-
-
-def _with_dominant_type(batch: pd.DataFrame) -> pd.DataFrame:
-    batch["label"] = [dominant_type(list(t)) if t is not None else "none" for t in batch["tags"]]
-    return batch
 
 
 def _tag_list(tags) -> list | None:
