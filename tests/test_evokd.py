@@ -58,6 +58,19 @@ def test_a_written_example_the_labelling_call_disagrees_with_is_dropped():
     assert counts == {"written": 6, "empty": 1, "copied": 1, "repeated": 1, "relabelled": 2, "kept": 1}
 
 
+def test_a_written_example_that_repeats_any_corpus_row_is_found(tmp_path):
+    from freeal_ray.stages.evolve_label import corpus_copies
+
+    corpus = tmp_path / "corpus"
+    for part in range(3):  # rows the LLM was never shown, in several parts
+        tables.write_part(pd.DataFrame({"id": [f"{part}-{i}" for i in range(50)],
+                                        "text": [f"review {part} {i} : it was fine ." for i in range(50)]}), corpus, "corpus")
+    written = ["Review 2 41: it was fine.", "review 2 41 : it was not fine .", "a new review", ""]
+    assert corpus_copies(corpus, written) == {text_key(written[0])}
+    keep, counts = keep_written(written, ["positive"] * 4, ["positive"] * 4, corpus_copies(corpus, written))
+    assert list(keep) == [False, True, True, False] and counts["copied"] == 1
+
+
 def _config(tiny_models, corpus, out, rounds):
     return load_config(None, {
         **tiny_overrides(tiny_models, out), "task": {"name": "toy", "labels": ["negative", "positive"],

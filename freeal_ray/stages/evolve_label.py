@@ -1,7 +1,8 @@
 """evolve-label-r: a separate LLM call labels round r's written examples, constrained to the label
 set with the seeds as demos, like any annotation here. An example the call labels otherwise than it
 was written for (or abstains on), or that repeats a text seen before (a seed, a row the LLM was
-shown, an earlier example), is dropped and counted; the rest are round r's batch."""
+shown, an earlier example, whole or a long piece of one; any corpus row, whole), is dropped and
+counted; the rest are round r's batch."""
 
 from __future__ import annotations
 
@@ -32,7 +33,10 @@ class EvolveLabel(Stage):
                  ctx.encoder_path(), min(ctx.shots or 1, len(seeds)), r, str(answers_folder), total=len(written))
         answers = tables.read_frame(answers_folder).set_index("id")
         answered = [answers["label"].get(i) for i in written["id"]]
-        keep, counts = keep_written(written["text"], written["intended"], answered, _seen_before(ctx, r))
+        seen = _seen_before(ctx, r)
+        if ctx.has_corpus():
+            seen |= corpus_copies(ctx.path("corpus"), written["text"])
+        keep, counts = keep_written(written["text"], written["intended"], answered, seen)
         batch = written[keep].assign(label=written["intended"][keep], round=r, origin="evokd",
                                      confidence=[answers["confidence"].get(i) for i in written["id"][keep]])
         batch = batch[["id", "text", "label", "hard", "round", "origin", "confidence"]]
@@ -48,3 +52,13 @@ def _seen_before(ctx: RunContext, r: int) -> set[str]:
     folders = [SEEDS, POOL, *[written_folder(k) for k in range(1, r)], *[probe_folder(k) for k in range(r)]]
     texts = [t for f in folders for t in tables.read_frame(ctx.path(f)).get("text", [])]
     return {k for k in map(text_key, texts) if k}
+
+
+def corpus_copies(corpus, texts) -> set[str]:
+    """The keys (evokd.text_key) of `texts` that a row of the corpus table has too, found in one
+    pass over its text column on the driver: the written batch is small, the corpus may not be."""
+    keys = {k for k in map(text_key, texts) if k}
+    found: set[str] = set()
+    for batch in tables.scan(corpus, ["text"]):
+        found |= keys.intersection(map(text_key, batch.column("text").to_pylist()))
+    return found
