@@ -69,7 +69,7 @@ def estimate(config, sample: int = 200, refine_share: float = 0.1, probe: int = 
     if not 0.0 <= refine_share <= 1.0:
         raise ConfigError(f"--refine-share must be between 0 and 1, got {refine_share}")
     ctx = RunContext(config)
-    if ctx.kind.label_column != "label":
+    if ctx.kind.name != "classification":
         raise ConfigError("freeal-ray estimate covers text classification so far")
     ensure_ray()
     ctx.pick_annotator()

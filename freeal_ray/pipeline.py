@@ -218,7 +218,7 @@ class RunContext:
         sums = tables.column_sums(folder, ["prompt_tokens", "output_tokens", "prompt_trimmed"])
         usage = {"llm_calls": tables.count_rows(folder), "prompt_tokens": int(sums["prompt_tokens"]),
                  "output_tokens": int(sums["output_tokens"]), "prompts_trimmed": int(sums["prompt_trimmed"])}
-        if self.kind.label_column == "label":  # an endpoint without log-probs leaves a label's confidence unknown
+        if self.kind.answers_have_confidence:  # an endpoint without log-probs leaves it unknown
             usage["confidence_unknown"] = tables.count_where(
                 folder, lambda r: r["label"] is not None and (r["confidence"] is None or r["confidence"] != r["confidence"]),
                 ["label", "confidence"])

@@ -22,7 +22,7 @@ class TaskKind(ABC):
     demo_columns: tuple[str, ...]  # what a demo carries into a prompt
     objective: str  # what the SLM learns: a class per row ("sentences") or a tag per token ("tokens")
     sentences: bool  # rows are pre-split sentences (`tokens`), not free text
-    round0_can_be_confident: bool  # whether answers carry a confidence to rank round-0 demos by
+    answers_have_confidence: bool  # an answer carries its probability (round-0 demos can be the surest answers)
     scratch_columns: tuple[str, ...]  # the scorer's columns, dropped when a row moves on
     predicate_columns: tuple[str, ...]  # what labelled, agrees and changed read of a row
 

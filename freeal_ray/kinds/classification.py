@@ -25,7 +25,7 @@ class Classification(TaskKind):
     demo_columns = ("id", "text", "label")
     objective = "sentences"
     sentences = False
-    round0_can_be_confident = True
+    answers_have_confidence = True
     scratch_columns = SLM_COLUMNS
     predicate_columns = ("label", "pred", "prev_label")
     candidate_columns = ("id", "label", "pred", "clean", "loss")

@@ -39,7 +39,7 @@ class Entities(TaskKind):
     demo_columns = ("id", "text", "tokens", "tags", "label")
     objective = "tokens"
     sentences = True
-    round0_can_be_confident = False  # an entity answer carries no per-span confidence to rank by
+    answers_have_confidence = False  # an entity answer carries no per-span confidence
     scratch_columns = TAGGER_COLUMNS
     predicate_columns = ("tags", "pred_tags", "prev_tags")
     candidate_columns = ("id", "tags", "pred_tags", "clean", "loss")

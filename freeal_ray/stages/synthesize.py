@@ -45,7 +45,7 @@ def round0_demo_kind(ctx: RunContext) -> str:
     kind = ctx.cfg.loop.round0_demos
     if kind != "auto":
         return kind
-    return "confident" if ctx.kind.round0_can_be_confident and ctx.prompt_style() != "plain" else "synthetic"
+    return "confident" if ctx.kind.answers_have_confidence and ctx.prompt_style() != "plain" else "synthetic"
 
 
 def _confident_demos(ctx: RunContext, info: dict) -> pd.DataFrame:
