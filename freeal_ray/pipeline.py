@@ -127,7 +127,11 @@ class RunContext:
         return bool(tables.table_files(self.path(f"round-{r}", "demos")))
 
     def demos(self, r: int):
-        return self.table(f"round-{r}", "demos").to_pandas()
+        """Round r's demo pool, read on the driver: tens of rows a class, where a Ray Data read costs its start-up."""
+        demos = tables.read_frame(self.path(f"round-{r}", "demos"))
+        if demos.empty:
+            raise RuntimeError(f"table {self.path(f'round-{r}', 'demos')} is empty")
+        return demos
 
     def n_rows(self) -> int:
         return self.manifest.stage("ingest").get("rows", 0)
