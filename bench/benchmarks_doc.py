@@ -350,6 +350,9 @@ def write_docs() -> Path:
     from evokd import docs_section as evokd_section  # bench/evokd.py
 
     parts += evokd_section()
+    from freeal_evokd import docs_section as freeal_evokd_section  # bench/freeal_evokd.py
+
+    parts += freeal_evokd_section()
     parts += scale_section()
     from cpu_profile import docs_section as cpu_profile_section  # bench/ is on sys.path when run as a script
 

@@ -150,12 +150,12 @@ def docs_section() -> list[str]:
              "studies the student's mistakes before writing (*EvoKD*); accuracy on the test split, mean over seeds "
              "(spread: standard deviation). Static writes as many examples as EvoKD's tokens buy.", "",
              "*kept* is written examples kept after the labelling call and the copy check (summed over seeds).", "",
-             "| benchmark | shots | seeds | seeds only | static | EvoKD | EvoKD per round | static tokens | EvoKD tokens "
+             "| benchmark | shots | seeds | LLM | seeds only | static | EvoKD | EvoKD per round | static tokens | EvoKD tokens "
              "| static kept / written | EvoKD kept / written | machine |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         sd = r["spread"]
-        lines.append(f"| {r['benchmark']} | {r['shots']} | {len(r['seeds'])} | {r['seeds_only_test']:.4f} ± {sd['seeds_only_test']:.3f} "
+        lines.append(f"| {r['benchmark']} | {r['shots']} | {len(r['seeds'])} | {r['llm']} | {r['seeds_only_test']:.4f} ± {sd['seeds_only_test']:.3f} "
                      f"| {r['static_test']:.4f} ± {sd['static_test']:.3f} | {r['evokd_test']:.4f} ± {sd['evokd_test']:.3f} "
                      f"| {' → '.join(f'{v:.3f}' for v in r['evokd_curve'])} | {r['static_tokens']:,.0f} | {r['evokd_tokens']:,.0f} "
                      f"| {_kept(r, 'static_rounds')} | {_kept(r, 'evokd_rounds')} | {r['machine']} |")
