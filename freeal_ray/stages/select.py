@@ -29,7 +29,7 @@ class Select(Stage):
         scores = ctx.path(f"round-{r}", "scores")
         short = shortlisted(scores, ctx.kind, loop.top_ratio, loop.medoid_sample_cap, loop.seed)
         read = [c for c in columns if c not in ("id", "label")] + ["embedding"]
-        rows = short.merge(tables.rows_with_ids(scores, short["id"], read).drop(columns="label", errors="ignore"), on="id")
+        rows = short.merge(tables.rows_with_ids(scores, short["id"], read), on="id")
         demos = pd.concat(
             [g.iloc[medoids(np.stack(g["embedding"].to_numpy()), loop.demos_per_class, loop.seed)]
              for _, g in rows.groupby("label", sort=True)] or [pd.DataFrame(columns=columns)],
