@@ -103,6 +103,34 @@ def writing_messages(task: Task, analysis: str, label: str, hard: bool, style: S
     return [{"role": "system", "content": _system(task)}, {"role": "user", "content": content}]
 
 
+def without_quotes(analysis: str, shown: Sequence[str], n: int = 4) -> str:
+    """The analysis with every run of `n` or more words it shares with a shown text cut out (and
+    the quote marks around it): a small LLM given its own analysis, quotes and all, in the hard
+    prompts writes the quoted rows back, and a copy is dropped. Kept in the manifest as written."""
+    grams = {g for t in shown for g in _ngrams(text_key(t).split(), n)}
+    words = list(re.finditer(r"\w+", analysis))
+    cut = np.zeros(len(words), dtype=bool)
+    for i in range(len(words) - n + 1):
+        if tuple(w.group().lower() for w in words[i:i + n]) in grams:
+            cut[i:i + n] = True
+    if not cut.any():
+        return analysis
+    pieces, last = [], 0
+    for i in np.flatnonzero(cut & ~np.r_[False, cut[:-1]]):  # the first word of each cut run
+        j = i
+        while j + 1 < len(words) and cut[j + 1]:
+            j += 1
+        pieces.append(analysis[last:words[i].start()].rstrip(" \"'“‘") + " …")
+        last = words[j].end()
+        while last < len(analysis) and analysis[last] in "\"'”’.?!":
+            last += 1
+    return "".join(pieces) + analysis[last:]
+
+
+def _ngrams(words: Sequence[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
 def render(messages: list[dict], chat: Callable[[list[dict]], str] | None, lead: str = "") -> str:
     """Messages as the model reads them: its chat template, or plain text for a model with none,
     ending in `lead` (a plain prompt's cue to answer)."""

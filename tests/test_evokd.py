@@ -8,7 +8,7 @@ import pandas as pd
 from conftest import tiny_overrides
 from freeal_ray import tables
 from freeal_ray.config import load_config
-from freeal_ray.evokd import class_f1, keep_written, shown_samples, text_key, writing_plan
+from freeal_ray.evokd import class_f1, keep_written, shown_samples, text_key, without_quotes, writing_plan
 from freeal_ray.task import Task
 
 TASK = Task(name="toy", labels=("negative", "positive"), instruction="Classify the review's sentiment.",
@@ -56,6 +56,17 @@ def test_a_written_example_the_labelling_call_disagrees_with_is_dropped():
 
     assert list(keep) == [True, False, False, False, False, False]
     assert counts == {"written": 6, "empty": 1, "copied": 1, "repeated": 1, "relabelled": 2, "kept": 1}
+
+
+def test_the_hard_prompts_get_the_analysis_without_the_rows_it_quotes():
+    shown = ["What is the capital of France ?", "How many people live in Tokyo ?"]
+    analysis = ('It confuses places with numbers: "What is the capital of France?" was called a number, and '
+                "how many people live in Tokyo was called a place. Short questions trip it.")
+    cut = without_quotes(analysis, shown)
+    assert cut == ("It confuses places with numbers: … was called a number, and … was called a place. "
+                   "Short questions trip it.")
+    assert not any(text_key(s) in text_key(cut) for s in shown)
+    assert without_quotes("Questions about the capital trip it.", shown) == "Questions about the capital trip it."
 
 
 def test_a_written_example_that_repeats_any_corpus_row_is_found(tmp_path):

@@ -1,4 +1,5 @@
-"""evolve-write-r: the LLM writes round r's batch from its analysis: hard examples for the classes
+"""evolve-write-r: the LLM writes round r's batch from its analysis (with the rows it quotes cut
+out, or a small LLM writes them back as its "hard" examples): hard examples for the classes
 the student gets wrong (in proportion to its mistakes there), easy ones for every class, each
 prompt showing a few texts of the kind to write. It only writes: labelling is the next stage's
 separate call."""
@@ -10,7 +11,7 @@ import random
 import pandas as pd
 
 from freeal_ray import tables
-from freeal_ray.evokd import render, writing_messages, writing_plan
+from freeal_ray.evokd import render, without_quotes, writing_messages, writing_plan
 from freeal_ray.pipeline import RunContext, Stage
 from freeal_ray.prompts import clean_synthetic
 from freeal_ray.stages.evolve_probe import probe_folder
@@ -33,10 +34,13 @@ class EvolveWrite(Stage):
         seen = ctx.manifest.stage(f"evolve-analyse-{r}")
         plan = writing_plan(task, seen.get("wrong_labels", []), seen.get("wrong_preds", []), seen.get("class_f1", {}),
                             loop.evolve_batch, loop.evolve_hard_share, loop.seed + r)
-        texts = tables.read_frame(ctx.path(probe_folder(r - 1)))["text"].tolist()
+        probe = tables.read_frame(ctx.path(probe_folder(r - 1)))
+        texts = probe["text"].tolist()
+        shown = probe.loc[probe["id"].isin([*seen.get("shown_wrong", []), *seen.get("shown_right", [])]), "text"]
+        analysis = without_quotes(seen.get("analysis", ""), shown)
         rng, llm = random.Random(loop.seed + r), ctx.llm()
         chat = chat_template(llm)
-        prompts = [render(writing_messages(task, seen.get("analysis", ""), label, hard, rng.sample(texts, min(STYLE_TEXTS, len(texts)))),
+        prompts = [render(writing_messages(task, analysis, label, hard, rng.sample(texts, min(STYLE_TEXTS, len(texts)))),
                           chat, lead=f"{task.input_name}:") for label, hard in plan]
         out = write(prompts, llm, ctx.cfg.llm.synth_max_tokens, ctx.cfg.llm.synth_temperature, stop=("\n",),
                     desc=f"EvoKD writing, round {r}")
