@@ -251,8 +251,10 @@ class InstantEngine(Engine):
 
     def extract(self, prompts, schema, max_tokens):
         """One entity per answer: a word of the prompt's last input line, of a type picked by the
-        hash; a synthesis schema also gets that line back as the written sentence."""
+        hash; a synthesis schema also gets that line's words back, shuffled by the hash, as the
+        written sentence (a new sentence, not a copy of the one shown)."""
         import json
+        import random
         import zlib
 
         types = schema["properties"]["entities"]["items"]["properties"]["type"]["enum"]
@@ -262,6 +264,11 @@ class InstantEngine(Engine):
             words = [w for w in (lines[-1] if lines else "").split() if w.isalpha()]
             h = zlib.crc32(p.encode())
             entities = [{"text": words[h % len(words)], "type": types[h % len(types)]}] if words else []
-            answer = {"sentence": lines[-1], "entities": entities} if "sentence" in schema["properties"] and lines else {"entities": entities}
+            if "sentence" in schema["properties"] and lines:
+                written = lines[-1].split()
+                random.Random(h).shuffle(written)
+                answer = {"sentence": " ".join(written), "entities": entities}
+            else:
+                answer = {"entities": entities}
             out.append(Extraction(json.dumps(answer), len(p.split()), 8))
         return out

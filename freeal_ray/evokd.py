@@ -46,23 +46,26 @@ def class_f1(labels: Sequence, preds: Sequence, classes: Sequence[str]) -> dict[
     return {c: float(s) for c, s in zip(classes, scores)}
 
 
-def writing_plan(task: Task, wrong_labels: Sequence[str], wrong_preds: Sequence[str], f1: dict[str, float],
+def writing_plan(groups: Sequence[str], wrong_labels: Sequence[str], wrong_preds: Sequence[str], f1: dict[str, float],
                  batch: int, hard_share: float, seed: int) -> list[tuple[str, bool]]:
-    """(label, hard) for each example of a batch. Hard examples go to the classes the student gets
-    wrong, in proportion to its mistakes there (a confused pair counts for both sides), or its
-    weakest classes by F1 when it made none; easy ones cycle through every class."""
+    """(group, hard) for each example of a batch; a group is a class, or for NER the entity type a
+    sentence must name. Hard examples go to the groups the student gets wrong, in proportion to its
+    mistakes there (a confused pair counts for both sides: the reference's group fully, the one it
+    said by half), or its weakest groups by F1 when it made none; easy ones cycle through every group."""
     rng = np.random.default_rng(seed)
     n_hard = int(round(batch * hard_share))
-    weight = {c: 0.0 for c in task.labels}
-    for g, p in zip(wrong_labels, wrong_preds):
-        weight[g] = weight.get(g, 0.0) + 1.0
+    weight = {c: 0.0 for c in groups}
+    for g in wrong_labels:
+        if g in weight:
+            weight[g] += 1.0
+    for p in wrong_preds:
         if p in weight:
             weight[p] += 0.5
     if not any(weight.values()):
-        weight = {c: 1.0 - f1.get(c, 0.0) + 1e-3 for c in task.labels}
-    p = np.array([weight[c] for c in task.labels], dtype=float)
-    hard = list(rng.choice(task.labels, size=n_hard, p=p / p.sum())) if n_hard else []
-    easy = [task.labels[i % len(task.labels)] for i in range(batch - n_hard)]
+        weight = {c: 1.0 - f1.get(c, 0.0) + 1e-3 for c in groups}
+    p = np.array([weight[c] for c in groups], dtype=float)
+    hard = list(rng.choice(list(groups), size=n_hard, p=p / p.sum())) if n_hard else []
+    easy = [groups[i % len(groups)] for i in range(batch - n_hard)]
     return [(str(c), True) for c in hard] + [(c, False) for c in easy]
 
 
@@ -137,6 +140,17 @@ def render(messages: list[dict], chat: Callable[[list[dict]], str] | None, lead:
     if chat is not None:
         return chat(messages)
     return "\n\n".join(m["content"] for m in messages) + f"\n{lead}"
+
+
+def strip_written(text: str, input_name: str) -> str:
+    """A written text alone: chat models often lead with the field's name or wrap the text in quotes."""
+    from freeal_ray.prompts import clean_synthetic
+
+    text = clean_synthetic(text)
+    for lead in (f"{input_name}:", "Text:"):
+        if text.lower().startswith(lead.lower()):
+            text = text[len(lead):].strip()
+    return text.strip().strip('"“”').strip()
 
 
 def text_key(text: str) -> str:

@@ -22,6 +22,7 @@ from freeal_ray.prompts import (
 )
 from freeal_ray.task import EntityTask, Task
 from freeal_ray.workers import DEMO_SCHEMA
+from freeal_ray.writing import extract
 
 log = logging.getLogger(__name__)
 SHOWN_PER_PROMPT = 5  # corpus rows a synthesis prompt shows as style prototypes, drawn from the pool of loop.prototypes
@@ -116,27 +117,20 @@ def synthesize_entity_demos(
     rng = random.Random(seed)
     prompts = [entity_synthesis_prompt(task, etype, rng.sample(pool, min(SHOWN_PER_PROMPT, len(pool))))
                for etype in task.entity_types for _ in range(per_type)]
-    engines = engine_pool(settings)
-    schema, step = synthesis_schema(task.entity_types), settings.batch_size
-    calls = [engines[(i // step) % len(engines)].extract.remote(prompts[i : i + step], schema, max_tokens)
-             for i in range(0, len(prompts), step)]
+    answers = extract(prompts, settings, synthesis_schema(task.entity_types), max_tokens, "LLM demo synthesis", unit="demo")
     rows, counts = [], {"written": len(prompts), "unparsed": 0, "no_entity_placed": 0, "spans_dropped": 0}
-    with tqdm(total=len(prompts), desc="LLM demo synthesis", unit="demo") as bar:
-        for call in calls:
-            answers = ray.get(call)
-            for answer in answers:
-                parsed = parse_synthetic_sentence(answer.text)
-                if parsed is None:
-                    counts["unparsed"] += 1
-                    continue
-                tokens, _ = tokenize(parsed[0])
-                tags, stats = align_spans(tokens, parsed[1], task.entity_types)
-                counts["spans_dropped"] += sum(stats.dropped.values())
-                if not stats.placed:  # it was asked for an entity: a sentence with none is a miss
-                    counts["no_entity_placed"] += 1
-                    continue
-                rows.append({"text": " ".join(tokens), "tokens": tokens, "tags": tags})
-            bar.update(len(answers))
+    for answer in answers:
+        parsed = parse_synthetic_sentence(answer.text)
+        if parsed is None:
+            counts["unparsed"] += 1
+            continue
+        tokens, _ = tokenize(parsed[0])
+        tags, stats = align_spans(tokens, parsed[1], task.entity_types)
+        counts["spans_dropped"] += sum(stats.dropped.values())
+        if not stats.placed:  # it was asked for an entity: a sentence with none is a miss
+            counts["no_entity_placed"] += 1
+            continue
+        rows.append({"text": " ".join(tokens), "tokens": tokens, "tags": tags})
     demos = pd.DataFrame(rows, columns=["text", "tokens", "tags"]).drop_duplicates("text")
     demos.insert(0, "id", [f"synthetic-{i}" for i in range(len(demos))])
     demos["label"] = [dominant_type(t) for t in demos["tags"]]

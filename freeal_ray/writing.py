@@ -1,5 +1,5 @@
-"""Free text from the run's engines (EvoKD's analyses and examples), with the tokens each call
-spent: the engines' generate answers text alone, so tokens are counted here with the model's own
+"""Free text from the run's engines (EvoKD's analyses and examples), and JSON answers for written
+NER sentences, with the tokens each call spent: the engines' generate answers text alone, so tokens are counted here with the model's own
 tokenizer (None for an endpoint's model, whose tokenizer is not at hand)."""
 
 from __future__ import annotations
@@ -44,6 +44,22 @@ def write(prompts: Sequence[str], settings: LLMSettings, max_tokens: int, temper
             bar.update(len(chunk))
     count = _token_counter(settings)
     return Written(texts, [count(p) for p in prompts], [count(t) for t in texts])
+
+
+def extract(prompts: Sequence[str], settings: LLMSettings, schema: dict, max_tokens: int, desc: str, unit: str = "call") -> list:
+    """Greedy answers constrained to the JSON `schema`, one a prompt, in order (engines' Extractions,
+    which carry their own token counts)."""
+    engines = engine_pool(settings)
+    step = settings.batch_size
+    calls = [engines[(i // step) % len(engines)].extract.remote(list(prompts[i : i + step]), schema, max_tokens)
+             for i in range(0, len(prompts), step)]
+    answers: list = []
+    with tqdm(total=len(prompts), desc=desc, unit=unit) as bar:
+        for call in calls:  # in submission order, which is the order each engine works in
+            chunk = ray.get(call)
+            answers += chunk
+            bar.update(len(chunk))
+    return answers
 
 
 def _token_counter(settings: LLMSettings):

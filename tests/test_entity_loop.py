@@ -57,6 +57,7 @@ def test_the_loop_labels_sentences_end_to_end(ray_session, tiny_models, tmp_path
         "corpus.path": str(corpus), "corpus.text_column": "tokens", "corpus.gold_column": "tags",
         "llm.engine": "instant", "llm.model": "instant",  # answers one entity a sentence; the loop is tested
         "slm.epochs": 3, "slm.warmup_epochs": 1, "loop.rounds": 1,
+        "loop.evolve_rounds": 1, "loop.evolve_batch": 6, "loop.evolve_shown": 3, "loop.evolve_pool": 12,
     }
     result = run_freeal(load_config(None, overrides))
     manifest = json.loads((out / "manifest.json").read_text())
@@ -96,3 +97,23 @@ def test_the_loop_labels_sentences_end_to_end(ray_session, tiny_models, tmp_path
     assert list(labels.loc["s5-repeat", "tags"]) == list(labels.loc["s5", "tags"])
     assert all(is_valid_bio(list(t)) for t in labels["tags"])
     assert "entity F1" in (out / "report.md").read_text()
+
+    # EvoKD after FreeAL, in entities: the pool is clean sentences, the probe answers are tags, the
+    # written sentences come annotated; kept ones train the tagger, never join the output labels
+    pool = tables.read_frame(out / "evolve" / "round-0" / "pool")
+    clean = scores[scores["clean"].astype(bool) & scores["tags"].notna()]
+    assert len(pool) == min(12, len(clean)) > 0 and set(pool["id"]) <= set(clean.index)
+    probe = tables.read_frame(out / "evolve" / "round-0" / "probe")
+    assert all(len(p) == len(t) for p, t in zip(probe["pred"], probe["tokens"]))
+    evolve = manifest["evolve"]
+    assert set(evolve["0"]["probe_class_f1"]) == {"POS", "NEG"} and "analysis" in evolve["1"]
+    counts = {k: evolve["1"][k] for k in ("empty", "copied", "repeated", "relabelled", "kept")}
+    assert evolve["1"]["written"] == 6 == sum(counts.values()), counts
+    written = tables.read_frame(out / "evolve" / "round-1" / "written")
+    assert set(written["text"]) - {""} and all(len(i) == len(t) for i, t in zip(written["intended"], written["tokens"]))
+    batch = tables.read_frame(out / "evolve" / "round-1" / "batch")
+    assert len(batch) == counts["kept"] and all(is_valid_bio(list(t)) for t in batch["tags"])
+    stages = manifest["stages"]
+    assert stages["evolve-train-1"]["rows"] == tables.count_rows(out / "round-1" / "labels") + len(batch)
+    assert not labels.index.str.startswith("evokd").any()
+    assert (out / "slm" / "model.safetensors").read_bytes() != (out / "round-1" / "slm" / "model.safetensors").read_bytes()

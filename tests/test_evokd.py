@@ -35,12 +35,12 @@ def test_the_student_s_planted_mistakes_are_what_the_llm_is_shown():
 
 def test_hard_examples_go_where_the_student_errs_and_easy_ones_everywhere():
     task = Task(name="t", labels=("a", "b", "c"), instruction="Sort.")
-    plan = writing_plan(task, ["c"] * 6, ["a"] * 6, {"a": 0.9, "b": 1.0, "c": 0.2}, batch=20, hard_share=0.5, seed=0)
+    plan = writing_plan(task.labels, ["c"] * 6, ["a"] * 6, {"a": 0.9, "b": 1.0, "c": 0.2}, batch=20, hard_share=0.5, seed=0)
     hard = [label for label, h in plan if h]
     easy = [label for label, h in plan if not h]
     assert len(hard) == 10 and set(hard) <= {"a", "c"} and hard.count("c") > hard.count("a")
     assert sorted(set(easy)) == ["a", "b", "c"]
-    no_mistakes = writing_plan(task, [], [], {"a": 1.0, "b": 1.0, "c": 0.1}, batch=30, hard_share=1.0, seed=0)
+    no_mistakes = writing_plan(task.labels, [], [], {"a": 1.0, "b": 1.0, "c": 0.1}, batch=30, hard_share=1.0, seed=0)
     assert [label for label, _ in no_mistakes].count("c") > 20  # then its weakest class by F1
     assert class_f1(["a", "a", "b", None], ["a", "b", "b", "a"], ["a", "b"]) == {"a": 2 / 3, "b": 2 / 3}
 
@@ -80,6 +80,44 @@ def test_a_written_example_that_repeats_any_corpus_row_is_found(tmp_path):
     assert corpus_copies(corpus, written) == {text_key(written[0])}
     keep, counts = keep_written(written, ["positive"] * 4, ["positive"] * 4, corpus_copies(corpus, written))
     assert list(keep) == [False, True, True, False] and counts["copied"] == 1
+
+
+def test_ner_the_tagger_s_planted_entity_mistakes_are_what_the_llm_is_shown_and_aimed_at():
+    from freeal_ray.evokd_entities import mistake_types, shown_sentences, type_f1
+
+    gold = [["B-PER", "I-PER", "O", "B-LOC"]] * 8 + [None]
+    pred = [list(g) for g in gold[:8]] + [["O", "O", "O", "O"]]
+    pred[2] = ["B-PER", "I-PER", "O", "O"]  # missed a LOC
+    pred[5] = ["B-LOC", "I-LOC", "O", "B-PER"]  # both entities typed wrong: four errors
+    pred[6] = ["O", "O", "O", "B-LOC"]  # missed a PER
+    wrong, right = shown_sentences(gold, pred, k=2, seed=0)
+    assert list(wrong) == [5, 2]  # the most entity errors first, the no-reference sentence never
+    assert len(right) == 2 and not {2, 5, 6, 8} & set(right)
+    assert sorted(shown_sentences(gold, pred, k=9, seed=0)[0]) == [2, 5, 6]
+    assert type_f1(gold, pred, ["PER", "LOC"]) == {"PER": 2 * 6 / (8 + 7), "LOC": 2 * 6 / (8 + 7)}
+    missed, said = mistake_types([gold[i] for i in (2, 5, 6)], [pred[i] for i in (2, 5, 6)])
+    assert sorted(missed) == ["LOC", "LOC", "PER", "PER"] and sorted(said) == ["LOC", "PER"]
+    plan = writing_plan(("PER", "LOC", "MISC"), missed, said, {}, batch=20, hard_share=1.0, seed=0)
+    assert {g for g, _ in plan} <= {"PER", "LOC"}  # no hard sentence aimed at a type it never gets wrong
+
+
+def test_ner_a_written_sentence_the_labelling_call_reads_otherwise_is_dropped():
+    from freeal_ray.kinds import kind_for
+    from freeal_ray.task import EntityTask
+
+    kind = kind_for(EntityTask(name="t", types={"PER": "people", "LOC": "places"}, instruction="Find them."))
+    written = pd.DataFrame({"id": ["e0", "e1", "e2"], "text": ["Ann flew to Oslo", "Bob met Eve", "Rome is old"],
+                            "tokens": [["Ann", "flew", "to", "Oslo"], ["Bob", "met", "Eve"], ["Rome", "is", "old"]],
+                            "intended": [np.array(["B-PER", "O", "O", "B-LOC"]), np.array(["B-PER", "O", "B-PER"]),
+                                         np.array(["B-LOC", "O", "O"])]})
+    answers = pd.DataFrame({"id": ["e0", "e1", "e2"], "tags": [np.array(["B-PER", "O", "O", "B-LOC"]),
+                                                                np.array(["B-PER", "O", "O"]), None]}).set_index("id")
+    answered = kind.evolve_answers(answers, written["id"])
+    intended = kind.evolve_answers(written.set_index("id").rename(columns={"intended": "tags"}), written["id"])
+    keep, counts = keep_written(written["text"], intended, answered, set())
+    assert list(keep) == [True, False, False] and counts["relabelled"] == 2  # a missed entity, an unread answer
+    batch = kind.evolve_batch(written[keep])
+    assert batch.iloc[0]["tags"] == ["B-PER", "O", "O", "B-LOC"] and batch.iloc[0]["label"] == "PER"
 
 
 def _config(tiny_models, corpus, out, rounds):

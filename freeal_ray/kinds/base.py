@@ -120,3 +120,58 @@ class TaskKind(ABC):
     @abstractmethod
     def final_metrics(self, final) -> dict:
         """Final labels against gold."""
+
+    # ---- EvoKD -------------------------------------------------------------------------------
+    #: a pool, probe or batch row beyond its id: the text, and the label as this kind has it
+    evolve_columns: tuple[str, ...] = ()
+    #: after FreeAL, the scored columns the pool is drawn from, and the one ranking the surest first
+    evolve_pool_columns: tuple[str, ...] = ()
+    evolve_rank: tuple[str, bool] = ("loss", False)
+    #: the corpus columns the student is scored on against gold
+    evolve_gold_columns: tuple[str, ...] = ()
+
+    @abstractmethod
+    def evolve_groups(self) -> tuple[str, ...]:
+        """What EvoKD aims its examples at: the classes, or the entity types a sentence names."""
+
+    @abstractmethod
+    def evolve_pool(self, surest: pd.DataFrame, n: int) -> pd.DataFrame:
+        """After FreeAL: of its surest clean rows, the `n` the first student is tested on (those it
+        disagrees with first), as `id` and `evolve_columns`."""
+
+    @abstractmethod
+    def evolve_probe(self, model, rows: pd.DataFrame) -> pd.DataFrame:
+        """`rows` with the student's answer (`pred`), its confidence (`pred_confidence`, NaN where the
+        head gives none) and `right` (None where a row has no reference label)."""
+
+    @abstractmethod
+    def evolve_f1(self, labels, preds) -> dict[str, float]:
+        """The student's F1 per group against reference labels (rows with none left out)."""
+
+    @abstractmethod
+    def evolve_analysis(self, probe: pd.DataFrame, shown: int, seed: int) -> tuple[list[dict], pd.DataFrame, dict]:
+        """The messages asking the LLM what the student is weak at, from up to `shown` wrong and as many
+        right answers of the probe; the rows shown (with `wrong`); and the mistakes' groups for the
+        writing plan (wrong_labels: the reference's, wrong_preds: the student's)."""
+
+    @abstractmethod
+    def evolve_write(self, plan: list[tuple[str, bool]], analysis: str, style: list[list[str]], llm, llm_config, desc: str):
+        """The LLM writes one example per (group, hard) of `plan`, each prompt showing its `style` texts.
+        Returns a frame (text, intended: the label it was written for, and what the labelling call
+        needs) and the prompt and output tokens per call."""
+
+    @abstractmethod
+    def evolve_label_rows(self, written: pd.DataFrame) -> pd.DataFrame:
+        """The written examples as the labelling call's annotation reads them (id and text or tokens)."""
+
+    @abstractmethod
+    def evolve_answers(self, answers: pd.DataFrame, ids) -> list:
+        """The labelling call's label for each id, comparable with `intended` (None: abstained)."""
+
+    @abstractmethod
+    def evolve_batch(self, kept: pd.DataFrame) -> pd.DataFrame:
+        """Kept written examples as training rows: `id`, `evolve_columns`, and `label` for the report."""
+
+    @abstractmethod
+    def evolve_gold_scores(self, model, corpus: pd.DataFrame) -> dict:
+        """The student against the corpus's gold labels: its headline score and `class_f1` per group."""

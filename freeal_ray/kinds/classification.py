@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from freeal_ray import tables
+from freeal_ray import evokd
 from freeal_ray import metrics as M
 from freeal_ray.errors import CorpusError
 from freeal_ray.kinds.base import TaskKind
@@ -111,6 +112,64 @@ class Classification(TaskKind):
 
     def final_metrics(self, final):
         return {"final_acc": M.label_quality(final, "label", self.task.labels)["acc"], **M.label_moves(final)}
+
+
+    # ---- EvoKD (evokd.py) --------------------------------------------------------------------
+    evolve_columns = ("text", "label")
+    evolve_pool_columns = ("id", "text", "label", "pred", "confidence")
+    evolve_rank = ("confidence", True)
+    evolve_gold_columns = ("text", "gold")
+
+    def evolve_groups(self):
+        return tuple(self.task.labels)
+
+    def evolve_pool(self, surest, n):
+        return surest.assign(agrees=surest["pred"] == surest["label"]).sort_values("agrees", kind="stable").head(n)[
+            ["id", "text", "label"]]
+
+    def evolve_probe(self, model, rows):
+        rows = rows.copy()
+        predicted = model.predict(rows["text"].tolist()) if len(rows) else []
+        rows["pred"] = [p["label"] for p in predicted]
+        rows["pred_confidence"] = [p["confidence"] for p in predicted]
+        rows["right"] = [(p == g) if isinstance(g, str) else None for p, g in zip(rows["pred"], rows["label"])]
+        return rows
+
+    def evolve_f1(self, labels, preds):
+        return evokd.class_f1(list(labels), list(preds), self.task.labels)
+
+    def evolve_analysis(self, probe, shown, seed):
+        wrong, right = evokd.shown_samples(probe["label"], probe["pred"], probe["pred_confidence"], shown, seed)
+        w, g = probe.iloc[wrong], probe.iloc[right]
+        f1 = self.evolve_f1(probe["label"], probe["pred"])
+        messages = evokd.analysis_messages(self.task, list(zip(w["text"], w["label"], w["pred"])), list(zip(g["text"], g["label"])), f1)
+        rows = pd.concat([w.assign(wrong=True), g.assign(wrong=False)])
+        return messages, rows, {"wrong_labels": w["label"].tolist(), "wrong_preds": w["pred"].tolist()}
+
+    def evolve_write(self, plan, analysis, style, llm, llm_config, desc):
+        from freeal_ray.writing import chat_template, write
+
+        chat = chat_template(llm)
+        prompts = [evokd.render(evokd.writing_messages(self.task, analysis, label, hard, texts), chat,
+                                lead=f"{self.task.input_name}:") for (label, hard), texts in zip(plan, style)]
+        out = write(prompts, llm, llm_config.synth_max_tokens, llm_config.synth_temperature, stop=("\n",), desc=desc)
+        written = pd.DataFrame({"text": [evokd.strip_written(t, self.task.input_name) for t in out.texts],
+                                "intended": [label for label, _ in plan]})
+        return written, out.prompt_tokens, out.output_tokens
+
+    def evolve_label_rows(self, written):
+        return written[["id", "text"]]
+
+    def evolve_answers(self, answers, ids):
+        return [answers["label"].get(i) for i in ids]
+
+    def evolve_batch(self, kept):
+        return kept.assign(label=kept["intended"])[["id", "text", "label"]]
+
+    def evolve_gold_scores(self, model, corpus):
+        preds = [p["label"] for p in model.predict(corpus["text"].tolist())]
+        scores = M.scores(*M.confusion_of(list(corpus["gold"]), preds, self.task.labels))
+        return {"slm_acc": scores["acc"], "slm_macro_f1": scores["macro_f1"], "class_f1": self.evolve_f1(corpus["gold"], preds)}
 
 
 def carry_to_refinery(batch: pd.DataFrame) -> pd.DataFrame:

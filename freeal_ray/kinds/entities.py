@@ -21,6 +21,7 @@ from freeal_ray import metrics as M
 from freeal_ray.engine_actors import LLMSettings
 from freeal_ray.errors import CorpusError, FreeALError
 from freeal_ray.kinds.base import TaskKind
+from freeal_ray import evokd_entities as EK
 from freeal_ray.ner import dominant_type, is_valid_bio
 from freeal_ray.synthesis import synthesize_entity_demos
 from freeal_ray.ner import tag_indices
@@ -142,6 +143,77 @@ class Entities(TaskKind):
         q = M.entity_quality(final, "tags")
         return {"final_f1": q["f1"], "final_precision": q["precision"], "final_recall": q["recall"]}
 
+
+    # ---- EvoKD (evokd_entities.py) -----------------------------------------------------------
+    evolve_columns = ("text", "tokens", "tags")
+    evolve_pool_columns = ("id", "text", "tokens", "tags", "pred_tags", "loss")
+    evolve_rank = ("loss", False)  # an entity answer has no confidence: the tagger's lowest losses
+    evolve_gold_columns = ("tokens", "gold_tags")
+
+    def evolve_groups(self):
+        return tuple(self.task.entity_types)
+
+    def evolve_pool(self, surest, n):
+        agrees = [list(p) == list(t) for p, t in zip(surest["pred_tags"], surest["tags"])]
+        pool = surest.assign(agrees=agrees).sort_values("agrees", kind="stable").head(n)
+        # plain lists: a frame from Ray Data holds Arrow list types that pandas cannot read back
+        return pd.DataFrame({"id": pool["id"].astype(str).to_numpy(), "text": pool["text"].astype(str).to_numpy(),
+                             "tokens": [list(t) for t in pool["tokens"]], "tags": [EK.tags_or_none(t) for t in pool["tags"]]})
+
+    def evolve_probe(self, model, rows):
+        rows = rows.copy()
+        predicted = model.predict([list(t) for t in rows["tokens"]]) if len(rows) else []
+        rows["pred"] = [p["tags"] for p in predicted]
+        rows["pred_confidence"] = np.nan
+        rows["right"] = [None if g is None else EK.entity_errors(g, p) == 0 for g, p in zip(rows["tags"], rows["pred"])]
+        return rows
+
+    def evolve_f1(self, labels, preds):
+        return EK.type_f1([EK.tags_or_none(g) for g in labels], [EK.tags_or_none(p) or [] for p in preds], self.task.entity_types)
+
+    def evolve_analysis(self, probe, shown, seed):
+        gold, pred = [EK.tags_or_none(t) for t in probe["tags"]], [EK.tags_or_none(t) or [] for t in probe["pred"]]
+        wrong, right = EK.shown_sentences(gold, pred, shown, seed)
+        tokens = [list(t) for t in probe["tokens"]]
+        f1 = EK.type_f1(gold, pred, self.task.entity_types)
+        messages = EK.analysis_messages(self.task, [(tokens[i], gold[i], pred[i]) for i in wrong],
+                                        [(tokens[i], gold[i]) for i in right], f1)
+        missed, said = EK.mistake_types([gold[i] for i in wrong], [pred[i] for i in wrong])
+        rows = pd.concat([probe.iloc[wrong].assign(wrong=True), probe.iloc[right].assign(wrong=False)])
+        return messages, rows, {"wrong_labels": missed, "wrong_preds": said}
+
+    def evolve_write(self, plan, analysis, style, llm, llm_config, desc):
+        from freeal_ray.ner import align_spans, synthesis_schema, tokenize
+        from freeal_ray.prompts import parse_synthetic_sentence
+        from freeal_ray.writing import extract
+
+        prompts = [EK.writing_prompt(self.task, analysis, etype, hard, texts) for (etype, hard), texts in zip(plan, style)]
+        answers = extract(prompts, llm, synthesis_schema(self.task.entity_types), max(192, 3 * llm_config.synth_max_tokens), desc)
+        rows = []
+        for answer in answers:
+            parsed = parse_synthetic_sentence(answer.text)
+            tokens = tokenize(parsed[0])[0] if parsed else []
+            tags = align_spans(tokens, parsed[1], self.task.entity_types)[0] if parsed else []
+            rows.append({"text": " ".join(tokens), "tokens": tokens, "intended": tags})  # unread: empty, dropped
+        return (pd.DataFrame(rows, columns=["text", "tokens", "intended"]), [a.prompt_tokens for a in answers],
+                [a.output_tokens for a in answers])
+
+    def evolve_label_rows(self, written):
+        return pd.DataFrame({"id": written["id"].to_numpy(), "tokens": [[str(w) for w in t] for t in written["tokens"]]})
+
+    def evolve_answers(self, answers, ids):
+        return [EK.tags_or_none(answers["tags"].get(i)) for i in ids]
+
+    def evolve_batch(self, kept):
+        tags = [EK.tags_or_none(t) for t in kept["intended"]]
+        return pd.DataFrame({"id": kept["id"].to_numpy(), "text": kept["text"].to_numpy(),
+                             "tokens": [list(t) for t in kept["tokens"]], "tags": tags,
+                             "label": [dominant_type(t) for t in tags]}, index=kept.index)
+
+    def evolve_gold_scores(self, model, corpus):
+        gold = [EK.tags_or_none(t) for t in corpus["gold_tags"]]
+        pred = [p["tags"] for p in model.predict([list(t) for t in corpus["tokens"]])] if len(corpus) else []
+        return {"slm_f1": EK.entity_f1(gold, pred), "class_f1": EK.type_f1(gold, pred, self.task.entity_types)}
 
 def _tag_list(tags) -> list | None:
     return None if tags is None else list(tags)

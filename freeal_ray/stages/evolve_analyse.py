@@ -1,11 +1,12 @@
-"""evolve-analyse-r: the LLM is shown the student's wrong answers (its surest mistakes first) and as
-many right ones from the last probe, with its F1 per class, and says in words what the student is
-weak at. The analysis, and which rows it was shown, go to the manifest and the report."""
+"""evolve-analyse-r: the LLM is shown the student's wrong answers (its surest mistakes first; for NER
+the sentences with the most entity errors) and as many right ones from the last probe, with its F1
+per class or entity type, and says in words what the student is weak at. The analysis, and which
+rows it was shown, go to the manifest and the report."""
 
 from __future__ import annotations
 
 from freeal_ray import tables
-from freeal_ray.evokd import analysis_messages, class_f1, render, shown_samples
+from freeal_ray.evokd import render
 from freeal_ray.pipeline import RunContext, Stage
 from freeal_ray.stages.evolve_probe import probe_folder
 from freeal_ray.writing import chat_template, write
@@ -22,16 +23,13 @@ class EvolveAnalyse(Stage):
             info.update(analysis="", skipped="loop.evolve_hard_share is 0", llm_calls=0)
             return
         probe = tables.read_frame(ctx.path(probe_folder(self.r - 1)))
-        wrong, right = shown_samples(probe["label"], probe["pred"], probe["pred_confidence"], ctx.cfg.loop.evolve_shown,
-                                     ctx.cfg.loop.seed + self.r)
-        f1 = class_f1(list(probe["label"]), list(probe["pred"]), ctx.task.labels)
-        w, g = probe.iloc[wrong], probe.iloc[right]
-        messages = analysis_messages(ctx.task, list(zip(w["text"], w["label"], w["pred"])), list(zip(g["text"], g["label"])), f1)
+        messages, shown, mistakes = ctx.kind.evolve_analysis(probe, ctx.cfg.loop.evolve_shown, ctx.cfg.loop.seed + self.r)
+        f1 = ctx.kind.evolve_f1(probe[ctx.kind.label_column], probe["pred"])
         llm = ctx.llm()
         answer = write([render(messages, chat_template(llm), lead="Analysis:")], llm, ANALYSIS_TOKENS, 0.0, stop=(),
                        desc=f"EvoKD analysis, round {self.r}")
         analysis = answer.texts[0]
-        info.update(analysis=analysis, shown_wrong=w["id"].tolist(), shown_right=g["id"].tolist(),
-                    wrong_labels=w["label"].tolist(), wrong_preds=w["pred"].tolist(), class_f1=f1,
-                    llm_calls=1, prompt_tokens=answer.prompt_tokens[0], output_tokens=answer.output_tokens[0])
+        w, g = shown[shown["wrong"]], shown[~shown["wrong"].astype(bool)]
+        info.update(analysis=analysis, shown_wrong=w["id"].tolist(), shown_right=g["id"].tolist(), **mistakes,
+                    class_f1=f1, llm_calls=1, prompt_tokens=answer.prompt_tokens[0], output_tokens=answer.output_tokens[0])
         ctx.manifest.evolve_metrics(self.r, analysis=analysis, shown_wrong=len(w), shown_right=len(g))

@@ -6,7 +6,6 @@ counted; the rest are round r's batch."""
 
 from __future__ import annotations
 
-import pandas as pd
 import ray
 
 from freeal_ray import tables
@@ -25,23 +24,24 @@ class EvolveLabel(Stage):
     outputs = ("evolve/round-{r}/answers", "evolve/round-{r}/batch")
 
     def run(self, ctx: RunContext, info: dict) -> None:
-        r = self.r
+        r, kind = self.r, ctx.kind
         written = tables.read_frame(ctx.path(written_folder(r)))
         seeds = tables.read_frame(ctx.path(SEEDS))
         answers_folder = ctx.path(f"evolve/round-{r}/answers")
-        annotate(ray.data.from_pandas(written[["id", "text"]]), seeds[["id", "text", "label"]], ctx.task, ctx.llm(),
-                 ctx.encoder_path(), min(ctx.shots or 1, len(seeds)), r, str(answers_folder), total=len(written))
+        annotate(ray.data.from_pandas(kind.evolve_label_rows(written)), seeds[["id", *kind.evolve_columns]], ctx.task,
+                 ctx.llm(), ctx.encoder_path(), min(ctx.shots or 1, len(seeds)), r, str(answers_folder), total=len(written))
         answers = tables.read_frame(answers_folder).set_index("id")
-        answered = [answers["label"].get(i) for i in written["id"]]
+        answered = kind.evolve_answers(answers, written["id"])
+        intended = kind.evolve_answers(written.set_index("id").rename(columns={"intended": kind.label_column}), written["id"])
         seen = _seen_before(ctx, r)
         if ctx.has_corpus():
             seen |= corpus_copies(ctx.path("corpus"), written["text"])
-        keep, counts = keep_written(written["text"], written["intended"], answered, seen)
-        batch = written[keep].assign(label=written["intended"][keep], round=r, origin="evokd",
-                                     confidence=[answers["confidence"].get(i) for i in written["id"][keep]])
-        batch = batch[["id", "text", "label", "hard", "round", "origin", "confidence"]]
-        tables.write_part(batch if len(batch) else pd.DataFrame(columns=batch.columns).astype({"hard": bool}),
-                          ctx.path(batch_folder(r)), "batch")
+        keep, counts = keep_written(written["text"], intended, answered, seen)
+        kept = written[keep]
+        batch = kind.evolve_batch(kept).assign(hard=kept["hard"].to_numpy(), round=r, origin="evokd",
+                                               confidence=[answers["confidence"].get(i) if "confidence" in answers else None
+                                                           for i in kept["id"]])
+        tables.write_part(batch if len(batch) else batch.astype({"hard": bool}), ctx.path(batch_folder(r)), "batch")
         info.update(counts, **ctx.llm_usage(answers_folder))
         ctx.manifest.evolve_metrics(r, **counts)
 

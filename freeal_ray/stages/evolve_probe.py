@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 
 from freeal_ray import tables
-from freeal_ray.evokd import class_f1
 from freeal_ray.model import load_model
 from freeal_ray.pipeline import RunContext, Stage
 from freeal_ray.stages.evolve_seeds import POOL
@@ -29,17 +28,15 @@ class EvolveProbe(Stage):
         self.inputs = (self.rows,)
 
     def run(self, ctx: RunContext, info: dict) -> None:
+        kind = ctx.kind
         rows = tables.read_frame(ctx.path(self.rows))
-        keep = [c for c in ("id", "text", "label", "hard") if c in rows]
-        out = rows[keep].copy()
-        predicted = load_model(ctx.path(self.student)).predict(out["text"].tolist()) if len(out) else []
-        out["pred"] = [p["label"] for p in predicted]
-        out["pred_confidence"] = [p["confidence"] for p in predicted]
+        rows = rows[[c for c in ("id", *kind.evolve_columns, "hard") if c in rows]]
+        out = kind.evolve_probe(load_model(ctx.path(self.student)), rows)
         tables.write_part(out, ctx.path(probe_folder(self.r)), "probe")
-        known = out[out["label"].map(lambda v: isinstance(v, str))] if len(out) else out
-        right = (known["pred"] == known["label"]) if len(known) else known.get("label", [])
+        known = out[out["right"].notna()] if len(out) else out
+        right = known["right"].astype(bool) if len(known) else known.get("right", [])
         metrics = {"probe_rows": len(known), "probe_acc": float(np.mean(right)) if len(known) else None,
-                   "probe_class_f1": class_f1(list(known.get("label", [])), list(known.get("pred", [])), ctx.task.labels)}
+                   "probe_class_f1": kind.evolve_f1(list(known.get(kind.label_column, [])), list(known.get("pred", [])))}
         if "hard" in known and len(known):
             for name, hard in (("hard", True), ("easy", False)):
                 part = known["hard"] == hard

@@ -65,17 +65,18 @@ class EvolveFromFreeAL(Stage):
     def run(self, ctx: RunContext, info: dict) -> None:
         import shutil
 
-        r, n = self.r, ctx.cfg.loop.evolve_pool
-        labelled = ctx.kind.labelled
+        r, n, kind = self.r, ctx.cfg.loop.evolve_pool, ctx.kind
+        labelled = kind.labelled
         clean = ctx.table(f"round-{r}", "scores").filter(lambda row: bool(row["clean"]) and labelled(row))
-        surest = clean.select_columns(["id", "text", "label", "pred", "confidence"]).sort("confidence", descending=True)
+        rank, descending = kind.evolve_rank
+        surest = clean.select_columns(list(kind.evolve_pool_columns)).sort(rank, descending=descending)
         candidates = surest.limit(4 * n).to_pandas()
-        candidates["agrees"] = candidates["pred"] == candidates["label"]
-        pool = candidates.sort_values("agrees", kind="stable").head(n)
-        tables.write_part(pool[["id", "text", "label"]], ctx.path(POOL), "pool")
+        pool = kind.evolve_pool(candidates, n)
+        tables.write_part(pool, ctx.path(POOL), "pool")
+        agrees = set(candidates.loc[[kind.agrees(row) for _, row in candidates.iterrows()], "id"])
         demos = ctx.demos(r) if ctx.has_demos(r) else ctx.demos(0)
-        tables.write_part(demos[["id", "text", "label"]].assign(origin="demo", round=0, hard=False, confidence=1.0),
+        tables.write_part(demos[["id", *kind.evolve_columns]].assign(origin="demo", round=0, hard=False, confidence=1.0),
                           ctx.path(SEEDS), "demos")
         shutil.rmtree(ctx.path("evolve", "round-0", "slm"), ignore_errors=True)
         shutil.copytree(ctx.path(f"round-{r}", "slm"), ctx.path("evolve", "round-0", "slm"))
-        info.update(pool=len(pool), pool_disagreements=int((~pool["agrees"]).sum()), demos=len(demos), from_round=r)
+        info.update(pool=len(pool), pool_disagreements=int((~pool["id"].isin(agrees)).sum()), demos=len(demos), from_round=r)

@@ -8,9 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from freeal_ray import metrics as M
 from freeal_ray import tables
-from freeal_ray.evokd import class_f1
 from freeal_ray.model import load_model
 from freeal_ray.pipeline import RunContext, Stage
 from freeal_ray.stages.evolve_seeds import SEEDS
@@ -35,7 +33,8 @@ class EvolveTrain(Stage):
     outputs = ("evolve/round-{r}/slm",)
 
     def run(self, ctx: RunContext, info: dict) -> None:
-        parts = [p for f in history_folders(ctx, self.r) if (p := tables.read_table(ctx.path(f), columns=["text", "label"]))]
+        columns = list(ctx.kind.evolve_columns)
+        parts = [p for f in history_folders(ctx, self.r) if (p := tables.read_table(ctx.path(f), columns=columns))]
         history = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
         n, s = history.count(), ctx.cfg.slm
         settings, copies = train_settings(ctx, self.r), 1
@@ -73,8 +72,5 @@ def _gold_scores(ctx: RunContext, r: int) -> dict:
     """The student against the corpus's gold labels (its first GOLD_ROWS rows), where it has them."""
     if not (ctx.has_corpus() and ctx.has_gold()):
         return {}
-    rows = ctx.table("corpus").select_columns(["text", "gold"]).limit(GOLD_ROWS).to_pandas()
-    preds = [p["label"] for p in load_model(ctx.path(student_folder(r))).predict(rows["text"].tolist())]
-    scores = M.scores(*M.confusion_of(list(rows["gold"]), preds, ctx.task.labels))
-    return {"slm_acc": scores["acc"], "slm_macro_f1": scores["macro_f1"],
-            "class_f1": class_f1(list(rows["gold"]), preds, ctx.task.labels)}
+    rows = ctx.table("corpus").select_columns(list(ctx.kind.evolve_gold_columns)).limit(GOLD_ROWS).to_pandas()
+    return ctx.kind.evolve_gold_scores(load_model(ctx.path(student_folder(r))), rows)

@@ -1,0 +1,109 @@
+"""EvoKD for NER, on plain lists: the tagger's mistakes as spans, its F1 per entity type, and the
+prompts that show them to the LLM and ask it for new annotated sentences. The classification
+side is evokd.py; kinds/entities.py puts both behind the kind's interface.
+
+A sentence's answer is its BIO tags; the student is wrong on a sentence when its entities (span
+and type, exact match) differ from the reference's. The LLM is shown the sentence with both entity
+lists, and writes sentences already annotated (the JSON round-0 synthesis asks for); a separate
+labelling call annotates each written sentence, and one whose entities it reads otherwise is
+dropped, as a relabelled class is for classification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from freeal_ray.ner import entities, entity_counts, spans_of
+from freeal_ray.task import EntityTask
+
+
+def tags_or_none(value) -> list[str] | None:
+    """Tags as a plain list (Parquet gives arrays), None where the sentence has none."""
+    return None if value is None else [str(t) for t in value]
+
+
+def entity_errors(gold: Sequence[str], pred: Sequence[str]) -> int:
+    """Entities in one list and not the other (missed plus spurious, a wrong type counting once each)."""
+    g, p = set(entities(list(gold))), set(entities(list(pred)))
+    return len(g ^ p)
+
+
+def shown_sentences(gold: Sequence, pred: Sequence, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of up to `k` sentences the tagger got wrong, those with the most entity errors
+    first, and up to `k` it got right, at random; sentences with no reference tags are never shown."""
+    known = np.array([g is not None for g in gold], dtype=bool)
+    errors = np.array([entity_errors(g, p) if g is not None else 0 for g, p in zip(gold, pred)])
+    wrong = np.flatnonzero(known & (errors > 0))
+    right = np.flatnonzero(known & (errors == 0))
+    wrong = wrong[np.argsort(-errors[wrong], kind="stable")][:k]
+    right = np.random.default_rng(seed).permutation(right)[:k]
+    return wrong, np.sort(right)
+
+
+def entity_f1(gold: Sequence, pred: Sequence, etype: str | None = None) -> float:
+    """Exact-match entity F1 over sentences (those with no reference tags left out), of one type or all."""
+    matched = n_gold = n_pred = 0
+    for g, p in zip(gold, pred):
+        if g is None:
+            continue
+        g, p = list(g), list(p)
+        if etype is not None:
+            g, p = ([t if t.endswith(f"-{etype}") else "O" for t in tags] for tags in (g, p))
+        a, b, c = entity_counts(g, p)
+        matched, n_gold, n_pred = matched + a, n_gold + b, n_pred + c
+    return 2 * matched / (n_gold + n_pred) if matched else 0.0
+
+
+def type_f1(gold: Sequence, pred: Sequence, types: Sequence[str]) -> dict[str, float]:
+    """The tagger's exact-match entity F1 per type."""
+    return {etype: entity_f1(gold, pred, etype) for etype in types}
+
+
+def mistake_types(gold: Sequence, pred: Sequence) -> tuple[list[str], list[str]]:
+    """Per mistake, the type the sentence has (a missed or mistyped entity) and the type the tagger
+    said (a spurious or mistyped one): evokd.writing_plan aims the hard examples with them."""
+    missed, said = [], []
+    for g, p in zip(gold, pred):
+        a, b = set(entities(list(g))), set(entities(list(p)))
+        missed += [t for _, _, t in sorted(a - b)]
+        said += [t for _, _, t in sorted(b - a)]
+    return missed, said
+
+
+def _entity_list(tokens: Sequence[str], tags: Sequence[str]) -> str:
+    spans = spans_of(list(tokens), list(tags))
+    return ", ".join(f"{text} ({etype})" for text, etype in spans) or "none"
+
+
+def _system(task: EntityTask) -> str:
+    kinds = "; ".join(f"{t}: {about}" for t, about in task.types.items())
+    return f"You help train a small named-entity tagger. Its task: {task.instruction} Entity types: {kinds}."
+
+
+def analysis_messages(task: EntityTask, wrong: Sequence[tuple], right: Sequence[tuple], f1: dict[str, float]) -> list[dict]:
+    """Ask for the tagger's weaknesses in words, from its wrong sentences (tokens, true tags, its
+    tags), some right ones (tokens, tags) and its F1 per entity type."""
+    parts = ["The tagger got these sentences wrong:"] if wrong else ["The tagger made no mistake on the sentences it was tested on."]
+    parts += [f"- {task.input_name}: {' '.join(t)}\n  True entities: {_entity_list(t, g)}\n  The tagger found: {_entity_list(t, p)}"
+              for t, g, p in wrong]
+    if right:
+        parts += ["It got these right:", *[f"- {task.input_name}: {' '.join(t)}\n  Entities: {_entity_list(t, g)}" for t, g in right]]
+    parts.append("Its F1 score per entity type: " + ", ".join(f"{t} {v:.2f}" for t, v in f1.items()) + ".")
+    parts.append("In three or four sentences, say what the tagger is weak at: which entity types it misses or "
+                 "confuses, and which kinds of names or wording trip it up. Do not repeat the sentences.")
+    return [{"role": "system", "content": _system(task)}, {"role": "user", "content": "\n".join(parts)}]
+
+
+def writing_prompt(task: EntityTask, analysis: str, etype: str, hard: bool, style: Sequence[str]) -> str:
+    """Ask for one new sentence naming a `etype` entity, with all its entities listed in the JSON the
+    synthesis schema allows: a hard one of the kind the tagger gets wrong, or a typical one."""
+    shown = "".join(f"{task.input_name}: {' '.join(str(s).split())[:200]}\n" for s in style)
+    if hard:
+        ask = (f"What the tagger is weak at:\n{analysis.strip()}\n\nWrite one new {task.input_name.lower()} that names at "
+               f"least one {etype} ({task.types[etype]}) of the kind the tagger gets wrong")
+    else:
+        ask = f"Write one new, typical {task.input_name.lower()} that names at least one {etype} ({task.types[etype]})"
+    return (f"{_system(task)}\n" + (f"Sentences of the kind to write:\n{shown}\n" if shown else "") + ask
+            + ', and list all its entities. Answer in JSON as {"sentence": ..., "entities": [{"text": ..., "type": ...}]}.\nAnswer:')
