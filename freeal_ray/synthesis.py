@@ -9,9 +9,8 @@ import re
 
 import pandas as pd
 import ray
-from tqdm.auto import tqdm
 
-from freeal_ray.engine_actors import LLMSettings, engine_pool
+from freeal_ray.engine_actors import LLMSettings
 from freeal_ray.ner import align_spans, dominant_type, synthesis_schema, tokenize
 from freeal_ray.prompts import (
     clean_synthetic,
@@ -22,7 +21,7 @@ from freeal_ray.prompts import (
 )
 from freeal_ray.task import EntityTask, Task
 from freeal_ray.workers import DEMO_SCHEMA
-from freeal_ray.writing import extract
+from freeal_ray.writing import extract, on_engines
 
 log = logging.getLogger(__name__)
 SHOWN_PER_PROMPT = 5  # corpus rows a synthesis prompt shows as style prototypes, drawn from the pool of loop.prototypes
@@ -146,16 +145,5 @@ def _prototypes(corpus: ray.data.Dataset, n_rows: int, prototypes: int, seed: in
 
 
 def _generate_on_actors(prompts: list[str], settings: LLMSettings, max_tokens: int, temperature: float, stop) -> list[str]:
-    engines = engine_pool(settings)
-    step = settings.batch_size
-    calls = [
-        engines[(i // step) % len(engines)].generate.remote(prompts[i : i + step], max_tokens, temperature, stop)
-        for i in range(0, len(prompts), step)
-    ]
-    texts = []
-    with tqdm(total=len(prompts), desc="LLM demo synthesis", unit="demo") as bar:
-        for call in calls:  # in submission order, which is the order each engine works in
-            chunk = ray.get(call)
-            texts += [clean_synthetic(t) for t in chunk]
-            bar.update(len(chunk))
-    return texts
+    texts = on_engines("generate", prompts, settings, max_tokens, temperature, list(stop), desc="LLM demo synthesis", unit="demo")
+    return [clean_synthetic(t) for t in texts]

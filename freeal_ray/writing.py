@@ -1,6 +1,7 @@
-"""Free text from the run's engines (EvoKD's analyses and examples), and JSON answers for written
-NER sentences, with the tokens each call spent: the engines' generate answers text alone, so tokens are counted here with the model's own
-tokenizer (None for an endpoint's model, whose tokenizer is not at hand)."""
+"""Free text from the run's engines (EvoKD's analyses and examples, round-0 demos) and JSON answers
+(written NER sentences), with the tokens each call spent: the engines' generate answers text
+alone, so tokens are counted here with the model's own tokenizer (None for an endpoint's model,
+whose tokenizer is not at hand)."""
 
 from __future__ import annotations
 
@@ -30,28 +31,12 @@ def chat_template(settings: LLMSettings):
     return chat_renderer(settings.engine_config.model_path)
 
 
-def write(prompts: Sequence[str], settings: LLMSettings, max_tokens: int, temperature: float,
-          stop: Sequence[str] = ("\n",), desc: str = "LLM writing") -> Written:
+def on_engines(method: str, prompts: Sequence[str], settings: LLMSettings, *args, desc: str, unit: str = "call") -> list:
+    """`method` of the run's engine actors (generate, extract) over `prompts` in batches of
+    llm.batch_size, spread over the engines; one answer a prompt, in order."""
     engines = engine_pool(settings)
     step = settings.batch_size
-    calls = [engines[(i // step) % len(engines)].generate.remote(list(prompts[i : i + step]), max_tokens, temperature, list(stop))
-             for i in range(0, len(prompts), step)]
-    texts: list[str] = []
-    with tqdm(total=len(prompts), desc=desc, unit="call") as bar:
-        for call in calls:  # in submission order, which is the order each engine works in
-            chunk = ray.get(call)
-            texts += [str(t).strip() for t in chunk]
-            bar.update(len(chunk))
-    count = _token_counter(settings)
-    return Written(texts, [count(p) for p in prompts], [count(t) for t in texts])
-
-
-def extract(prompts: Sequence[str], settings: LLMSettings, schema: dict, max_tokens: int, desc: str, unit: str = "call") -> list:
-    """Greedy answers constrained to the JSON `schema`, one a prompt, in order (engines' Extractions,
-    which carry their own token counts)."""
-    engines = engine_pool(settings)
-    step = settings.batch_size
-    calls = [engines[(i // step) % len(engines)].extract.remote(list(prompts[i : i + step]), schema, max_tokens)
+    calls = [getattr(engines[(i // step) % len(engines)], method).remote(list(prompts[i : i + step]), *args)
              for i in range(0, len(prompts), step)]
     answers: list = []
     with tqdm(total=len(prompts), desc=desc, unit=unit) as bar:
@@ -60,6 +45,19 @@ def extract(prompts: Sequence[str], settings: LLMSettings, schema: dict, max_tok
             answers += chunk
             bar.update(len(chunk))
     return answers
+
+
+def write(prompts: Sequence[str], settings: LLMSettings, max_tokens: int, temperature: float,
+          stop: Sequence[str] = ("\n",), desc: str = "LLM writing") -> Written:
+    texts = [str(t).strip() for t in on_engines("generate", prompts, settings, max_tokens, temperature, list(stop), desc=desc)]
+    count = _token_counter(settings)
+    return Written(texts, [count(p) for p in prompts], [count(t) for t in texts])
+
+
+def extract(prompts: Sequence[str], settings: LLMSettings, schema: dict, max_tokens: int, desc: str, unit: str = "call") -> list:
+    """Greedy answers constrained to the JSON `schema`, one a prompt, in order (engines' Extractions,
+    which carry their own token counts)."""
+    return on_engines("extract", prompts, settings, schema, max_tokens, desc=desc, unit=unit)
 
 
 def _token_counter(settings: LLMSettings):

@@ -112,8 +112,8 @@ def test_ner_a_written_sentence_the_labelling_call_reads_otherwise_is_dropped():
                                          np.array(["B-LOC", "O", "O"])]})
     answers = pd.DataFrame({"id": ["e0", "e1", "e2"], "tags": [np.array(["B-PER", "O", "O", "B-LOC"]),
                                                                 np.array(["B-PER", "O", "O"]), None]}).set_index("id")
-    answered = kind.evolve_answers(answers, written["id"])
-    intended = kind.evolve_answers(written.set_index("id").rename(columns={"intended": "tags"}), written["id"])
+    answered = kind.evolve_answers(answers["tags"], written["id"])
+    intended = kind.evolve_answers(written.set_index("id")["intended"], written["id"])
     keep, counts = keep_written(written["text"], intended, answered, set())
     assert list(keep) == [True, False, False] and counts["relabelled"] == 2  # a missed entity, an unread answer
     batch = kind.evolve_batch(written[keep])

@@ -135,9 +135,8 @@ class TaskKind(ABC):
         """What EvoKD aims its examples at: the classes, or the entity types a sentence names."""
 
     @abstractmethod
-    def evolve_pool(self, surest: pd.DataFrame, n: int) -> pd.DataFrame:
-        """After FreeAL: of its surest clean rows, the `n` the first student is tested on (those it
-        disagrees with first), as `id` and `evolve_columns`."""
+    def evolve_pool(self, pool: pd.DataFrame) -> pd.DataFrame:
+        """After FreeAL: the scored rows the first student is tested on, as `id` and `evolve_columns`."""
 
     @abstractmethod
     def evolve_probe(self, model, rows: pd.DataFrame) -> pd.DataFrame:
@@ -149,9 +148,9 @@ class TaskKind(ABC):
         """The student's F1 per group against reference labels (rows with none left out)."""
 
     @abstractmethod
-    def evolve_analysis(self, probe: pd.DataFrame, shown: int, seed: int) -> tuple[list[dict], pd.DataFrame, dict]:
+    def evolve_analysis(self, probe: pd.DataFrame, f1: dict[str, float], shown: int, seed: int) -> tuple[list[dict], pd.DataFrame, dict]:
         """The messages asking the LLM what the student is weak at, from up to `shown` wrong and as many
-        right answers of the probe; the rows shown (with `wrong`); and the mistakes' groups for the
+        right answers of the probe and its F1 per group (evolve_f1); the rows shown (with `wrong`); and the mistakes' groups for the
         writing plan (wrong_labels: the reference's, wrong_preds: the student's)."""
 
     @abstractmethod
@@ -165,8 +164,9 @@ class TaskKind(ABC):
         """The written examples as the labelling call's annotation reads them (id and text or tokens)."""
 
     @abstractmethod
-    def evolve_answers(self, answers: pd.DataFrame, ids) -> list:
-        """The labelling call's label for each id, comparable with `intended` (None: abstained)."""
+    def evolve_answers(self, labels: pd.Series, ids) -> list:
+        """The label `labels` (indexed by id) gives each id, in a form two labels compare in (None:
+        abstained): the labelling call's answers and the labels the examples were written for."""
 
     @abstractmethod
     def evolve_batch(self, kept: pd.DataFrame) -> pd.DataFrame:

@@ -123,9 +123,8 @@ class Classification(TaskKind):
     def evolve_groups(self):
         return tuple(self.task.labels)
 
-    def evolve_pool(self, surest, n):
-        return surest.assign(agrees=surest["pred"] == surest["label"]).sort_values("agrees", kind="stable").head(n)[
-            ["id", "text", "label"]]
+    def evolve_pool(self, pool):
+        return pool[["id", "text", "label"]]
 
     def evolve_probe(self, model, rows):
         rows = rows.copy()
@@ -138,10 +137,9 @@ class Classification(TaskKind):
     def evolve_f1(self, labels, preds):
         return evokd.class_f1(list(labels), list(preds), self.task.labels)
 
-    def evolve_analysis(self, probe, shown, seed):
+    def evolve_analysis(self, probe, f1, shown, seed):
         wrong, right = evokd.shown_samples(probe["label"], probe["pred"], probe["pred_confidence"], shown, seed)
         w, g = probe.iloc[wrong], probe.iloc[right]
-        f1 = self.evolve_f1(probe["label"], probe["pred"])
         messages = evokd.analysis_messages(self.task, list(zip(w["text"], w["label"], w["pred"])), list(zip(g["text"], g["label"])), f1)
         rows = pd.concat([w.assign(wrong=True), g.assign(wrong=False)])
         return messages, rows, {"wrong_labels": w["label"].tolist(), "wrong_preds": w["pred"].tolist()}
@@ -160,8 +158,8 @@ class Classification(TaskKind):
     def evolve_label_rows(self, written):
         return written[["id", "text"]]
 
-    def evolve_answers(self, answers, ids):
-        return [answers["label"].get(i) for i in ids]
+    def evolve_answers(self, labels, ids):
+        return [labels.get(i) for i in ids]
 
     def evolve_batch(self, kept):
         return kept.assign(label=kept["intended"])[["id", "text", "label"]]

@@ -153,9 +153,7 @@ class Entities(TaskKind):
     def evolve_groups(self):
         return tuple(self.task.entity_types)
 
-    def evolve_pool(self, surest, n):
-        agrees = [list(p) == list(t) for p, t in zip(surest["pred_tags"], surest["tags"])]
-        pool = surest.assign(agrees=agrees).sort_values("agrees", kind="stable").head(n)
+    def evolve_pool(self, pool):
         # plain lists: a frame from Ray Data holds Arrow list types that pandas cannot read back
         return pd.DataFrame({"id": pool["id"].astype(str).to_numpy(), "text": pool["text"].astype(str).to_numpy(),
                              "tokens": [list(t) for t in pool["tokens"]], "tags": [EK.tags_or_none(t) for t in pool["tags"]]})
@@ -171,11 +169,10 @@ class Entities(TaskKind):
     def evolve_f1(self, labels, preds):
         return EK.type_f1([EK.tags_or_none(g) for g in labels], [EK.tags_or_none(p) or [] for p in preds], self.task.entity_types)
 
-    def evolve_analysis(self, probe, shown, seed):
+    def evolve_analysis(self, probe, f1, shown, seed):
         gold, pred = [EK.tags_or_none(t) for t in probe["tags"]], [EK.tags_or_none(t) or [] for t in probe["pred"]]
         wrong, right = EK.shown_sentences(gold, pred, shown, seed)
         tokens = [list(t) for t in probe["tokens"]]
-        f1 = EK.type_f1(gold, pred, self.task.entity_types)
         messages = EK.analysis_messages(self.task, [(tokens[i], gold[i], pred[i]) for i in wrong],
                                         [(tokens[i], gold[i]) for i in right], f1)
         missed, said = EK.mistake_types([gold[i] for i in wrong], [pred[i] for i in wrong])
@@ -201,8 +198,8 @@ class Entities(TaskKind):
     def evolve_label_rows(self, written):
         return pd.DataFrame({"id": written["id"].to_numpy(), "tokens": [[str(w) for w in t] for t in written["tokens"]]})
 
-    def evolve_answers(self, answers, ids):
-        return [EK.tags_or_none(answers["tags"].get(i)) for i in ids]
+    def evolve_answers(self, labels, ids):
+        return [EK.tags_or_none(labels.get(i)) for i in ids]
 
     def evolve_batch(self, kept):
         tags = [EK.tags_or_none(t) for t in kept["intended"]]

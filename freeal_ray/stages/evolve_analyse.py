@@ -23,8 +23,8 @@ class EvolveAnalyse(Stage):
             info.update(analysis="", skipped="loop.evolve_hard_share is 0", llm_calls=0)
             return
         probe = tables.read_frame(ctx.path(probe_folder(self.r - 1)))
-        messages, shown, mistakes = ctx.kind.evolve_analysis(probe, ctx.cfg.loop.evolve_shown, ctx.cfg.loop.seed + self.r)
         f1 = ctx.kind.evolve_f1(probe[ctx.kind.label_column], probe["pred"])
+        messages, shown, mistakes = ctx.kind.evolve_analysis(probe, f1, ctx.cfg.loop.evolve_shown, ctx.cfg.loop.seed + self.r)
         llm = ctx.llm()
         answer = write([render(messages, chat_template(llm), lead="Analysis:")], llm, ANALYSIS_TOKENS, 0.0, stop=(),
                        desc=f"EvoKD analysis, round {self.r}")

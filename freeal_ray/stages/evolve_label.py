@@ -31,8 +31,8 @@ class EvolveLabel(Stage):
         annotate(ray.data.from_pandas(kind.evolve_label_rows(written)), seeds[["id", *kind.evolve_columns]], ctx.task,
                  ctx.llm(), ctx.encoder_path(), min(ctx.shots or 1, len(seeds)), r, str(answers_folder), total=len(written))
         answers = tables.read_frame(answers_folder).set_index("id")
-        answered = kind.evolve_answers(answers, written["id"])
-        intended = kind.evolve_answers(written.set_index("id").rename(columns={"intended": kind.label_column}), written["id"])
+        answered = kind.evolve_answers(answers[kind.label_column], written["id"])
+        intended = kind.evolve_answers(written.set_index("id")["intended"], written["id"])
         seen = _seen_before(ctx, r)
         if ctx.has_corpus():
             seen |= corpus_copies(ctx.path("corpus"), written["text"])

@@ -71,12 +71,12 @@ class EvolveFromFreeAL(Stage):
         rank, descending = kind.evolve_rank
         surest = clean.select_columns(list(kind.evolve_pool_columns)).sort(rank, descending=descending)
         candidates = surest.limit(4 * n).to_pandas()
-        pool = kind.evolve_pool(candidates, n)
-        tables.write_part(pool, ctx.path(POOL), "pool")
-        agrees = set(candidates.loc[[kind.agrees(row) for _, row in candidates.iterrows()], "id"])
+        candidates["agrees"] = [kind.agrees(row) for _, row in candidates.iterrows()]
+        pool = candidates.sort_values("agrees", kind="stable").head(n)  # the SLM's disagreements first
+        tables.write_part(kind.evolve_pool(pool), ctx.path(POOL), "pool")
         demos = ctx.demos(r) if ctx.has_demos(r) else ctx.demos(0)
         tables.write_part(demos[["id", *kind.evolve_columns]].assign(origin="demo", round=0, hard=False, confidence=1.0),
                           ctx.path(SEEDS), "demos")
         shutil.rmtree(ctx.path("evolve", "round-0", "slm"), ignore_errors=True)
         shutil.copytree(ctx.path(f"round-{r}", "slm"), ctx.path("evolve", "round-0", "slm"))
-        info.update(pool=len(pool), pool_disagreements=int((~pool["id"].isin(agrees)).sum()), demos=len(demos), from_round=r)
+        info.update(pool=len(pool), pool_disagreements=int((~pool["agrees"]).sum()), demos=len(demos), from_round=r)
