@@ -2,7 +2,7 @@
 Text classification and NER share the stage; their adapters (kinds/) pick the prompt builder and
 the worker that reads the answers.
 
-rows -> PromptBuilder actors (encoder + FAISS over the demo pool) -> LLMWorker clients -> the run's
+rows -> a PromptBuilder (encoder + FAISS over the demo pool, on the run's model host) -> LLM client tasks -> the run's
 engine actors (one engine each, loaded once per run) -> Parquet parts, written at least every
 `save_every_s`. A re-run skips ids that already have a part, so a kill mid-stage costs at most that
 much LLM work and nothing saved is asked again.
@@ -20,8 +20,9 @@ from tqdm.auto import tqdm
 from freeal_ray.engine_actors import LLMSettings, engine_pool
 from freeal_ray.errors import FreeALError, short_reason
 from freeal_ray.kinds import kind_for
+from freeal_ray.model_host import map_with_model
 from freeal_ray.prompts import answer_choices
-from freeal_ray.tables import NO_RESTARTS, PartWriter, conform, count_rows, join_partitions, read_table
+from freeal_ray.tables import NO_RESTARTS, PartWriter, conform, count_rows, without_ids
 from freeal_ray.task import EntityTask, Task
 from freeal_ray.workers import label_answers
 
@@ -57,24 +58,18 @@ def annotate(
 
     Classification rows get `label` and `confidence`; NER rows (an `EntityTask`, rows with
     `tokens`, demos with `tokens` and `tags`) get BIO `tags` and per-row span counts."""
-    done = read_table(out_dir, columns=["id"])
-    if done is not None:
-        # A distributed anti-join: a resumed million-row stage never gathers its ids on the driver.
-        n_done = count_rows(out_dir)
-        rows = rows.join(done, "left_anti", num_partitions=join_partitions(n_done), on=("id",))
+    n_done = count_rows(out_dir)
+    if n_done:
+        rows = without_ids(rows, out_dir)
         total = None if total is None else max(0, total - n_done)
     rows = rows.repartition(target_num_rows_per_block=rows_per_block(total, settings.batch_size))
     kind = kind_for(task)
     builder, builder_kwargs = kind.prompt_builder(settings)
-    prompts = rows.map_batches(
-        builder,
-        fn_constructor_kwargs=dict(task=task, demos=demos, encoder_path=encoder_path, shots=shots,
-                                   max_chars=settings.max_text_chars, **builder_kwargs),
-        batch_format="pandas",
-        batch_size=settings.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=1),
-        num_cpus=0.5,
-        **NO_RESTARTS,
+    prompts = map_with_model(
+        rows, f"{builder.__module__}:{builder.__qualname__}",
+        dict(task=task, demos=demos, encoder_path=encoder_path, shots=shots, max_chars=settings.max_text_chars, **builder_kwargs),
+        {"compute": ray.data.ActorPoolStrategy(size=1), "num_cpus": 0.5, **NO_RESTARTS},
+        batch_format="pandas", batch_size=settings.batch_size,
     )
     if settings.runner == "ray_data_llm":
         from freeal_ray.ray_llm import choose_labels
@@ -86,12 +81,11 @@ def annotate(
         worker, worker_kwargs = kind.llm_worker(settings)
         labelled = prompts.map_batches(
             worker,
-            fn_constructor_kwargs=dict(task=task, engines=engine_pool(settings), round_=round_, **worker_kwargs),
+            fn_kwargs=dict(task=task, engines=engine_pool(settings), round_=round_, **worker_kwargs),
             batch_format="pandas",
             batch_size=settings.batch_size,
-            compute=ray.data.ActorPoolStrategy(size=settings.replicas),
+            concurrency=settings.replicas,  # a batch in flight per engine
             num_cpus=0.1,
-            **NO_RESTARTS,
         )
     crash_after = int(os.environ.get("FREEAL_RAY_CRASH_AFTER_PARTS", "0"))  # test hook: a kill mid-stage
     parts, trimmed, unsure = PartWriter(out_dir, settings.save_every_s), 0, 0

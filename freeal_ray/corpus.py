@@ -67,7 +67,8 @@ def read_raw(cfg: CorpusConfig) -> tuple[ray.data.Dataset, ray.data.Dataset | No
         bad = parsed.filter(lambda r: r["__error"] is not None)
         # Every block gets every key of the whole corpus: a block whose rows lack a key would
         # otherwise carry a narrower schema, and Ray may keep either when it joins blocks.
-        keys = sorted(good.map_batches(_json_keys, batch_format="pandas").unique("key"))
+        # (a block's keys are a few rows: gathered here, where a distributed unique starts a shuffle)
+        keys = sorted({row["key"] for row in good.map_batches(_json_keys, batch_format="pandas").take_all()})
         good = good.map_batches(_unpack_json, fn_kwargs={"keys": keys}, batch_format="pandas")
         return good, bad.map_batches(_bad_line_rows, batch_format="pyarrow")
     except Exception as exc:  # Ray wraps reader errors; surface the file and the cause

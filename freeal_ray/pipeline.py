@@ -150,24 +150,20 @@ class RunContext:
         return str(self.path(f"round-{r}", "slm")) if r else str(resolve_encoder(self.cfg.slm.model))
 
     def scored(self, ds: ray.data.Dataset, r: int, folder: str | None = None) -> ray.data.Dataset:
-        """`ds` with round r's SLM's (or the one in `folder`'s) prediction, loss and embedding per row
-        (one scorer actor)."""
-        from freeal_ray.checkpoint import SLMScorer, scorer_compute  # torch: only the scorer's process needs it
+        """`ds` with round r's SLM's (or the one in `folder`'s) prediction, loss and embedding per row:
+        on the run's model host (model_host.py), or on GPUs a pool of scorer actors."""
+        from freeal_ray.checkpoint import scorer_compute
+        from freeal_ray.model_host import map_with_model
 
         use_gpu = want_gpu(self.cfg.slm.use_gpu)
-        return ds.map_batches(
-            SLMScorer, fn_constructor_kwargs={"folder": str(self.path(folder or f"round-{r}/slm")),
-                                              "device": "cuda" if use_gpu else "cpu", "batch_size": 256 if use_gpu else 64},
-            batch_format="pandas", batch_size=1024, **scorer_compute(use_gpu), **tables.NO_RESTARTS,
-        )
+        kwargs = {"folder": str(self.path(folder or f"round-{r}/slm")), "device": "cuda" if use_gpu else "cpu",
+                  "batch_size": 256 if use_gpu else 64}
+        return map_with_model(ds, "freeal_ray.checkpoint:SLMScorer", kwargs, {**scorer_compute(use_gpu), **tables.NO_RESTARTS},
+                              hosted=not use_gpu, batch_format="pandas", batch_size=1024)
 
     def unannotated(self, r: int) -> ray.data.Dataset:
-        """Corpus rows with no label in round r's table: a distributed anti-join, no id set in memory."""
-        corpus = self.table("corpus")
-        done = tables.read_table(self.path(f"round-{r}", "labels"), columns=["id"])
-        if done is None:
-            return corpus
-        return corpus.join(done, "left_anti", num_partitions=tables.join_partitions(self.n_rows()), on=("id",))
+        """Corpus rows with no label in round r's table."""
+        return tables.without_ids(self.table("corpus"), self.path(f"round-{r}", "labels"))
 
     # ---- the annotator -----------------------------------------------------------------------
     def pick_annotator(self) -> None:

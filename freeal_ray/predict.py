@@ -35,11 +35,9 @@ def predict_corpus(model: str | Path, input_path: str, output: str | Path, text_
     cfg = CorpusConfig(path=str(input_path), text_column=text_column, id_column=id_column)
     raw, bad_lines = corpus.read_raw(cfg)
     corpus.check_columns(cfg, raw)
-    done = tables.read_table(out / "predictions", columns=["id"])
     rows = raw.map_batches(_rows_to_predict, fn_kwargs={"text_column": text_column, "id_column": id_column},
                            batch_format="pandas")
-    if done is not None:
-        rows = rows.join(done, "left_anti", num_partitions=tables.join_partitions(tables.count_rows(out / "predictions")), on=("id",))
+    rows = tables.without_ids(rows, out / "predictions")
     gpu = want_gpu(use_gpu)
     from freeal_ray.checkpoint import scorer_compute
 

@@ -24,6 +24,52 @@ def join_partitions(rows: int) -> int:
     return max(1, min(64, rows // 100_000 + 1))
 
 
+# A join whose small side has at most this many rows sends that side to every task (an id set this
+# size is a few MB) instead of hash-shuffling both sides: a hash join starts an aggregator actor per
+# partition, seconds each on a small machine, where a resumed stage or a corpus's few repeated texts
+# would fit in any task's memory.
+BROADCAST_ROWS = 100_000
+
+
+def without_ids(ds: ray.data.Dataset, done: str | Path) -> ray.data.Dataset:
+    """The rows of `ds` whose id has no row in the table `done` (a left anti-join on id): the
+    ids broadcast when few, else a distributed join, so a million done ids never gather anywhere."""
+    n = count_rows(done)
+    if n == 0:
+        return ds
+    if n <= BROADCAST_ROWS:
+        ids = frozenset(str(i) for batch in scan(done, ["id"]) for i in batch.column("id").to_pylist())
+        return ds.map_batches(_rows_without, fn_kwargs={"ids": ids}, batch_format="pandas")
+    return ds.join(read_table(done, columns=["id"]), "left_anti", num_partitions=join_partitions(n), on=("id",))
+
+
+def _rows_without(batch: pd.DataFrame, ids: frozenset) -> pd.DataFrame:
+    return batch[[str(i) not in ids for i in batch["id"]]]
+
+
+def copied_rows(ds: ray.data.Dataset, copies: str | Path, key: str) -> ray.data.Dataset:
+    """For each row of the table `copies` (id, `key`), the row of `ds` whose id is its `key`, under
+    the copy's id with `key` beside it (an inner join of copies.key on ds.id): broadcast when the
+    copies are few, else a distributed join."""
+    n = count_rows(copies)
+    if n <= BROADCAST_ROWS:
+        pairs = read_frame(copies)
+        by_source: dict[str, list[str]] = {}
+        for copy_id, source in zip(pairs["id"].astype(str), pairs[key].astype(str)):
+            by_source.setdefault(source, []).append(copy_id)
+        return ds.map_batches(_copies_of, fn_kwargs={"by_source": by_source, "key": key}, batch_format="pandas")
+    sources = ds.rename_columns({"id": key})
+    return read_table(copies).join(sources, "inner", num_partitions=join_partitions(n), on=(key,))
+
+
+def _copies_of(batch: pd.DataFrame, by_source: dict, key: str) -> pd.DataFrame:
+    picked = [(i, copy_id) for i, source in enumerate(batch["id"].astype(str)) for copy_id in by_source.get(source, [])]
+    rows = batch.iloc[[i for i, _ in picked]].reset_index(drop=True)
+    rows[key] = rows["id"].astype(str)
+    rows["id"] = [copy_id for _, copy_id in picked]
+    return rows
+
+
 # ---- Parquet tables ---------------------------------------------------------------------------
 
 

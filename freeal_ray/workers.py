@@ -1,5 +1,5 @@
-"""Ray Data actors of the annotation stage: prompt builders (demos by kNN, then the prompt) and
-LLM workers (ask the engine actors, read the answers), one pair per task kind."""
+"""The annotation stage's Ray Data callables: prompt builders (demos by kNN, then the prompt) and
+LLM clients (ask the engine actors, read the answers), one pair per task kind."""
 
 from __future__ import annotations
 
@@ -101,37 +101,30 @@ class EntityPromptBuilder(PromptBuilder):
         return self._prompts(batch, [list(t) for t in batch["tokens"]], self._picks(texts, batch["id"]))
 
 
-class EntityWorker:
-    """Ray Data actor: asks an engine for each sentence's entities and aligns them to BIO tags.
+def ask_for_entities(batch: pd.DataFrame, task: EntityTask, engines: list, round_: int) -> pd.DataFrame:
+    """Ray Data task: asks an engine for each sentence's entities and aligns them to BIO tags.
     Spans that are not in the sentence or have an unknown type are dropped and counted per row; an
     answer that is not the JSON asked for leaves the sentence with no tags (None, an abstention:
     the tagger does not learn from it, the refinery re-asks it, the tagger fills it at the end),
     never an error for the batch."""
-
-    def __init__(self, task: EntityTask, engines: list, round_: int):
-        self.task, self.round, self.engines = task, round_, engines
-        self.turn = random.randrange(len(engines))
-        self.schema = answer_schema(task.entity_types)
-
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        self.turn = (self.turn + 1) % len(self.engines)
-        longest = max(len(t) for t in batch["tokens"])
-        answers = ray.get(self.engines[self.turn].extract.remote(batch["prompt"].tolist(), self.schema, answer_tokens(longest)))
-        batch = batch.drop(columns=["prompt"])
-        tags, placed, dropped, unparsed = [], [], [], []
-        for tokens, answer in zip(batch["tokens"], answers):
-            spans = parse_entities(answer.text)
-            row_tags, stats = align_spans(list(tokens), spans or [], self.task.entity_types)
-            tags.append(None if spans is None else row_tags)  # an unread answer is an abstention, as in classification
-            placed.append(stats.placed)
-            dropped.append(sum(stats.dropped.values()))
-            unparsed.append(spans is None)
-        batch["tags"], batch["spans_placed"], batch["spans_dropped"], batch["answer_unparsed"] = tags, placed, dropped, unparsed
-        batch["source"] = "llm"
-        batch["round"] = self.round
-        batch["prompt_tokens"] = [a.prompt_tokens for a in answers]
-        batch["output_tokens"] = [a.output_tokens for a in answers]
-        return batch
+    longest = max(len(t) for t in batch["tokens"])
+    engine = random.choice(engines)
+    answers = ray.get(engine.extract.remote(batch["prompt"].tolist(), answer_schema(task.entity_types), answer_tokens(longest)))
+    batch = batch.drop(columns=["prompt"])
+    tags, placed, dropped, unparsed = [], [], [], []
+    for tokens, answer in zip(batch["tokens"], answers):
+        spans = parse_entities(answer.text)
+        row_tags, stats = align_spans(list(tokens), spans or [], task.entity_types)
+        tags.append(None if spans is None else row_tags)  # an unread answer is an abstention, as in classification
+        placed.append(stats.placed)
+        dropped.append(sum(stats.dropped.values()))
+        unparsed.append(spans is None)
+    batch["tags"], batch["spans_placed"], batch["spans_dropped"], batch["answer_unparsed"] = tags, placed, dropped, unparsed
+    batch["source"] = "llm"
+    batch["round"] = round_
+    batch["prompt_tokens"] = [a.prompt_tokens for a in answers]
+    batch["output_tokens"] = [a.output_tokens for a in answers]
+    return batch
 
 
 def answer_tokens(n_tokens: int) -> int:
@@ -140,24 +133,17 @@ def answer_tokens(n_tokens: int) -> int:
     return min(1024, 32 + 6 * n_tokens)
 
 
-class LLMWorker:
-    """Ray Data actor: a thin client that sends each batch to one of the run's engine actors."""
-
-    def __init__(self, task: Task, engines: list, round_: int, style: str = "plain"):
-        self.task, self.round = task, round_
-        self.engines = engines
-        self.turn = random.randrange(len(engines))
-        self.choices = answer_choices(task, style)
-
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        self.turn = (self.turn + 1) % len(self.engines)
-        answers = ray.get(self.engines[self.turn].choose.remote(batch["prompt"].tolist(), self.choices))
-        batch = batch.drop(columns=["prompt"])
-        batch["choice"] = [-1 if a.index is None else a.index for a in answers]
-        batch["confidence"] = [a.confidence for a in answers]
-        batch["prompt_tokens"] = [a.prompt_tokens for a in answers]
-        batch["output_tokens"] = [a.output_tokens for a in answers]
-        return label_answers(batch, self.task, self.round)
+def ask_for_labels(batch: pd.DataFrame, task: Task, engines: list, round_: int, style: str = "plain") -> pd.DataFrame:
+    """Ray Data task: a thin client that sends the batch to one of the run's engine actors. A task,
+    not an actor: Ray reuses its worker processes from stage to stage, where an actor pool would
+    start fresh ones each time."""
+    answers = ray.get(random.choice(engines).choose.remote(batch["prompt"].tolist(), answer_choices(task, style)))
+    batch = batch.drop(columns=["prompt"])
+    batch["choice"] = [-1 if a.index is None else a.index for a in answers]
+    batch["confidence"] = [a.confidence for a in answers]
+    batch["prompt_tokens"] = [a.prompt_tokens for a in answers]
+    batch["output_tokens"] = [a.output_tokens for a in answers]
+    return label_answers(batch, task, round_)
 
 
 def label_answers(batch: pd.DataFrame, task: Task, round_: int) -> pd.DataFrame:

@@ -229,7 +229,7 @@ def test_entity_answers_outside_the_sentence_or_schema_are_dropped_and_counted(r
     (what is under test is the alignment and bookkeeping, not a model)."""
     import ray
 
-    from freeal_ray.workers import EntityWorker
+    from freeal_ray.workers import ask_for_entities
     from freeal_ray.engines import Extraction
     from freeal_ray.ner import is_valid_bio
     from freeal_ray.task import EntityTask
@@ -247,7 +247,7 @@ def test_entity_answers_outside_the_sentence_or_schema_are_dropped_and_counted(r
 
     task = EntityTask("toy", NER_TASK)
     batch = pd.DataFrame({"id": ["a", "b", "c"], "tokens": [["the", "film", "was", "great"]] * 3, "prompt": ["p"] * 3})
-    out = EntityWorker(task, [ScriptedEngine.remote()], round_=1)(batch)
+    out = ask_for_entities(batch, task, [ScriptedEngine.remote()], round_=1)
     assert list(out["tags"][0]) == ["O", "O", "O", "B-POS"] and (out["spans_placed"][0], out["spans_dropped"][0]) == (1, 2)
     assert out["tags"][1] is None and bool(out["answer_unparsed"][1]) and out["spans_dropped"][1] == 0  # an abstention
     assert list(out["tags"][2]) == ["B-POS", "I-POS", "O", "O"] and out["spans_dropped"][2] == 1  # overlap

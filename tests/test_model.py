@@ -207,3 +207,32 @@ def test_slm_actors_ask_for_a_gpu_each_when_the_slm_runs_on_gpus(ray_session):
     assert gpu["num_gpus"] == 1 and gpu["compute"].min_size == 1 and "num_gpus" not in cpu
     assert cpu["compute"].min_size == cpu["compute"].max_size == 1
     assert resolve_device("auto") == ("cuda" if __import__("torch").cuda.is_available() else "cpu")
+
+
+def test_the_model_host_scores_as_the_scorer_does_in_one_process_across_stages(ray_session, tiny_models, tmp_path):
+    import os
+
+    import ray
+
+    from freeal_ray import model_host
+
+    texts = [r["text"] for r in toy_corpus(30, seed=6)]
+    folders = []
+    for i in range(model_host.KEPT + 1):  # one checkpoint more than the host keeps
+        torch.manual_seed(i)
+        folders.append(_save(SLMClassifier(str(tiny_models["encoder"]), ["negative", "positive"]), tiny_models["encoder"],
+                             tmp_path / f"slm{i}", ["negative", "positive"], "classifier"))
+    pids = set()
+    for folder in folders:
+        rows = pd.DataFrame({"id": [f"r{i}" for i in range(len(texts))], "text": texts})
+        ds = ray.data.from_pandas(rows).repartition(3)
+        hosted = model_host.map_with_model(ds, "freeal_ray.checkpoint:SLMScorer", {"folder": str(folder)}, {},
+                                           batch_format="pandas", batch_size=8).to_pandas()
+        direct = SLMScorer(str(folder))(rows)
+        hosted = hosted.set_index("id").loc[rows["id"]]
+        assert list(hosted["pred"]) == list(direct["pred"])
+        assert np.allclose(np.stack(hosted["probs"]), np.stack(direct["probs"]), atol=1e-5)
+        pid, held = ray.get(model_host.model_host().__ray_call__.remote(lambda host: (os.getpid(), list(host.callables))))
+        pids.add(pid)
+    assert len(pids) == 1  # every map ran in the same long-lived process
+    assert len(held) == model_host.KEPT  # the oldest scorer was let go

@@ -4,6 +4,7 @@ stage branches on the kind: a new kind is one new adapter, not edits across the 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -44,13 +45,13 @@ class TaskKind(ABC):
 
     @abstractmethod
     def prompt_builder(self, settings: LLMSettings) -> tuple[type, dict]:
-        """The Ray Data actor that retrieves each row's demos and writes its prompt, and its
-        constructor arguments beyond the task, demos, encoder, shots and text cap."""
+        """The callable class that retrieves each row's demos and writes its prompt (built once on
+        the run's model host), and its arguments beyond the task, demos, encoder, shots and text cap."""
 
     @abstractmethod
-    def llm_worker(self, settings: LLMSettings) -> tuple[type, dict]:
-        """The Ray Data actor that asks the engine actors and reads their answers into labels, and
-        its constructor arguments beyond the task, engines and round (the engine-actor runner)."""
+    def llm_worker(self, settings: LLMSettings) -> tuple[Callable, dict]:
+        """The Ray Data batch function that asks the engine actors and reads their answers into
+        labels, and its arguments beyond the task, engines and round (the engine-actor runner)."""
 
     @abstractmethod
     def synthesize(self, corpus: ray.data.Dataset, n_rows: int, llm: LLMSettings, loop, llm_config) -> tuple[pd.DataFrame, dict]:

@@ -14,7 +14,7 @@ from freeal_ray.errors import CorpusError
 from freeal_ray.kinds.base import TaskKind
 from freeal_ray.task import label_indices
 from freeal_ray.synthesis import synthesize_demos
-from freeal_ray.workers import LLMWorker, PromptBuilder
+from freeal_ray.workers import PromptBuilder, ask_for_labels
 
 log = logging.getLogger(__name__)
 SLM_COLUMNS = ("pred", "probs", "loss", "embedding", "p_clean", "clean")
@@ -49,7 +49,7 @@ class Classification(TaskKind):
                                "messages": settings.engine == "openai" and engine.api_style == "chat"}
 
     def llm_worker(self, settings):
-        return LLMWorker, {"style": settings.prompt_style}
+        return ask_for_labels, {"style": settings.prompt_style}
 
     def synthesize(self, corpus, n_rows, llm, loop, llm_config):
         demos, counts = synthesize_demos(corpus, n_rows, self.task, llm, loop.prototypes, loop.synth_per_class,

@@ -25,7 +25,7 @@ from freeal_ray import evokd_entities as EK
 from freeal_ray.ner import dominant_type, is_valid_bio
 from freeal_ray.synthesis import synthesize_entity_demos
 from freeal_ray.ner import tag_indices
-from freeal_ray.workers import EntityPromptBuilder, EntityWorker
+from freeal_ray.workers import EntityPromptBuilder, ask_for_entities
 
 TAGGER_COLUMNS = ("pred_tags", "loss", "embedding", "p_clean", "clean")
 
@@ -68,7 +68,7 @@ class Entities(TaskKind):
         return EntityPromptBuilder, {"llm_path": engine.model_path, "max_model_len": engine.max_model_len}
 
     def llm_worker(self, settings):
-        return EntityWorker, {}
+        return ask_for_entities, {}
 
     def synthesize(self, corpus, n_rows, llm, loop, llm_config):
         demos, counts = synthesize_entity_demos(corpus, n_rows, self.task, llm, loop.prototypes, loop.synth_per_class,

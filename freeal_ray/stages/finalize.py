@@ -43,15 +43,11 @@ class Finalize(Stage):
 
 
 def _label_the_duplicates(ctx: RunContext, out) -> dict:
-    """Rows that repeat a labelled row's text get its label (a distributed join on its id)."""
-    duplicates = tables.read_table(ctx.path("duplicates"))
-    if duplicates is None:
+    """Rows that repeat a labelled row's text get its label."""
+    if not tables.count_rows(ctx.path("duplicates")):
         return {}
-    canonical = ctx.table("labels").rename_columns({"id": "duplicate_of"})  # read before `out` is written
-    copies = duplicates.rename_columns({"canonical_id": "duplicate_of"}).join(
-        canonical, "inner", num_partitions=tables.join_partitions(tables.count_rows(ctx.path("duplicates"))), on=("duplicate_of",)
-    )
-    tables.write_table(copies.map_batches(tables.conform, batch_format="pandas"), out)
+    copies = tables.copied_rows(ctx.table("labels"), ctx.path("duplicates"), "canonical_id")  # read before `out` is written
+    tables.write_table(copies.rename_columns({"canonical_id": "duplicate_of"}).map_batches(tables.conform, batch_format="pandas"), out)
     return {"duplicates_labelled": tables.count_rows(out)}
 
 
