@@ -14,6 +14,7 @@ batches, and the output labels stay FreeAL's.
 from __future__ import annotations
 
 from freeal_ray.config import RunConfig, evolve_rounds
+from freeal_ray.model_host import start_model_host
 from freeal_ray.pipeline import RunContext, RunResult
 from freeal_ray.ray_cluster import ensure_ray
 from freeal_ray.stages import Ingest
@@ -35,6 +36,7 @@ class EvoKDRun:
     def run(self) -> RunResult:
         ctx = self.ctx
         ensure_ray()
+        start_model_host()
         ctx.pick_annotator()
         if ctx.has_corpus():
             ctx.run_stage(Ingest())

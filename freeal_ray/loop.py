@@ -7,6 +7,7 @@ adds a fresh P after each refinery but the last (expand); the SLM labels the res
 from __future__ import annotations
 
 from freeal_ray.config import RunConfig, evolve_rounds
+from freeal_ray.model_host import start_model_host
 from freeal_ray.pipeline import RunContext, RunResult
 from freeal_ray.ray_cluster import ensure_ray
 from freeal_ray.stages import (AnnotateRoundZero, Expand, Finalize, GivenLabels, Ingest, Refine, Score, Select,
@@ -26,6 +27,7 @@ class FreeALRun:
     def run(self) -> RunResult:
         ctx, loop = self.ctx, self.ctx.cfg.loop
         ensure_ray()
+        start_model_host()
         ctx.pick_annotator()
         self.ingest()
         if ctx.cfg.corpus.llm_label_column:

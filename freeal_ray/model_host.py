@@ -34,6 +34,7 @@ class ModelHost:
 
     def __init__(self):
         import torch
+        from transformers import AutoModel, AutoTokenizer  # noqa: F401  (the slow imports, paid while stages before the first batch run)
 
         # Ray starts an actor that asked for no CPU with one torch thread; the host's work is the only
         # model work of its stage, so it takes the cores this process may use.
@@ -69,6 +70,13 @@ def model_host():
         _hosts[job] = ModelHost.options(name=f"freeal-model-host-{job}", get_if_exists=True,
                                         scheduling_strategy=node).remote()
     return _hosts[job]
+
+
+def start_model_host() -> None:
+    """Start the host at the run's start where it will serve, so that its imports overlap the stages
+    before its first batch (ingest, the engine's load) instead of delaying that batch."""
+    if host_here():
+        model_host()
 
 
 def _on_host(batch, host, key: str, path: str, kwargs_box: list):

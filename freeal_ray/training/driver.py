@@ -27,7 +27,7 @@ def train_slm(
     """Fit the SLM on `rows` (text, label_idx[, view]); write the checkpoint to `out_dir`. With
     objective "tokens", the NER tagger on `rows` (tokens, tag_idx: a tag index per word, -1 for none).
     `total_rows`, where the caller knows it, spares a pass over `rows` to count them for the bar."""
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import DataConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from ray.util.queue import Queue
@@ -41,6 +41,8 @@ def train_slm(
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
         run_config=RunConfig(storage_path=str(storage), name="slm"),
         datasets={"train": rows},
+        # one worker reads the whole dataset itself: a split would start a coordinator actor per fit
+        dataset_config=DataConfig(datasets_to_split="all" if num_workers > 1 else []),
     )
     try:
         total = rows.count() if total_rows is None else total_rows
