@@ -236,3 +236,10 @@ def test_the_model_host_scores_as_the_scorer_does_in_one_process_across_stages(r
         pids.add(pid)
     assert len(pids) == 1  # every map ran in the same long-lived process
     assert len(held) == model_host.KEPT  # the oldest scorer was let go
+
+    # where the host may not serve (a CPU-less head node, GPU scoring), an actor pool gives the same
+    from freeal_ray.checkpoint import scorer_compute
+
+    pooled = model_host.map_with_model(ds, "freeal_ray.checkpoint:SLMScorer", {"folder": str(folders[-1])},
+                                       scorer_compute(False), hosted=False, batch_format="pandas", batch_size=8).to_pandas()
+    assert list(pooled.set_index("id").loc[rows["id"], "pred"]) == list(direct["pred"])
