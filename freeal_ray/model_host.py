@@ -94,4 +94,6 @@ def map_with_model(ds: ray.data.Dataset, path: str, kwargs: dict, pool: dict, ho
     # host the reference and it reads the value only when it builds the callable
     box = [ray.put(kwargs)]
     fn_kwargs = {"host": model_host(), "key": uuid.uuid4().hex, "path": path, "kwargs_box": box}
-    return ds.map_batches(_on_host, fn_kwargs=fn_kwargs, num_cpus=0.1, **map_args)
+    # two tasks in flight: one batch travels while the host works on the other. Uncapped, Ray Data
+    # would start a task per block, each a worker process blocked on the host holding its batch.
+    return ds.map_batches(_on_host, fn_kwargs=fn_kwargs, num_cpus=0.1, concurrency=2, **map_args)

@@ -37,6 +37,8 @@ def ensure_ray(num_cpus: int | None = None) -> None:
             send_ray_notices_to_log()
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message="Use 'expr' instead of 'fn'")
+    # a capped map (the model host's, one LLM client per engine) over fewer blocks than its cap is fine
+    warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks")
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # our own bars count rows; Ray's per-operator bars are noise here
     ctx.print_on_execution_start = False
