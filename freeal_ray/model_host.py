@@ -13,7 +13,6 @@ pools, which a cluster spreads over its workers and which hand a GPU back when t
 from __future__ import annotations
 
 import importlib
-import os
 import uuid
 from collections import OrderedDict
 
@@ -33,12 +32,11 @@ class ModelHost:
     callable goes when more than KEPT are held."""
 
     def __init__(self):
-        import torch
         from transformers import AutoModel, AutoTokenizer  # noqa: F401  (the slow imports, paid while stages before the first batch run)
 
-        # Ray starts an actor that asked for no CPU with one torch thread; the host's work is the only
-        # model work of its stage, so it takes the cores this process may use.
-        torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        from freeal_ray.checkpoint import actor_threads
+
+        actor_threads("cpu")  # the host's work is the only model work of its stage: every core, as a scorer actor's
         self.callables: OrderedDict = OrderedDict()
 
     def call(self, key: str, path: str, kwargs_box: list, batch):

@@ -44,7 +44,7 @@ def without_ids(ds: ray.data.Dataset, done: str | Path) -> ray.data.Dataset:
 
 
 def _rows_without(batch: pd.DataFrame, ids: frozenset) -> pd.DataFrame:
-    return batch[[str(i) not in ids for i in batch["id"]]]
+    return batch[~batch["id"].astype(str).isin(ids)]
 
 
 def copied_rows(ds: ray.data.Dataset, copies: str | Path, key: str) -> ray.data.Dataset:
