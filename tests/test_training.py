@@ -5,6 +5,7 @@ import random
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from freeal_ray.checkpoint import SLMScorer
 from freeal_ray.noise import fit_loss_gmm
@@ -58,6 +59,31 @@ def test_a_corpus_sorted_by_class_trains_as_well_as_a_shuffled_one(ray_session, 
         acc[order] = (scored["pred"] == held_out["gold"]).mean()
     # single-class batches (a 64-row shuffle window) leave the model predicting the last class seen
     assert acc["shuffled"] > 0.9 and acc["sorted"] >= acc["shuffled"] - 0.05, acc
+
+
+def test_a_fit_in_this_process_equals_one_in_a_ray_train_worker(ray_session, tiny_models, tmp_path, monkeypatch):
+    import ray
+
+    from freeal_ray.training import driver
+
+    # on the test's one-node local cluster a one-worker CPU fit runs here; GPUs or DDP keep workers
+    assert driver.fits_here(1, False) and not driver.fits_here(2, False) and not driver.fits_here(1, True)
+    rows = pd.DataFrame(toy_corpus(60, seed=7))
+    labels = ("negative", "positive")
+    train = pd.DataFrame({"text": rows["text"], "label_idx": [labels.index(g) for g in rows["gold"]]})
+    settings = TrainSettings(
+        encoder_path=str(tiny_models["encoder"]), labels=labels, max_length=32, epochs=3, warmup_epochs=1,
+        batch_size=16, lr=2e-3, gmm_threshold=0.7, mixup_alpha=4.0, mixup_weight=1.0,
+        consistency_weight=1.0, ramp_epochs=1, word_dropout=0.15, seed=0,
+    )
+    here = train_slm(ray.data.from_pandas(train), settings, str(tmp_path / "here"), 1, False)
+    monkeypatch.setattr(driver, "fits_here", lambda *_: False)
+    worker = train_slm(ray.data.from_pandas(train), settings, str(tmp_path / "worker"), 1, False)
+    assert here == pytest.approx(worker, rel=1e-4)
+    held_out = pd.DataFrame(toy_corpus(40, seed=8))[["text"]]
+    a, b = SLMScorer(str(tmp_path / "here"))(held_out), SLMScorer(str(tmp_path / "worker"))(held_out)
+    assert (a["pred"] == b["pred"]).all()
+    assert np.allclose(np.stack(a["probs"]), np.stack(b["probs"]), atol=1e-4)
 
 
 def test_word_dropout_keeps_a_word():

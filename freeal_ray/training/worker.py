@@ -56,12 +56,21 @@ def train_loop(config: dict) -> None:
         if epoch < s.epochs - 1:
             ray.train.report(metrics)
             continue
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
-            if rank == 0:
-                objective.save((model.module if hasattr(model, "module") else model).cpu(), tmp)
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        _report_final(metrics, model, objective, rank, config.get("checkpoint_dir"))
+
+
+def _report_final(metrics: dict, model, objective, rank: int, checkpoint_dir: str | None) -> None:
+    """Report the last epoch with rank 0's checkpoint. Ray Train's workers upload a reported
+    checkpoint, so a temporary folder does; its local mode keeps only the path, so `checkpoint_dir`."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if rank == 0:
+            folder = checkpoint_dir or tmp
+            objective.save((model.module if hasattr(model, "module") else model).cpu(), folder)
+            checkpoint = ray.train.Checkpoint.from_directory(folder)
+        ray.train.report(metrics, checkpoint=checkpoint)
 
 
 def _epoch_batches(shard, s: TrainSettings, epoch: int):
