@@ -38,9 +38,21 @@ def without_ids(ds: ray.data.Dataset, done: str | Path) -> ray.data.Dataset:
     if n == 0:
         return ds
     if n <= BROADCAST_ROWS:
-        ids = frozenset(str(i) for batch in scan(done, ["id"]) for i in batch.column("id").to_pylist())
-        return ds.map_batches(_rows_without, fn_kwargs={"ids": ids}, batch_format="pandas")
+        return drop_ids(ds, (i for batch in scan(done, ["id"]) for i in batch.column("id").to_pylist()))
     return ds.join(read_table(done, columns=["id"]), "left_anti", num_partitions=join_partitions(n), on=("id",))
+
+
+def drop_ids(ds: ray.data.Dataset, ids) -> ray.data.Dataset:
+    """The rows of `ds` whose id is not among `ids` (few enough to send to every task)."""
+    return ds.map_batches(_rows_without, fn_kwargs={"ids": frozenset(str(i) for i in ids)}, batch_format="pandas")
+
+
+def gathered(ds: ray.data.Dataset, columns: list[str]) -> pd.DataFrame | None:
+    """`columns` of `ds` as one frame on the driver when it has at most BROADCAST_ROWS rows, else
+    None: a caller then aggregates distributed, which on a small table costs more in aggregator
+    actors (seconds each) than the rows do."""
+    part = ds.select_columns(columns).limit(BROADCAST_ROWS + 1).to_pandas()
+    return part if len(part) <= BROADCAST_ROWS else None
 
 
 def _rows_without(batch: pd.DataFrame, ids: frozenset) -> pd.DataFrame:

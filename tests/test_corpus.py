@@ -12,6 +12,10 @@ from freeal_ray.errors import CorpusError
 from freeal_ray.loop import FreeALRun
 from freeal_ray.stages import GivenLabels
 
+# the duplicate checks count on the driver for a small corpus and with distributed aggregates for
+# a large one: each test runs both ways, so the two cannot drift apart
+ON_DRIVER_OR_DISTRIBUTED = pytest.mark.parametrize("on_driver", [True, False], ids=["on-driver", "distributed"])
+
 
 def ingest(path, tmp_path, **overrides):
     config = load_config(None, {"corpus.path": str(path), "output": str(tmp_path / "run"), **overrides})
@@ -73,7 +77,9 @@ def test_a_line_that_is_not_utf8_is_quarantined_and_the_rest_read(ray_session, t
     assert '"id": "b"' in quarantine["line"].iloc[0]
 
 
-def test_repeated_texts_are_kept_aside_for_labelling_once(ray_session, tmp_path):
+@ON_DRIVER_OR_DISTRIBUTED
+def test_repeated_texts_are_kept_aside_for_labelling_once(ray_session, tmp_path, monkeypatch, on_driver):
+    monkeypatch.setattr(tables, "BROADCAST_ROWS", 100_000 if on_driver else 0)
     path = write_jsonl(
         tmp_path / "c.jsonl",
         [{"id": "b", "text": "same words"}, {"id": "a", "text": "same  words "}, {"id": "c", "text": "other"},
@@ -93,7 +99,9 @@ def test_missing_column_names_the_columns(ray_session, tmp_path):
         ingest(path, tmp_path)
 
 
-def test_duplicate_ids_are_named(ray_session, tmp_path):
+@ON_DRIVER_OR_DISTRIBUTED
+def test_duplicate_ids_are_named(ray_session, tmp_path, monkeypatch, on_driver):
+    monkeypatch.setattr(tables, "BROADCAST_ROWS", 100_000 if on_driver else 0)
     path = write_jsonl(tmp_path / "c.jsonl", [{"id": "x1", "text": "a"}, {"id": "x1", "text": "b"}, {"id": "x2", "text": "c"}])
     with pytest.raises(CorpusError, match="duplicate ids.*'x1' \\(2 rows\\)"):
         ingest(path, tmp_path)
@@ -108,7 +116,9 @@ def test_a_csv_row_that_is_not_utf8_or_of_the_wrong_width_is_quarantined_and_the
                                             "row 5 of bad.csv (line 6) has 4 fields, its header 3"]
 
 
-def test_generated_ids_are_stable_and_csv_reads(ray_session, tmp_path):
+@ON_DRIVER_OR_DISTRIBUTED
+def test_generated_ids_are_stable_and_csv_reads(ray_session, tmp_path, monkeypatch, on_driver):
+    monkeypatch.setattr(tables, "BROADCAST_ROWS", 100_000 if on_driver else 0)
     path = tmp_path / "c.csv"
     pd.DataFrame({"body": ["one", "two", "two"], "gold": ["positive", "negative", "negative"]}).to_csv(path, index=False)
     first, _ = ingest(path, tmp_path, **{"corpus.id_column": None, "corpus.text_column": "body", "corpus.gold_column": "gold"})
