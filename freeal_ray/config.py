@@ -162,9 +162,6 @@ def validate(c: RunConfig) -> None:
     checks = [
         (bool(c.corpus.path) or c.loop.mode == "evokd", "corpus.path is required: the file or folder with your texts"),
         (c.loop.mode in ("freeal", "evokd"), "loop.mode must be freeal or evokd"),
-        (not entities or c.loop.mode == "freeal",
-         "standalone EvoKD (loop.mode evokd) runs on text classification only so far; for NER, run FreeAL with "
-         "loop.evolve_rounds > 0 (EvoKD rounds after its last round)"),
         (c.loop.evolve_rounds is None or (isinstance(c.loop.evolve_rounds, int) and c.loop.evolve_rounds >= 0),
          "loop.evolve_rounds must be a whole number >= 0, or null"),
         (c.loop.evolve_batch >= 1 and c.loop.evolve_shown >= 1 and c.loop.evolve_pool >= 1 and c.loop.evolve_min_steps >= 1,

@@ -209,7 +209,8 @@ class LoopConfig:
         "freeal",
         "freeal (label the corpus: the loop above) or evokd (EvoKD, distil a student from a label set and "
         "task.examples, 0-5 per class, with the corpus optional: its rows are style prototypes and the first probe "
-        "of the student; with no examples, round-0 synthesis writes the seeds). Text classification.",
+        "of the student; with no examples, round-0 synthesis writes the seeds). Text classification and NER "
+        "(an entity task's examples are sentences with their entities listed).",
     )
     evolve_rounds: int | None = _f(
         None,

@@ -64,11 +64,29 @@ def synthesize_demos(
             "origin": "synthetic",
         }
     )
-    given = pd.DataFrame(
+    return pd.concat([given_demos(task), demos], ignore_index=True), counts
+
+
+def given_demos(task: Task) -> pd.DataFrame:
+    """The task's hand-written examples as demos (id, text, label, origin 'given')."""
+    return pd.DataFrame(
         [{"id": f"given-{i}", "text": t, "label": lab, "origin": "given"} for i, (t, lab) in enumerate(task.examples)],
         columns=DEMO_SCHEMA.names,
     )
-    return pd.concat([given, demos], ignore_index=True), counts
+
+
+def given_entity_demos(task: EntityTask) -> pd.DataFrame:
+    """The NER task's hand-written examples as demos (id, text, tokens, tags, label, origin
+    'given'): the sentence tokenised as a corpus sentence is, its listed entities tagged on it."""
+    rows = []
+    for text, entities in task.examples:
+        tokens, _ = tokenize(text)
+        tags, _ = align_spans(tokens, entities, task.entity_types)
+        rows.append({"text": " ".join(tokens), "tokens": tokens, "tags": tags, "label": dominant_type(tags)})
+    demos = pd.DataFrame(rows, columns=["text", "tokens", "tags", "label"])
+    demos.insert(0, "id", [f"given-{i}" for i in range(len(demos))])
+    demos["origin"] = "given"
+    return demos
 
 
 def new_examples(labels: list[str], texts: list[str], shown: list[list[str]]) -> tuple[pd.DataFrame, dict]:
@@ -110,8 +128,8 @@ def synthesize_entity_demos(
 ) -> tuple[pd.DataFrame, dict]:
     """Round 0 for NER: the LLM writes `per_type` sentences per entity type in the corpus's style,
     each with its entities listed (one JSON answer). Sentences whose listed entities cannot be
-    placed are dropped and counted. Returns the demos (id, text, tokens, tags, label, origin)
-    and the counts."""
+    placed are dropped and counted. Returns the demos (id, text, tokens, tags, label, origin; the
+    task's given examples first) and the counts."""
     pool = _prototypes(corpus, n_rows, prototypes, seed, settings.max_text_chars)
     rng = random.Random(seed)
     prompts = [entity_synthesis_prompt(task, etype, rng.sample(pool, min(SHOWN_PER_PROMPT, len(pool))))
@@ -134,7 +152,9 @@ def synthesize_entity_demos(
     demos.insert(0, "id", [f"synthetic-{i}" for i in range(len(demos))])
     demos["label"] = [dominant_type(t) for t in demos["tags"]]
     demos["origin"] = "synthetic"
-    return demos.reset_index(drop=True), counts
+    given = given_entity_demos(task)
+    demos = demos[~demos["text"].isin(set(given["text"]))]
+    return pd.concat([given, demos], ignore_index=True), counts
 
 
 def _prototypes(corpus: ray.data.Dataset, n_rows: int, prototypes: int, seed: int, max_chars: int) -> list[str]:

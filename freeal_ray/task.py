@@ -96,6 +96,8 @@ class EntityTask:
     types: dict[str, str]  # type -> what it covers, shown to the LLM
     instruction: str = "List the named entities in the sentence."
     input_name: str = "Sentence"
+    #: hand-written (sentence, ((entity text, type), ...)) pairs: extra round-0 demos, EvoKD's seeds
+    examples: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
 
     def __post_init__(self):
         if not self.types:
@@ -103,6 +105,14 @@ class EntityTask:
         bad = [t for t in self.types if not t or any(c.isspace() for c in t) or t == "O"]
         if bad:
             raise ConfigError(f"entity task {self.name!r}: type names must be single words other than O, got {bad}")
+        for text, entities in self.examples:
+            for span, etype in entities:
+                if etype not in self.types:
+                    raise ConfigError(f"entity task {self.name!r}: example {text[:40]!r} names {span!r} as unknown "
+                                      f"type {etype!r} (types: {', '.join(self.types)})")
+                if " ".join(span.split()).casefold() not in " ".join(text.split()).casefold():
+                    raise ConfigError(f"entity task {self.name!r}: example {text[:40]!r} lists {span!r}, "
+                                      "which is not in its sentence")
 
     @property
     def entity_types(self) -> tuple[str, ...]:
@@ -115,7 +125,7 @@ class EntityTask:
 
     @classmethod
     def from_dict(cls, data: dict) -> "EntityTask":
-        known = {"name", "types", "instruction", "input_name"}
+        known = {"name", "types", "instruction", "input_name", "examples"}
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"entity task has unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -125,7 +135,23 @@ class EntityTask:
         if not isinstance(types, dict):
             raise ConfigError("an entity task needs `types`: a mapping of type name to what it covers")
         extra = {k: data[k] for k in ("instruction", "input_name") if k in data}
-        return cls(name=data.get("name", "custom-ner"), types={str(k): str(v) for k, v in types.items()}, **extra)
+        return cls(name=data.get("name", "custom-ner"), types={str(k): str(v) for k, v in types.items()},
+                   examples=tuple(_entity_example(e) for e in data.get("examples", [])), **extra)
+
+
+def _entity_example(data) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """{"text": sentence, "entities": [{"text": span, "type": type} or [span, type], ...]}."""
+    if not isinstance(data, dict) or "text" not in data or not isinstance(data.get("entities", []), list):
+        raise ConfigError(f"an entity task's example is {{text: sentence, entities: [{{text, type}}, ...]}}, got {data!r}")
+    entities = []
+    for e in data.get("entities", []):
+        if isinstance(e, dict) and {"text", "type"} <= e.keys():
+            entities.append((str(e["text"]), str(e["type"])))
+        elif isinstance(e, (list, tuple)) and len(e) == 2:
+            entities.append((str(e[0]), str(e[1])))
+        else:
+            raise ConfigError(f"example {str(data['text'])[:40]!r}: an entity is {{text, type}} or [text, type], got {e!r}")
+    return str(data["text"]), tuple(entities)
 
 
 ENTITY_PRESETS: dict[str, EntityTask] = {

@@ -117,3 +117,72 @@ def test_the_loop_labels_sentences_end_to_end(ray_session, tiny_models, tmp_path
     assert stages["evolve-train-1"]["rows"] == tables.count_rows(out / "round-1" / "labels") + len(batch)
     assert not labels.index.str.startswith("evokd").any()
     assert (out / "slm" / "model.safetensors").read_bytes() != (out / "round-1" / "slm" / "model.safetensors").read_bytes()
+
+
+def test_an_entity_task_s_examples_are_checked_and_become_tagged_demos():
+    from freeal_ray.synthesis import given_entity_demos
+
+    task = load_config(None, {"corpus.path": "x.jsonl", "task": {"types": {"PER": "people", "LOC": "places"}, "examples": [
+        {"text": "Ada Lovelace lived in London .", "entities": [{"text": "Ada Lovelace", "type": "PER"}, ["London", "LOC"]]},
+        {"text": "Nothing here", "entities": []}]}}).resolved_task()
+    demos = given_entity_demos(task)
+    assert [list(t) for t in demos["tags"]] == [["B-PER", "I-PER", "O", "O", "B-LOC", "O"], ["O", "O"]]
+    assert list(demos["id"]) == ["given-0", "given-1"] and set(demos["origin"]) == {"given"}
+    assert list(demos["label"]) == ["PER", "none"]
+    for bad, message in (({"text": "Ada in London", "entities": [["Paris", "LOC"]]}, "lists 'Paris', which is not in its sentence"),
+                         ({"text": "Ada in London", "entities": [["London", "CITY"]]}, "unknown type 'CITY'"),
+                         ({"text": "Ada in London", "entities": ["London"]}, "an entity is")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, {"corpus.path": "x.jsonl", "task": {"types": {"PER": "people", "LOC": "places"}, "examples": [bad]}})
+
+
+def test_standalone_evokd_on_entities_trains_a_tagger_from_annotated_seeds(ray_session, tiny_models, tmp_path):
+    corpus = write_jsonl(tmp_path / "ner.jsonl", toy_ner(30, seed=4).to_dict("records"))
+    out = tmp_path / "evokd"
+    overrides = {
+        **tiny_overrides(tiny_models, out),
+        "task": {"name": "toy-ner", "types": {"POS": "words of praise", "NEG": "words of blame"}, "examples": [
+            {"text": "the film was superb", "entities": [["superb", "POS"]]},
+            {"text": "the plot was dull", "entities": [["dull", "NEG"]]}]},
+        "corpus.path": str(corpus), "corpus.text_column": "tokens", "corpus.gold_column": "tags",
+        "llm.engine": "instant", "llm.model": "instant",  # answers one entity a sentence; the loop is tested
+        "loop.mode": "evokd", "loop.evolve_rounds": 2, "loop.evolve_batch": 6, "loop.evolve_shown": 3,
+        "loop.evolve_pool": 12, "loop.evolve_min_steps": 20, "loop.shots": 2,
+    }
+    run_freeal(load_config(None, overrides))
+    manifest = json.loads((out / "manifest.json").read_text())
+    stages, evolve = manifest["stages"], manifest["evolve"]
+
+    # the seeds are the task's examples, tagged on their tokens; the pool is corpus sentences the LLM annotated
+    seeds = tables.read_frame(out / "evolve" / "round-0" / "batch")
+    assert [list(t) for t in seeds["tags"]] == [["O", "O", "O", "B-POS"], ["O", "O", "O", "B-NEG"]]
+    pool = tables.read_frame(out / "evolve" / "round-0" / "pool")
+    assert len(pool) == 12 and all(len(t) == len(k) for t, k in zip(pool["tags"], pool["tokens"]) if t is not None)
+
+    # the LLM is shown sentences the first student got wrong, and every kept sentence carries the
+    # tags the separate labelling call gave it
+    probe = tables.read_frame(out / "evolve" / "round-0" / "probe")
+    wrong = set(probe.loc[probe["right"] == False, "id"])  # noqa: E712 (None: no reference)
+    assert set(stages["evolve-analyse-1"]["shown_wrong"]) <= wrong and len(stages["evolve-analyse-1"]["shown_wrong"]) == min(3, len(wrong))
+    kept = [len(seeds)]
+    for r in (1, 2):
+        batch = tables.read_frame(out / "evolve" / f"round-{r}" / "batch")
+        answers = tables.read_frame(out / "evolve" / f"round-{r}" / "answers").set_index("id")
+        assert all(list(answers["tags"][i]) == list(t) for i, t in zip(batch["id"], batch["tags"]))
+        assert all(is_valid_bio(list(t)) and len(t) == len(k) for t, k in zip(batch["tags"], batch["tokens"]))
+        assert evolve[str(r)]["written"] == 6 and "analysis" in evolve[str(r)]
+        kept.append(len(batch))
+    # the review history grows and is replayed
+    assert [stages[f"evolve-train-{r}"]["rows"] for r in (0, 1, 2)] == [kept[0], kept[0] + kept[1], sum(kept)]
+    assert set(evolve["2"]["class_f1"]) == {"POS", "NEG"} and "slm_f1" in evolve["2"]
+
+    # the last student tags the corpus
+    labels = tables.read_table(out / "labels").to_pandas()
+    assert len(labels) == 30 and set(labels["source"]) == {"slm"}
+    assert all(is_valid_bio(list(t)) and len(t) == len(k) for t, k in zip(labels["tags"], labels["tokens"]))
+    assert "EvoKD" in (out / "report.md").read_text()
+
+    # a re-run of the finished run does nothing again
+    finished = {k: v["finished"] for k, v in stages.items()}
+    run_freeal(load_config(None, overrides))
+    assert {k: v["finished"] for k, v in json.loads((out / "manifest.json").read_text())["stages"].items()} == finished

@@ -54,6 +54,10 @@ class TaskKind(ABC):
         labels, and its arguments beyond the task, engines and round (the engine-actor runner)."""
 
     @abstractmethod
+    def given_examples(self) -> pd.DataFrame:
+        """The task's hand-written examples as demos: id, `evolve_columns`, label, origin 'given'."""
+
+    @abstractmethod
     def synthesize(self, corpus: ray.data.Dataset, n_rows: int, llm: LLMSettings, loop, llm_config) -> tuple[pd.DataFrame, dict]:
         """Round 0's demos written by the LLM, and counts of what it wrote and what was dropped;
         raises when none is usable."""
@@ -103,6 +107,11 @@ class TaskKind(ABC):
     @abstractmethod
     def changed(self, row) -> bool:
         """The refinery gave the row another label than it had."""
+
+    @abstractmethod
+    def student_labels(self, batch: pd.DataFrame, round_: int) -> pd.DataFrame:
+        """Scored rows no LLM labelled, with the SLM's answer as their label (source 'slm') and
+        the scorer's columns dropped."""
 
     @abstractmethod
     def fill(self, batch: pd.DataFrame) -> pd.DataFrame:

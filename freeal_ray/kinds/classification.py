@@ -13,7 +13,7 @@ from freeal_ray import metrics as M
 from freeal_ray.errors import CorpusError
 from freeal_ray.kinds.base import TaskKind
 from freeal_ray.task import label_indices
-from freeal_ray.synthesis import synthesize_demos
+from freeal_ray.synthesis import given_demos, synthesize_demos
 from freeal_ray.workers import PromptBuilder, ask_for_labels
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,9 @@ class Classification(TaskKind):
 
     def llm_worker(self, settings):
         return ask_for_labels, {"style": settings.prompt_style}
+
+    def given_examples(self):
+        return given_demos(self.task)
 
     def synthesize(self, corpus, n_rows, llm, loop, llm_config):
         demos, counts = synthesize_demos(corpus, n_rows, self.task, llm, loop.prototypes, loop.synth_per_class,
@@ -97,6 +100,11 @@ class Classification(TaskKind):
 
     def changed(self, row):
         return row["label"] != row["prev_label"]
+
+    def student_labels(self, batch, round_):
+        batch["label"] = batch["pred"]
+        batch["confidence"] = [float(np.max(p)) for p in batch["probs"]]
+        return _by_the_slm(batch, round_, self.scratch_columns)
 
     def fill(self, batch):
         return fill_abstentions(batch)
@@ -197,6 +205,12 @@ def keep_surer_answer(batch: pd.DataFrame, rule: str) -> pd.DataFrame:
         batch.loc[keep, "confidence"] = batch.loc[keep, "prev_confidence"]
     batch["kept_previous"] = keep
     return batch
+
+
+def _by_the_slm(batch: pd.DataFrame, round_: int, scratch) -> pd.DataFrame:
+    batch["source"] = "slm"
+    batch["round"] = round_
+    return batch.drop(columns=[c for c in scratch if c in batch])
 
 
 def fill_abstentions(batch: pd.DataFrame) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from freeal_ray.errors import CorpusError, FreeALError
 from freeal_ray.kinds.base import TaskKind
 from freeal_ray import evokd_entities as EK
 from freeal_ray.ner import dominant_type, is_valid_bio
-from freeal_ray.synthesis import synthesize_entity_demos
+from freeal_ray.synthesis import given_entity_demos, synthesize_entity_demos
 from freeal_ray.ner import tag_indices
 from freeal_ray.workers import EntityPromptBuilder, ask_for_entities
 
@@ -69,6 +69,9 @@ class Entities(TaskKind):
 
     def llm_worker(self, settings):
         return ask_for_entities, {}
+
+    def given_examples(self):
+        return given_entity_demos(self.task)
 
     def synthesize(self, corpus, n_rows, llm, loop, llm_config):
         demos, counts = synthesize_entity_demos(corpus, n_rows, self.task, llm, loop.prototypes, loop.synth_per_class,
@@ -117,6 +120,12 @@ class Entities(TaskKind):
 
     def changed(self, row):
         return _tag_list(row["tags"]) != _tag_list(row["prev_tags"])
+
+    def student_labels(self, batch, round_):
+        batch["tags"] = [list(t) for t in batch["pred_tags"]]
+        batch["confidence"] = np.nan  # a tagger's sentence has no one probability
+        batch["source"], batch["round"] = "slm", round_
+        return batch.drop(columns=[c for c in self.scratch_columns if c in batch])
 
     def fill(self, batch):
         """Where the LLM's answer could not be read (no tags), the tagger's tags become the labels."""

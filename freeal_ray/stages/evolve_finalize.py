@@ -12,7 +12,6 @@ from freeal_ray import tables
 from freeal_ray.model_card import write_model_card
 from freeal_ray.pipeline import RunContext, Stage
 from freeal_ray.stages.evolve_train import batch_folder, student_folder
-from freeal_ray.stages.finalize import slm_labels
 
 
 class EvolveFinalize(Stage):
@@ -37,7 +36,6 @@ class EvolveFinalize(Stage):
         if self.label_corpus and ctx.has_corpus():
             shutil.rmtree(ctx.path("labels"), ignore_errors=True)
             scored = ctx.scored(ctx.table("corpus"), self.r, folder="slm")
-            labelled = scored.map_batches(slm_labels, fn_kwargs={"round_": self.r, "drop": list(ctx.kind.scratch_columns)},
-                                          batch_format="pandas")
+            labelled = scored.map_batches(ctx.kind.student_labels, fn_kwargs={"round_": self.r}, batch_format="pandas")
             tables.write_table(labelled.map_batches(tables.conform, batch_format="pandas"), ctx.path("labels"))
             info.update(labelled=tables.count_rows(ctx.path("labels")))

@@ -21,15 +21,14 @@ class EvolveSeeds(Stage):
     outputs = (SEEDS,)
 
     def run(self, ctx: RunContext, info: dict) -> None:
-        examples = ctx.task.examples
-        if examples:
-            seeds = pd.DataFrame({"id": [f"given-{i}" for i in range(len(examples))], "text": [t for t, _ in examples],
-                                  "label": [label for _, label in examples], "origin": "given"})
+        kind = ctx.kind
+        if ctx.task.examples:
+            seeds = kind.given_examples()
         else:
             corpus = ctx.table("corpus") if ctx.has_corpus() else ray.data.from_pandas(pd.DataFrame({"text": [""]}))
-            seeds, counts = ctx.kind.synthesize(corpus, ctx.n_rows(), ctx.llm(), ctx.cfg.loop, ctx.cfg.llm)
-            seeds = seeds[["id", "text", "label", "origin"]]
+            seeds, counts = kind.synthesize(corpus, ctx.n_rows(), ctx.llm(), ctx.cfg.loop, ctx.cfg.llm)
             info.update(synthesis=counts)
+        seeds = seeds[list(dict.fromkeys(["id", *kind.evolve_columns, "label", "origin"]))]
         seeds = seeds.assign(round=0, hard=False, confidence=1.0)
         tables.write_part(seeds, ctx.path(SEEDS), "seeds")
         info.update(seeds=len(seeds), seeds_per_class=seeds["label"].value_counts().to_dict())
@@ -41,13 +40,13 @@ class EvolvePool(Stage):
     outputs = (POOL,)
 
     def run(self, ctx: RunContext, info: dict) -> None:
-        seeds = tables.read_frame(ctx.path(SEEDS))
+        seeds = tables.read_frame(ctx.path(SEEDS))[["id", *ctx.kind.evolve_columns]]
         if not ctx.has_corpus():
-            tables.write_part(seeds[["id", "text", "label"]], ctx.path(POOL), "seeds")
+            tables.write_part(seeds, ctx.path(POOL), "seeds")
             info.update(pool=len(seeds), source="seeds")
             return
         n = min(ctx.cfg.loop.evolve_pool, ctx.n_rows())
-        annotate(seed_rows(ctx, n), seeds[["id", "text", "label"]], ctx.task, ctx.llm(), ctx.encoder_path(),
+        annotate(seed_rows(ctx, n), seeds, ctx.task, ctx.llm(), ctx.encoder_path(),
                  min(ctx.shots or 1, len(seeds)), 0, str(ctx.path(POOL)), total=n)
         info.update(pool=tables.count_rows(ctx.path(POOL)), source="corpus, labelled by the LLM",
                     **ctx.llm_usage(ctx.path(POOL)))

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import shutil
 
-import numpy as np
-import pandas as pd
-
 from freeal_ray import tables
 from freeal_ray import metrics as M
 from freeal_ray.model_card import write_model_card
@@ -54,8 +51,7 @@ def _label_the_duplicates(ctx: RunContext, out) -> dict:
 def _label_the_rest(ctx: RunContext, last: int, out) -> dict:
     """Incremental mode: the last SLM labels every row the LLM never saw (source 'slm')."""
     rest = ctx.scored(ctx.unannotated(last), last)
-    labelled = rest.map_batches(slm_labels, fn_kwargs={"round_": last, "drop": list(ctx.kind.scratch_columns)},
-                                batch_format="pandas")
+    labelled = rest.map_batches(ctx.kind.student_labels, fn_kwargs={"round_": last}, batch_format="pandas")
     tables.write_table(labelled.map_batches(tables.conform, batch_format="pandas"), out)
     n = tables.count_rows(out)
     metrics = {"slm_labelled_rows": n}
@@ -65,9 +61,3 @@ def _label_the_rest(ctx: RunContext, last: int, out) -> dict:
     return {"slm_labelled": n}
 
 
-def slm_labels(batch: pd.DataFrame, round_: int, drop: list[str]) -> pd.DataFrame:
-    batch["label"] = batch["pred"]
-    batch["confidence"] = [float(np.max(p)) for p in batch["probs"]]
-    batch["source"] = "slm"
-    batch["round"] = round_
-    return batch.drop(columns=[c for c in drop if c in batch])
