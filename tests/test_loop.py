@@ -12,6 +12,8 @@ from conftest import tiny_overrides
 from tiny_models import toy_corpus
 
 from freeal_ray import tables
+from freeal_ray.config import load_config
+from freeal_ray.run import run_freeal
 
 
 def freeal(args, env_extra=None, timeout=900):
@@ -44,7 +46,7 @@ def third_party_lines(output: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_without_repeating_llm_work(tiny_models, toy_jsonl, tmp_path):
+def test_killed_run_resumes_without_repeating_llm_work(tiny_models, toy_jsonl, tmp_path, ray_session, capsys):
     out = tmp_path / "run"
     args = run_args(toy_jsonl, tiny_models, out) + ["--set", "llm.save_every_s=0"]  # a part per engine batch
 
@@ -97,20 +99,24 @@ def test_killed_run_resumes_without_repeating_llm_work(tiny_models, toy_jsonl, t
     assert manifest["rounds"]["1"]["final_acc"] == pytest.approx((canonical["label"] == canonical["id"].map(gold)).mean())
     assert "final labels acc" in done.stdout
 
+    # The rest resumes the same folder through the API, in this process (the kills above need
+    # processes of their own; these do not, and here they share the test session's cluster and
+    # engines instead of starting their own).
     # 4. a re-run of a finished run does no work at all
-    again = freeal(args)
-    assert again.returncode == 0
+    same = {**tiny_overrides(tiny_models, out), "task": "sentiment", "corpus.path": str(toy_jsonl),
+            "corpus.gold_column": "gold", "llm.save_every_s": 0}
+    run_freeal(load_config(None, same))
     assert json.loads((out / "manifest.json").read_text())["stages"] == manifest["stages"]
 
     # 5. resumed with a second round whose SLM must beat round 1's by more than it can: the
     #    guard stops the run before round 2's selection and refinery, keeping round 1's output
     #    (min_change=0 so that a refinery changing no label does not end the run first)
-    longer = freeal(args + ["--set", "loop.rounds=2", "--set", "loop.max_agreement_drop=-1", "--set", "loop.min_change=0"])
-    assert longer.returncode == 0, longer.stderr[-3000:]
+    capsys.readouterr()
+    run_freeal(load_config(None, {**same, "loop.rounds": 2, "loop.max_agreement_drop": -1, "loop.min_change": 0}))
     manifest = json.loads((out / "manifest.json").read_text())
     assert {"train-2", "score-2"} <= set(manifest["stages"]) and "select-2" not in manifest["stages"]
     assert "refine-2" not in manifest["stages"] and manifest["stages"]["finalize"]["rounds"] == 1
-    assert "stopped" in manifest["rounds"]["2"] and "stopped the run" in longer.stdout
+    assert "stopped" in manifest["rounds"]["2"] and "keeping round 1's labels and SLM" in capsys.readouterr().out
     assert tables.read_frame(out / "labels").sort_values("id")["label"].tolist() == labels.sort_values("id")["label"].tolist()
 
 
