@@ -18,6 +18,8 @@ from collections import OrderedDict
 
 import ray
 
+from freeal_ray.ray_cluster import driver_node_has_cpus
+
 KEPT = 3  # callables a host keeps: a stage's, the one before it, and a model two stages share
 
 
@@ -48,12 +50,6 @@ class ModelHost:
         return self.callables[key](batch)
 
 
-def host_here() -> bool:
-    """Whether the driver's node gives Ray CPUs, so that the host may live there."""
-    node = ray.get_runtime_context().get_node_id()
-    return any(n["NodeID"] == node and n["Alive"] and n["Resources"].get("CPU", 0) > 0 for n in ray.nodes())
-
-
 _hosts: dict = {}  # job -> handle: a named actor dies with its last reference, so the driver keeps one
 
 
@@ -73,7 +69,7 @@ def model_host():
 def start_model_host() -> None:
     """Start the host at the run's start where it will serve, so that its imports overlap the stages
     before its first batch (ingest, the engine's load) instead of delaying that batch."""
-    if host_here():
+    if driver_node_has_cpus():
         model_host()
 
 
@@ -86,7 +82,7 @@ def map_with_model(ds: ray.data.Dataset, path: str, kwargs: dict, pool: dict, ho
     """`ds.map_batches` with the callable class at `path` ("module:Class") built from `kwargs`: on
     the host where `hosted` and the driver's node computes, else as an actor pool (`pool`: compute
     and resources). The path is a string so the thin tasks never import the model's module."""
-    if not (hosted and host_here()):
+    if not (hosted and driver_node_has_cpus()):
         return ds.map_batches(_resolve(path), fn_constructor_kwargs=kwargs, **pool, **map_args)
     # kwargs (a demo pool, a task) travel once through the object store; boxed so Ray hands the
     # host the reference and it reads the value only when it builds the callable

@@ -61,6 +61,12 @@ def shuffle_partitions() -> int:
     return max(1, min(200, cpus))
 
 
+def driver_node_has_cpus() -> bool:
+    """Whether the driver's node gives Ray CPUs (a KubeRay head started with num-cpus 0 does not)."""
+    node = ray.get_runtime_context().get_node_id()
+    return any(n["NodeID"] == node and n["Alive"] and n["Resources"].get("CPU", 0) > 0 for n in ray.nodes())
+
+
 def want_gpu(setting: str) -> bool:
     """A `use_gpu` setting (true, false, auto) resolved against the cluster."""
     if setting in ("true", "false"):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import ray
 
+from freeal_ray.ray_cluster import driver_node_has_cpus
 from freeal_ray.training.settings import TrainSettings
 from freeal_ray.training.worker import train_loop
 
@@ -73,9 +74,7 @@ def fits_here(num_workers: int, use_gpu: bool) -> bool:
     cores. Anywhere else (GPUs, several workers, a cluster's head with no CPUs) the workers stay."""
     if num_workers != 1 or use_gpu:
         return False
-    node = ray.get_runtime_context().get_node_id()
-    alive = [n for n in ray.nodes() if n["Alive"]]
-    return len(alive) == 1 and alive[0]["NodeID"] == node and alive[0]["Resources"].get("CPU", 0) > 0
+    return sum(n["Alive"] for n in ray.nodes()) == 1 and driver_node_has_cpus()
 
 
 def _fit_with_progress(trainer, progress, total_rows: int, desc: str):
