@@ -111,7 +111,12 @@ class TaskKind(ABC):
     @abstractmethod
     def student_labels(self, batch: pd.DataFrame, round_: int) -> pd.DataFrame:
         """Scored rows no LLM labelled, with the SLM's answer as their label (source 'slm') and
-        the scorer's columns dropped."""
+        the scorer's columns dropped (by_the_slm)."""
+
+    def by_the_slm(self, batch: pd.DataFrame, round_: int) -> pd.DataFrame:
+        batch["source"] = "slm"
+        batch["round"] = round_
+        return batch.drop(columns=[c for c in self.scratch_columns if c in batch])
 
     @abstractmethod
     def fill(self, batch: pd.DataFrame) -> pd.DataFrame:

@@ -104,7 +104,7 @@ class Classification(TaskKind):
     def student_labels(self, batch, round_):
         batch["label"] = batch["pred"]
         batch["confidence"] = [float(np.max(p)) for p in batch["probs"]]
-        return _by_the_slm(batch, round_, self.scratch_columns)
+        return self.by_the_slm(batch, round_)
 
     def fill(self, batch):
         return fill_abstentions(batch)
@@ -205,12 +205,6 @@ def keep_surer_answer(batch: pd.DataFrame, rule: str) -> pd.DataFrame:
         batch.loc[keep, "confidence"] = batch.loc[keep, "prev_confidence"]
     batch["kept_previous"] = keep
     return batch
-
-
-def _by_the_slm(batch: pd.DataFrame, round_: int, scratch) -> pd.DataFrame:
-    batch["source"] = "slm"
-    batch["round"] = round_
-    return batch.drop(columns=[c for c in scratch if c in batch])
 
 
 def fill_abstentions(batch: pd.DataFrame) -> pd.DataFrame:

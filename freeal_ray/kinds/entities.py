@@ -124,8 +124,7 @@ class Entities(TaskKind):
     def student_labels(self, batch, round_):
         batch["tags"] = [list(t) for t in batch["pred_tags"]]
         batch["confidence"] = np.nan  # a tagger's sentence has no one probability
-        batch["source"], batch["round"] = "slm", round_
-        return batch.drop(columns=[c for c in self.scratch_columns if c in batch])
+        return self.by_the_slm(batch, round_)
 
     def fill(self, batch):
         """Where the LLM's answer could not be read (no tags), the tagger's tags become the labels."""
