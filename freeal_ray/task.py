@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from freeal_ray.errors import ConfigError
+from freeal_ray.ner import align_spans, tokenize
 
 
 @dataclass(frozen=True)
@@ -106,13 +107,14 @@ class EntityTask:
         if bad:
             raise ConfigError(f"entity task {self.name!r}: type names must be single words other than O, got {bad}")
         for text, entities in self.examples:
+            tokens = tokenize(text)[0]
             for span, etype in entities:
                 if etype not in self.types:
                     raise ConfigError(f"entity task {self.name!r}: example {text[:40]!r} names {span!r} as unknown "
                                       f"type {etype!r} (types: {', '.join(self.types)})")
-                if " ".join(span.split()).casefold() not in " ".join(text.split()).casefold():
+                if not align_spans(tokens, [(span, etype)], self.entity_types)[1].placed:  # as the demo will place it
                     raise ConfigError(f"entity task {self.name!r}: example {text[:40]!r} lists {span!r}, "
-                                      "which is not in its sentence")
+                                      "which is not in its sentence (as whole words)")
 
     @property
     def entity_types(self) -> tuple[str, ...]:
