@@ -353,6 +353,9 @@ def write_docs() -> Path:
     from freeal_evokd import docs_section as freeal_evokd_section  # bench/freeal_evokd.py
 
     parts += freeal_evokd_section()
+    from before_after import docs_section as before_after_section  # bench/before_after.py
+
+    parts += before_after_section()
     parts += scale_section()
     from cpu_profile import docs_section as cpu_profile_section  # bench/ is on sys.path when run as a script
 

@@ -112,6 +112,7 @@ def add_loop_arguments(parser, benchmarks: list[str], rows: int, what: str = "tr
     parser.add_argument("--slm", default="all-minilm-l6-v2")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any config override")
+    parser.add_argument("--tag", default=None, help="a variant's name: its run folder is run-TAG, its result quality-BENCH-TAG.json")
 
 
 def start_loop(args, output: Path, corpus: Path, overrides: dict):

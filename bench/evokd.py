@@ -1,14 +1,17 @@
 """EvoKD against static synthesis at equal LLM tokens, from a few seeds per class.
 
     python bench/evokd.py --benchmark sst2 --shots 1 [--rounds 4] [--batch 16] [--seeds 0 1 2]
+    python bench/evokd.py --benchmark conll03 --shots 1 --llm qwen2.5-coder-0.5b
 
-Per seed: `--shots` examples per class drawn from the training split are the task's examples.
+Per seed: `--shots` examples per class drawn from the training split are the task's examples (NER:
+`--shots` sentences per entity type, each with all its entities listed).
 (a) *seeds only*: the student trained on them (EvoKD's round 0). (c) *EvoKD*: `--rounds` rounds of
 `--batch` examples, the LLM studying the student's mistakes. (b) *static*: one batch, no analysis
 and no feedback (`loop.evolve_hard_share 0`: typical examples of each class), as many examples as
 EvoKD's tokens buy at static's cost per example, so both spend about the same LLM tokens (each
 run's tokens are reported). The student's accuracy is on the benchmark's test split, per round for
-EvoKD. Results: bench/results/evokd-<benchmark>[-<shots>shot].json.
+EvoKD; NER students are scored by entity F1 on the test sentences. Results:
+bench/results/evokd-<benchmark>-<shots>shot.json.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT, commit, load_split, machine, quality, run_alone  # noqa: E402
 
+NER = ("conll03", "bc5cdr")
+
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--benchmark", required=True, choices=["sst2", "trec", "agnews", "mr", "subj"])
+    parser.add_argument("--benchmark", required=True, choices=["sst2", "trec", "agnews", "mr", "subj", *NER])
     parser.add_argument("--shots", type=int, default=1, help="seed examples per class")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--batch", type=int, default=16, help="examples the LLM writes per EvoKD round")
@@ -50,27 +55,21 @@ def run_evokd_bench(args) -> None:
 
 
 def one_seed(args, train, test, seed: int) -> dict:
-    import dataclasses
-
     from freeal_ray.task import BENCHMARK_TASKS, get_preset
 
-    preset = get_preset(BENCHMARK_TASKS[args.benchmark])
-    labels = list(preset.labels)
-    examples = [{"text": r["text"], "label": r["label"]} for label in labels
-                for _, r in train[train["label"] == label].sample(n=args.shots, random_state=seed).iterrows()]
-    task = {k: v for k, v in dataclasses.asdict(preset).items() if k != "examples"}
-    task.update(labels=labels, examples=examples, verbalizers=dict(preset.verbalizers or {}))
+    preset = get_preset(args.benchmark if args.benchmark in NER else BENCHMARK_TASKS[args.benchmark])
+    task = (entity_task if args.benchmark in NER else class_task)(preset, train, args.shots, seed)
     work = ROOT / "bench" / "work" / f"evokd-{args.benchmark}-{args.shots}shot-seed{seed}"
     started = time.time()
     evokd = run(args, task, work / "evokd", seed, {"loop.evolve_rounds": args.rounds, "loop.evolve_batch": args.batch})
-    curve = [score(test, evokd / "evolve" / f"round-{r}" / "slm", labels) for r in range(args.rounds + 1)]
+    curve = [score(test, evokd / "evolve" / f"round-{r}" / "slm", preset) for r in range(args.rounds + 1)]
     evokd_tokens = tokens(evokd)
     static_batch = equal_token_batch(evokd, evokd_tokens, args.rounds * args.batch)
     static = run(args, task, work / f"static-{static_batch}", seed,
                  {"loop.evolve_rounds": 1, "loop.evolve_batch": static_batch, "loop.evolve_hard_share": 0.0})
     return {
         "seed": seed, "seeds_only_test": curve[0], "evokd_test": curve[-1], "evokd_curve": curve,
-        "static_test": score(test, static / "slm", labels), "evokd_tokens": evokd_tokens, "static_tokens": tokens(static),
+        "static_test": score(test, static / "slm", preset), "evokd_tokens": evokd_tokens, "static_tokens": tokens(static),
         "static_examples_written": static_batch, "evokd_examples_written": args.rounds * args.batch,
         "evokd_rounds": evolve_figures(evokd), "static_rounds": evolve_figures(static),
         "wall_seconds": round(time.time() - started),
@@ -88,11 +87,45 @@ def run(args, task: dict, output: Path, seed: int, overrides: dict) -> Path:
     return output
 
 
-def score(test, folder: Path, labels) -> float:
-    from freeal_ray import load_model
+def class_task(preset, train, shots: int, seed: int) -> dict:
+    import dataclasses
 
-    preds = [p["label"] for p in load_model(folder).predict(test["text"].tolist())]
-    return quality(test["label"], preds, labels)["acc"]
+    examples = [{"text": r["text"], "label": label} for label in preset.labels
+                for _, r in train[train["label"] == label].sample(n=shots, random_state=seed).iterrows()]
+    task = {k: v for k, v in dataclasses.asdict(preset).items() if k != "examples"}
+    return {**task, "labels": list(preset.labels), "examples": examples, "verbalizers": dict(preset.verbalizers or {})}
+
+
+def entity_task(preset, train, shots: int, seed: int) -> dict:
+    """`shots` sentences per entity type that hold it, each with all its entities listed; only
+    sentences whose words come back unchanged from the package's word split, so every span is placed."""
+    from freeal_ray import ner
+
+    words = train["tokens"].map(list)
+    whole = words.map(len).ge(5) & words.map(lambda w: ner.tokenize(" ".join(w))[0] == w)
+    examples, picked = [], set()
+    for etype in preset.types:
+        holds = train[whole & train["tags"].map(lambda tags, t=etype: f"B-{t}" in tags) & ~train["id"].isin(picked)]
+        for _, row in holds.sample(n=shots, random_state=seed).iterrows():
+            picked.add(row["id"])
+            tokens = list(row["tokens"])
+            examples.append({"text": " ".join(tokens), "entities": [
+                {"text": " ".join(tokens[a:b]), "type": t} for a, b, t in ner.entities(list(row["tags"]))]})
+    return {"name": preset.name, "types": dict(preset.types), "instruction": preset.instruction,
+            "input_name": preset.input_name, "examples": examples}
+
+
+def score(test, folder: Path, preset) -> float:
+    """The student's accuracy (classification) or entity F1 (NER) on the test rows."""
+    from freeal_ray import load_model
+    from freeal_ray.metrics import entity_scores
+
+    model = load_model(folder)
+    if model.is_tagger:
+        preds = model.predict([list(t) for t in test["tokens"]])
+        return entity_scores([list(t) for t in test["tags"]], [p["tags"] for p in preds])["f1"]
+    preds = [p["label"] for p in model.predict(test["text"].tolist())]
+    return quality(test["label"], preds, preset.labels)["acc"]
 
 
 def tokens(output: Path) -> int:
@@ -129,7 +162,7 @@ def summarise(args, runs: list[dict]) -> dict:
         return statistics.stdev(r[key] for r in runs) if len(runs) > 1 else 0.0
 
     return {
-        "benchmark": args.benchmark, "shots": args.shots, "rounds": args.rounds, "batch": args.batch, "seeds": args.seeds,
+        "benchmark": args.benchmark, "shots": args.shots, "metric": "entity_f1" if args.benchmark in NER else "acc", "rounds": args.rounds, "batch": args.batch, "seeds": args.seeds,
         "llm": args.llm, "slm": args.slm, "test_rows": args.test_rows,
         **{k: mean(k) for k in ("seeds_only_test", "static_test", "evokd_test", "static_tokens", "evokd_tokens")},
         "spread": {k: spread(k) for k in ("seeds_only_test", "static_test", "evokd_test")},
@@ -147,15 +180,15 @@ def docs_section() -> list[str]:
              "`python bench/evokd.py --benchmark NAME --shots K`", "",
              "The student (SLM) trained on K seed examples per class drawn from the training split (*seeds only*), "
              "on those plus one batch the LLM wrote with no feedback (*static*), and after EvoKD's rounds, where the LLM "
-             "studies the student's mistakes before writing (*EvoKD*); accuracy on the test split, mean over seeds "
+             "studies the student's mistakes before writing (*EvoKD*); accuracy (NER: entity F1) on the test split, mean over seeds "
              "(spread: standard deviation). Static writes as many examples as EvoKD's tokens buy.", "",
              "*kept* is written examples kept after the labelling call and the copy check (summed over seeds).", "",
-             "| benchmark | shots | seeds | LLM | seeds only | static | EvoKD | EvoKD per round | static tokens | EvoKD tokens "
+             "| benchmark | shots | seeds | LLM | metric | seeds only | static | EvoKD | EvoKD per round | static tokens | EvoKD tokens "
              "| static kept / written | EvoKD kept / written | machine |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         sd = r["spread"]
-        lines.append(f"| {r['benchmark']} | {r['shots']} | {len(r['seeds'])} | {r['llm']} | {r['seeds_only_test']:.4f} ± {sd['seeds_only_test']:.3f} "
+        lines.append(f"| {r['benchmark']} | {r['shots']} | {len(r['seeds'])} | {r['llm']} | {r.get('metric', 'acc')} | {r['seeds_only_test']:.4f} ± {sd['seeds_only_test']:.3f} "
                      f"| {r['static_test']:.4f} ± {sd['static_test']:.3f} | {r['evokd_test']:.4f} ± {sd['evokd_test']:.3f} "
                      f"| {' → '.join(f'{v:.3f}' for v in r['evokd_curve'])} | {r['static_tokens']:,.0f} | {r['evokd_tokens']:,.0f} "
                      f"| {_kept(r, 'static_rounds')} | {_kept(r, 'evokd_rounds')} | {r['machine']} |")

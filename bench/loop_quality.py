@@ -113,7 +113,6 @@ def loop_table(s: dict) -> str:
 
 def add_arguments(parser) -> None:
     add_loop_arguments(parser, ["mr", "sst2", "subj", "trec", "agnews", "medabs"], rows=400)
-    parser.add_argument("--tag", default=None, help="a variant's name: its run folder is run-TAG, its result quality-BENCH-TAG.json")
 
 
 if __name__ == "__main__":

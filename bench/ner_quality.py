@@ -1,7 +1,7 @@
 """The NER loop on a CoNLL-03 or BC5CDR subset: entity F1 of the zero-shot LLM, the LLM with FreeAL's
 demos, the tagger and the final tags; the tagger also on test sentences.
 
-    python bench/ner_quality.py --benchmark conll03 --rows 200
+    python bench/ner_quality.py --benchmark conll03 --rows 200 [--tag NAME]
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ modules import each other
-from common import M, add_loop_arguments, benchmark_subset, command_line, machine, run_alone, start_loop, write_result  # noqa: E402
+from common import M, add_loop_arguments, benchmark_subset, command_line, commit, machine, run_alone, start_loop, write_result  # noqa: E402
 
 
 def run_ner(args) -> None:
@@ -25,7 +25,7 @@ def run_ner(args) -> None:
     subset, test, work, corpus = picked
     test = test.sample(n=min(args.test_rows, len(test)), random_state=args.seed)
     started = time.time()
-    run = start_loop(args, work / "run", corpus,
+    run = start_loop(args, work / (f"run-{args.tag}" if args.tag else "run"), corpus,
                      {"task": args.benchmark, "corpus.text_column": "tokens", "corpus.gold_column": "tags"})
     zero_shot = ner_zero_shot(run, work / "zero-shot")
     result = run.run()
@@ -47,9 +47,9 @@ def run_ner(args) -> None:
         "synthesis": run.manifest.stage("synthesize").get("synthesis"),
         "wall_seconds": round(wall), "rounds": rounds, "machine": machine(),
         "loop_seconds": round(sum(v["seconds"] for v in run.manifest.data["stages"].values())),
-        "command": command_line(),
+        "commit": commit(), "command": command_line(),
     }
-    write_result(args.benchmark, summary, ner_table(summary))
+    write_result(f"{args.benchmark}-{args.tag}" if args.tag else args.benchmark, summary, ner_table(summary))
 
 
 def ner_zero_shot(run, folder: Path) -> dict:
@@ -65,14 +65,10 @@ def ner_zero_shot(run, folder: Path) -> dict:
 
 
 def tagger_test_scores(folder: Path, test: pd.DataFrame) -> dict:
-    from freeal_ray.checkpoint import SLMScorer
-    from freeal_ray.metrics import entity_scores
+    from freeal_ray import load_model
 
-    scorer = SLMScorer(str(folder))
-    preds = []
-    for start in range(0, len(test), 64):
-        preds += list(scorer(test.iloc[start : start + 64][["tokens"]].reset_index(drop=True))["pred_tags"])
-    return entity_scores([list(t) for t in test["tags"]], preds)
+    preds = load_model(folder).predict([list(t) for t in test["tokens"]])
+    return M.entity_scores([list(t) for t in test["tags"]], [p["tags"] for p in preds])
 
 
 def ner_table(s: dict) -> str:
