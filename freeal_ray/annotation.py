@@ -84,7 +84,7 @@ def annotate(
             fn_kwargs=dict(task=task, engines=engine_pool(settings), round_=round_, **worker_kwargs),
             batch_format="pandas",
             batch_size=settings.batch_size,
-            concurrency=settings.replicas,  # a batch in flight per engine
+            compute=ray.data.TaskPoolStrategy(size=settings.replicas),  # a batch in flight per engine
             num_cpus=0.1,
         )
     crash_after = int(os.environ.get("FREEAL_RAY_CRASH_AFTER_PARTS", "0"))  # test hook: a kill mid-stage

@@ -90,4 +90,5 @@ def map_with_model(ds: ray.data.Dataset, path: str, kwargs: dict, pool: dict, ho
     fn_kwargs = {"host": model_host(), "key": uuid.uuid4().hex, "path": path, "kwargs_box": box}
     # two tasks in flight: one batch travels while the host works on the other. Uncapped, Ray Data
     # would start a task per block, each a worker process blocked on the host holding its batch.
-    return ds.map_batches(_on_host, fn_kwargs=fn_kwargs, num_cpus=0.1, concurrency=2, **map_args)
+    return ds.map_batches(_on_host, fn_kwargs=fn_kwargs, num_cpus=0.1,
+                          compute=ray.data.TaskPoolStrategy(size=2), **map_args)
