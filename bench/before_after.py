@@ -28,6 +28,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--before", required=True, type=Path, help="the older commit's result file")
     parser.add_argument("--after", required=True, type=Path, help="this commit's result file")
     parser.add_argument("--before-commit", default=None, help="the older commit, where its result file does not say")
+    parser.add_argument("--note", default=None, help="what the figures say, shown under the table")
 
 
 def compare(before: dict, after: dict) -> dict:
@@ -47,7 +48,7 @@ def run_before_after(args) -> None:
         "before_command": before.get("command"), "after_command": after.get("command"),
         "figures": compare(before, after),
         "wall_seconds": {"before": before.get("wall_seconds"), "after": after.get("wall_seconds")},
-        "machine": after.get("machine"),
+        "machine": after.get("machine"), "note": args.note,
     }
     path = RESULTS / f"before-after-{args.name}.json"
     path.write_text(json.dumps(result, indent=2, default=float) + "\n")
@@ -60,7 +61,10 @@ def table(r: dict) -> list[str]:
     lines = [f"### {r['name']}: {r['before_commit']} → {r['after_commit']}", "", f"`{r['after_command']}` on {r['machine']}", "",
              "| figure | before | after | change |", "|---|---|---|---|"]
     lines += [f"| {k} | {fmt(v['before'])} | {fmt(v['after'])} | {fmt(v['change'])} |" for k, v in r["figures"].items()]
-    return lines + [""]
+    wall = r["wall_seconds"]
+    if wall["before"] and wall["after"]:
+        lines.append(f"| wall seconds | {wall['before']} | {wall['after']} | {wall['after'] - wall['before']:+d} |")
+    return lines + ([""] + [r["note"]] if r.get("note") else []) + [""]
 
 
 def docs_section() -> list[str]:
