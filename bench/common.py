@@ -70,6 +70,15 @@ def cpu_model() -> str:
     return names[0] if names else platform.machine()
 
 
+def tagger_scores(folder: Path, test: pd.DataFrame) -> dict:
+    """A tagger checkpoint's entity precision, recall and F1 on test sentences (tokens, tags),
+    through the package's public model API."""
+    from freeal_ray import load_model
+
+    preds = load_model(folder).predict([list(t) for t in test["tokens"]])
+    return M.entity_scores([list(t) for t in test["tags"]], [p["tags"] for p in preds])
+
+
 def predict(folder: Path, texts, labels=None, columns=("pred", "probs", "loss")) -> pd.DataFrame:
     """An SLM checkpoint's pred, probs and loss against `labels` (NaN where a row has none), through
     the package's public model API."""

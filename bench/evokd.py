@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, commit, load_split, machine, quality, run_alone  # noqa: E402
+from common import RESULTS, ROOT, commit, load_split, machine, quality, run_alone, tagger_scores  # noqa: E402
 
 NER = ("conll03", "bc5cdr")
 
@@ -118,13 +118,11 @@ def entity_task(preset, train, shots: int, seed: int) -> dict:
 def score(test, folder: Path, preset) -> float:
     """The student's accuracy (classification) or entity F1 (NER) on the test rows."""
     from freeal_ray import load_model
-    from freeal_ray.metrics import entity_scores
+    from freeal_ray.task import EntityTask
 
-    model = load_model(folder)
-    if model.is_tagger:
-        preds = model.predict([list(t) for t in test["tokens"]])
-        return entity_scores([list(t) for t in test["tags"]], [p["tags"] for p in preds])["f1"]
-    preds = [p["label"] for p in model.predict(test["text"].tolist())]
+    if isinstance(preset, EntityTask):
+        return tagger_scores(folder, test)["f1"]
+    preds = [p["label"] for p in load_model(folder).predict(test["text"].tolist())]
     return quality(test["label"], preds, preset.labels)["acc"]
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ modules import each other
-from common import M, add_loop_arguments, benchmark_subset, command_line, commit, machine, run_alone, start_loop, write_result  # noqa: E402
+from common import M, add_loop_arguments, benchmark_subset, command_line, commit, machine, run_alone, start_loop, tagger_scores, write_result  # noqa: E402
 
 
 def run_ner(args) -> None:
@@ -30,7 +30,7 @@ def run_ner(args) -> None:
     zero_shot = ner_zero_shot(run, work / "zero-shot")
     result = run.run()
     wall = time.time() - started
-    slm_test = tagger_test_scores(result.slm_path, test) if result.slm_path else None
+    slm_test = tagger_scores(result.slm_path, test) if result.slm_path else None
     rounds = {int(k): v for k, v in result.rounds.items()}
     last = max(rounds)
     summary = {
@@ -62,13 +62,6 @@ def ner_zero_shot(run, folder: Path) -> dict:
         annotate(run.ctx.table("corpus"), pd.DataFrame(columns=["id", "text", "tokens", "tags"]), run.task, run.ctx.llm(),
                  "", 0, 0, str(folder), total=n)
     return M.entity_quality(tables.read_table(folder), "tags")
-
-
-def tagger_test_scores(folder: Path, test: pd.DataFrame) -> dict:
-    from freeal_ray import load_model
-
-    preds = load_model(folder).predict([list(t) for t in test["tokens"]])
-    return M.entity_scores([list(t) for t in test["tags"]], [p["tags"] for p in preds])
 
 
 def ner_table(s: dict) -> str:
