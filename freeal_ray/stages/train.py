@@ -12,6 +12,7 @@ from freeal_ray.model_store import resolve_encoder
 from freeal_ray.pipeline import RunContext, Stage
 from freeal_ray.ray_cluster import want_gpu
 from freeal_ray.training import TrainSettings, train_slm
+from freeal_ray.training.settings import with_min_steps
 
 
 class Train(Stage):
@@ -27,20 +28,24 @@ class Train(Stage):
         if unlabelled is not None:
             rows = rows.union(unlabelled.map_batches(ctx.kind.training_rows, batch_format="pandas"))
             total += tables.count_rows(ctx.path(f"round-{r}", "unlabelled"))
-        settings = ctx.kind.train_settings(train_settings(ctx, r))
+        settings = with_min_steps(ctx.kind.train_settings(train_settings(ctx, r)), total, s.num_workers, s.min_steps)
         result = train_slm(rows, settings, str(ctx.path(f"round-{r}", "slm")), s.num_workers, want_gpu(s.use_gpu),
                            objective=ctx.kind.objective, desc=f"SLM training, round {r}", total_rows=total)
-        info.update({k: result[k] for k in ("train_loss", "clean_fraction") if k in result})
+        info.update({k: result[k] for k in ("train_loss", "clean_fraction") if k in result}, epochs=settings.epochs)
 
 
 def train_settings(ctx: RunContext, r: int) -> TrainSettings:
-    s = ctx.cfg.slm
+    return slm_settings(ctx.cfg.slm, tuple(ctx.kind.slm_classes()), ctx.cfg.loop.seed + r)
+
+
+def slm_settings(s, labels: tuple[str, ...], seed: int) -> TrainSettings:
+    """One fit's settings from the config's `slm` section (before the step floor, which needs the row count)."""
     return TrainSettings(
-        encoder_path=str(resolve_encoder(s.model)), labels=tuple(ctx.kind.slm_classes()),
+        encoder_path=str(resolve_encoder(s.model)), labels=labels,
         max_length=s.max_length, epochs=s.epochs, warmup_epochs=s.warmup_epochs, batch_size=s.batch_size, lr=s.lr,
         gmm_threshold=s.gmm_threshold, mixup_alpha=s.mixup_alpha, mixup_weight=s.mixup_weight,
         consistency_weight=s.consistency_weight, ramp_epochs=s.ramp_epochs, word_dropout=s.word_dropout,
-        noisy_rows=s.noisy_rows, seed=ctx.cfg.loop.seed + r, head_lr=s.head_lr, label_floor=s.label_floor,
+        noisy_rows=s.noisy_rows, seed=seed, head_lr=s.head_lr, label_floor=s.label_floor,
     )
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,17 @@ class TrainSettings:
     head_lr: float = 0.0  # 0: the same as lr
     label_floor: float = 0.0
     shuffle_rows: int = 100_000  # rows per worker shuffled together each epoch (memory: text and label only)
+
+
+def with_min_steps(s: TrainSettings, rows: int, workers: int, min_steps: int) -> TrainSettings:
+    """`s` with enough epochs that a fit on `rows` rows takes at least `min_steps` optimizer steps;
+    warm-up and ramp-up keep their share of the epochs, so the GMM still starts mid-way."""
+    per_epoch = max(1, math.ceil(rows / (s.batch_size * max(1, workers))))
+    if min_steps <= 0 or per_epoch * s.epochs >= min_steps:
+        return s
+    epochs = math.ceil(min_steps / per_epoch)
+    scale = epochs / max(1, s.epochs)
+    return replace(s, epochs=epochs, warmup_epochs=round(s.warmup_epochs * scale), ramp_epochs=round(s.ramp_epochs * scale))
 
 
 def make_optimizer(model, s: TrainSettings):

@@ -31,15 +31,35 @@ def train_loop(config: dict) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, ctx.get_local_world_size())))
     objective = OBJECTIVES[config["objective"]](s, get_device(), rank)
     model = prepare_model(objective.build_model())
-    optim = make_optimizer(model, s)
     shard = ray.train.get_dataset_shard("train")
+
+    def end_epoch(metrics: dict, last: bool) -> None:
+        if last:
+            _report_final(metrics, model, objective, rank, config.get("checkpoint_dir"))
+        else:
+            ray.train.report(metrics)
+
+    fit_epochs(model, objective, make_optimizer(model, s), s,
+               epoch_batches=lambda epoch: _epoch_batches(shard, s, epoch),
+               all_batches=lambda: shard.iter_batches(batch_size=s.batch_size, batch_format="numpy"),
+               world=world, tick=lambda rows: _tick(config, rank, rows), end_epoch=end_epoch)
+
+
+def fit_epochs(model, objective, optim, s: TrainSettings, epoch_batches, all_batches, world: int = 1,
+               tick=None, end_epoch=None) -> dict:
+    """The epochs themselves, on whatever device `objective` and `model` sit: `epoch_batches(epoch)`
+    yields one epoch's batches (dicts of arrays), `all_batches()` every row once, unshuffled. Apart
+    from Ray Train, so the same loop runs where Ray does not (a GPU check). Returns the last epoch's metrics."""
+    import torch
+
     gmm: LossGMM | None = None
+    metrics: dict = {}
     for epoch in range(s.epochs):
         w = ramp(epoch, s.warmup_epochs, s.ramp_epochs)
         robust = gmm is not None and epoch >= s.warmup_epochs
         losses, n_taught, n_labelled, total = [], 0, 0, 0.0
         model.train()
-        for batch in _epoch_batches(shard, s, epoch):
+        for batch in epoch_batches(epoch):
             step = objective.step(model, batch, gmm, robust, w)
             losses.append(step.row_losses)
             n_taught += step.taught
@@ -48,15 +68,15 @@ def train_loop(config: dict) -> None:
             step.loss.backward()
             optim.step()
             total += float(step.loss.detach())
-            _tick(config, rank, step.rows * world)
+            if tick is not None:
+                tick(step.rows * world)
         if objective.eval_pass_after_warmup and epoch == s.warmup_epochs - 1 < s.epochs - 1:
-            losses = [_eval_losses(model, shard, s.batch_size, objective, torch)]  # the first robust epoch is next
+            losses = [_eval_losses(model, all_batches(), objective, torch)]  # the first robust epoch is next
         gmm = _fit_gathered(losses, world, s.seed) or gmm
         metrics = {"epoch": epoch, "train_loss": total, "clean_fraction": n_taught / max(n_labelled, 1), "robust": robust}
-        if epoch < s.epochs - 1:
-            ray.train.report(metrics)
-            continue
-        _report_final(metrics, model, objective, rank, config.get("checkpoint_dir"))
+        if end_epoch is not None:
+            end_epoch(metrics, epoch == s.epochs - 1)
+    return metrics
 
 
 def _report_final(metrics: dict, model, objective, rank: int, checkpoint_dir: str | None) -> None:
@@ -82,14 +102,14 @@ def _epoch_batches(shard, s: TrainSettings, epoch: int):
                               local_shuffle_buffer_size=max(s.batch_size, s.shuffle_rows), local_shuffle_seed=s.seed + epoch)
 
 
-def _eval_losses(model, shard, batch_size: int, objective, torch) -> np.ndarray:
+def _eval_losses(model, batches, objective, torch) -> np.ndarray:
     """Every labelled row's loss under the current weights in eval mode, in one pass over the
-    shard. The first GMM is fitted on these rather than on the warm-up epoch's own losses, which
+    rows. The first GMM is fitted on these rather than on the warm-up epoch's own losses, which
     mix dropout noise with a whole epoch of learning (early batches look noisy only because they
     came early) and sit on another scale than the eval-mode losses the GMM is then applied to."""
     model.eval()
     with torch.no_grad():
-        parts = [objective.labelled_losses(model, b) for b in shard.iter_batches(batch_size=batch_size, batch_format="numpy")]
+        parts = [objective.labelled_losses(model, b) for b in batches]
     model.train()
     return np.concatenate(parts) if parts else np.zeros(0)
 
