@@ -3,9 +3,13 @@ reach the driver, so the driver holds a KxK matrix however large the corpus."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-import ray
+
+if TYPE_CHECKING:  # the scorers on plain sequences import where Ray is not installed
+    import ray
 
 
 def confusion(ds: ray.data.Dataset, column: str, labels, gold: str = "gold") -> tuple[np.ndarray, int]:
@@ -26,7 +30,7 @@ def _sum_counts(ds, columns: list[str], count_batch, kwargs: dict, width: int) -
     A tables.LocalTable (a table a stage just wrote) is counted batch by batch on the driver
     instead, sparing a Ray Data pass for a few columns."""
     total = np.zeros(width, dtype=np.int64)
-    if not isinstance(ds, ray.data.Dataset):
+    if hasattr(ds, "batches"):
         for batch in ds.batches(columns):
             total += np.asarray(count_batch(batch, **kwargs)["counts"][0], dtype=np.int64).reshape(-1)
         return total
