@@ -15,6 +15,7 @@ from freeal_ray.stages.evolve_seeds import SEEDS
 from freeal_ray.ray_cluster import want_gpu
 from freeal_ray.stages.train import train_settings
 from freeal_ray.training import train_slm
+from freeal_ray.training.settings import with_min_steps
 
 GOLD_ROWS = 2000  # corpus rows the student is scored on per round, when the corpus has gold labels
 
@@ -44,6 +45,8 @@ class EvolveTrain(Stage):
             # Each epoch costs Ray Train a second or two whatever its size, so a few rows are
             # repeated within an epoch (and shuffled) rather than run for dozens of tiny epochs.
             copies = max(1, math.ceil(ctx.cfg.loop.evolve_min_steps * batch / (n * settings.epochs)))
+        else:  # after FreeAL: its labels, trained as its rounds were, step floor included
+            settings = with_min_steps(settings, n, s.num_workers, s.min_steps)
         rows = history.map_batches(_repeated, fn_kwargs={"copies": copies}, batch_format="pandas") if copies > 1 else history
         rows = rows.map_batches(ctx.kind.training_rows, batch_format="pandas")
         train_slm(rows, ctx.kind.train_settings(settings), str(ctx.path(student_folder(self.r))), s.num_workers,
