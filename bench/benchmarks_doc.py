@@ -356,6 +356,9 @@ def write_docs() -> Path:
     from before_after import docs_section as before_after_section  # bench/before_after.py
 
     parts += before_after_section()
+    from slm_steps import docs_section as slm_steps_section  # bench/slm_steps.py
+
+    parts += slm_steps_section()
     parts += scale_section()
     from cpu_profile import docs_section as cpu_profile_section  # bench/ is on sys.path when run as a script
 
