@@ -36,7 +36,6 @@ def run_loop(args) -> None:
     labels = config.resolved_task().labels
     slm_test = quality(test["label"], predict(result.slm_path, test["text"])["pred"], labels) if result.slm_path else None
     rounds = {int(k): v for k, v in result.rounds.items()}
-    last = max(rounds)
     summary = {
         "benchmark": args.benchmark, "rows": len(subset), "test_rows": len(test), "llm": args.llm, "slm": args.slm,
         "zero_shot_llm_acc": best_zero_shot, "zero_shot_plain_acc": zero_shot["acc"],
@@ -44,9 +43,7 @@ def run_loop(args) -> None:
         "zero_shot_chat_macro_f1": zero_shot_chat["macro_f1"], "prompt_style": run.ctx.llm().prompt_style,
         "zero_shot_llm_calls": zero_shot["n"], "zero_shot_top_label": zero_shot["top_label"],
         "round0_llm_acc": rounds[0].get("llm_acc"),
-        "llm_acc": rounds[last].get("llm_acc"),
-        "slm_acc": rounds[last].get("slm_acc"),
-        "final_acc": rounds[last].get("final_acc", rounds[0].get("llm_acc")),
+        **kept_round_figures(rounds),
         "slm_test_acc": slm_test["acc"] if slm_test else None,
         "slm_test_macro_f1": slm_test["macro_f1"] if slm_test else None,
         "llm_calls": sum(r.get("llm_calls", 0) for r in rounds.values()),
@@ -78,6 +75,15 @@ def zero_shot_quality(run, folder: Path, style: str) -> dict:
     top = ({"label": run.task.labels[int(answered.argmax())], "share": float(answered.max() / answered.sum())}
            if answered.sum() else None)
     return {**M.scores(matrix, abstained), "top_label": top}
+
+
+def kept_round_figures(rounds: dict) -> dict:
+    """llm_acc, slm_acc and final_acc of the round whose labels the run kept: the last one that wrote
+    labels. A round the early-stop guard rejected (its SLM agreed with fewer labels) has an SLM
+    figure but no labels, and the run's output is the round before it."""
+    kept = max((k for k, m in rounds.items() if m.get("final_acc") is not None), default=0)
+    return {"llm_acc": rounds[kept].get("llm_acc"), "slm_acc": rounds[kept].get("slm_acc"),
+            "final_acc": rounds[kept].get("final_acc", rounds[0].get("llm_acc"))}
 
 
 def loop_table(s: dict) -> str:
