@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, run_alone  # noqa: E402
+from common import RESULTS, read_results, run_alone  # noqa: E402
 
 FIGURES = ("zero_shot_llm_acc", "round0_llm_acc", "llm_acc", "slm_acc", "final_acc", "slm_test_acc", "llm_calls",
            "zero_shot_llm_f1", "round0_llm_f1", "llm_f1", "slm_f1", "final_f1", "slm_test_f1")
@@ -69,7 +69,7 @@ def table(r: dict) -> list[str]:
 
 def docs_section() -> list[str]:
     """docs/benchmarks.md's before/after section, from bench/results/before-after-*.json."""
-    results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("before-after-*.json"))]
+    results = read_results("before-after-")
     if not results:
         return []
     lines = ["## Before and after a change: the same benchmark run by two commits", "",

@@ -48,6 +48,11 @@ def read_result(name: str, prefix: str = "quality-") -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def read_results(prefix: str) -> list[dict]:
+    """Every bench/results/<prefix>*.json, in name order (a docs section's results)."""
+    return [json.loads(p.read_text()) for p in sorted(RESULTS.glob(f"{prefix}*.json"))]
+
+
 def machine() -> str:
     import torch
 

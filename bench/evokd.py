@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, commit, load_split, machine, quality, run_alone, tagger_scores  # noqa: E402
+from common import RESULTS, ROOT, commit, load_split, machine, quality, read_results, run_alone, tagger_scores  # noqa: E402
 
 NER = ("conll03", "bc5cdr")
 
@@ -171,7 +171,7 @@ def summarise(args, runs: list[dict]) -> dict:
 
 def docs_section() -> list[str]:
     """docs/benchmarks.md's EvoKD section, from bench/results/evokd-*.json."""
-    results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("evokd-*.json"))]
+    results = read_results("evokd-")
     if not results:
         return []
     lines = ["## EvoKD: the student from a few seeds, against static synthesis at equal tokens", "",

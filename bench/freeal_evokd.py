@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, commit, load_split, machine, run_alone  # noqa: E402
+from common import RESULTS, ROOT, commit, load_split, machine, read_results, run_alone  # noqa: E402
 from evokd import evolve_figures, score  # noqa: E402
 
 
@@ -82,7 +82,7 @@ def _labels(run: Path) -> dict:
 
 def docs_section() -> list[str]:
     """docs/benchmarks.md's FreeAL-then-EvoKD section, from bench/results/freeal-evokd-*.json."""
-    results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("freeal-evokd-*.json"))]
+    results = read_results("freeal-evokd-")
     if not results:
         return []
     lines = ["## FreeAL, then EvoKD rounds, against FreeAL alone", "",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import RESULTS, load_split, machine, predict
+from common import RESULTS, load_split, machine, predict, read_results
 
 from freeal_ray.config import load_config
 from freeal_ray.task import BENCHMARK_TASKS, get_preset
@@ -42,7 +42,7 @@ def fit_and_score(train, test, labels: list[str], min_steps: int, seed: int, wor
     from freeal_ray.training import train_slm
     from freeal_ray.training.settings import with_min_steps
 
-    cfg = load_config(None, {"corpus.path": "unused.jsonl", "slm.min_steps": min_steps})
+    cfg = load_config(None, {"corpus.path": "unused.jsonl"})
     settings = with_min_steps(slm_settings(cfg.slm, tuple(labels), seed), len(train), 1, min_steps)
     rows = ray.data.from_pandas(train.assign(label_idx=label_indices(train["noisy"], labels))[["text", "label_idx"]])
     folder = work / f"slm-{min_steps}-{seed}"
@@ -77,7 +77,7 @@ def run_benchmark(name: str, args, work: Path) -> dict | None:
 
 def docs_section() -> list[str]:
     """docs/benchmarks.md's section, from bench/results/slm-steps-*.json."""
-    results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("slm-steps-*.json"))]
+    results = read_results("slm-steps-")
     if not results:
         return []
     lines = ["## How many steps the SLM needs: the floor on optimiser steps (`slm.min_steps`)", "",
