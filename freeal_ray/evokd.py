@@ -93,6 +93,11 @@ def analysis_messages(task: Task, wrong: Sequence[tuple[str, str, str]], right: 
     return [{"role": "system", "content": _system(task)}, {"role": "user", "content": "\n".join(parts)}]
 
 
+# A small LLM shown texts "of the kind to write" writes one of them back, which is then dropped as a
+# copy: the lead says they are not to be repeated.
+STYLE_LEAD = "Texts of the kind to write (do not repeat them; write a new one):"
+
+
 def writing_messages(task: Task, analysis: str, label: str, hard: bool, style: Sequence[str]) -> list[dict]:
     """Ask for one new text of `label`: a hard one aimed at the analysed weakness, or an easy,
     typical one; `style` shows a few texts of the kind to write."""
@@ -102,7 +107,7 @@ def writing_messages(task: Task, analysis: str, label: str, hard: bool, style: S
                f"label is clearly {task.word(label)}, but of the kind the classifier gets wrong.")
     else:
         ask = f"Write one new, typical {task.input_name.lower()} whose label is clearly {task.word(label)}."
-    content = (f"Texts of the kind to write:\n{shown}\n" if shown else "") + ask + " Write only the text, on one line."
+    content = (f"{STYLE_LEAD}\n{shown}\n" if shown else "") + ask + " Write only the text, on one line."
     return [{"role": "system", "content": _system(task)}, {"role": "user", "content": content}]
 
 
@@ -158,21 +163,49 @@ def text_key(text: str) -> str:
     return " ".join(re.findall(r"\w+", str(text).lower()))
 
 
-def keep_written(texts: Sequence[str], intended: Sequence[str], answered: Sequence, seen: set[str],
-                 min_chars: int = 20) -> tuple[np.ndarray, dict]:
+def copied(texts: Sequence[str], seen: set[str], min_chars: int = 20) -> np.ndarray:
+    """Which texts copy one seen before (keys from text_key: a corpus row, a seed, an earlier
+    example): whole, or a long piece of one, or one whole inside them."""
+    long_seen = [s for s in seen if len(s) >= min_chars]
+    out = np.zeros(len(texts), dtype=bool)
+    for i, key in enumerate(map(text_key, texts)):
+        out[i] = bool(key) and (key in seen or (len(key) >= min_chars and any(key in s for s in long_seen))
+                                or any(s in key for s in long_seen))
+    return out
+
+
+def rewrite_copies(written: pd.DataFrame, prompt_tokens: Sequence, output_tokens: Sequence, seen: set[str],
+                   write_again: Callable[[list[int]], tuple[pd.DataFrame, Sequence, Sequence]]):
+    """`written` with each text that copies a seen one written again once by `write_again(positions)`
+    (which returns the new rows and their prompt and output tokens, as the first write did); the
+    tokens of both writes are added up. Returns the frame, the tokens and how many were rewritten."""
+    again = [int(i) for i in np.flatnonzero(copied(written["text"], seen))]
+    if not again:
+        return written, list(prompt_tokens), list(output_tokens), 0
+    redo, more_prompt, more_output = write_again(again)
+    columns = {c: list(written[c]) for c in written.columns}
+    prompt_tokens, output_tokens = list(prompt_tokens), list(output_tokens)
+    for j, i in enumerate(again):
+        for c, values in columns.items():  # cell by cell: NER cells hold lists
+            values[i] = redo[c].iloc[j]
+        prompt_tokens[i] = None if prompt_tokens[i] is None or more_prompt[j] is None else prompt_tokens[i] + more_prompt[j]
+        output_tokens[i] = None if output_tokens[i] is None or more_output[j] is None else output_tokens[i] + more_output[j]
+    return pd.DataFrame(columns, index=written.index), prompt_tokens, output_tokens, len(again)
+
+
+def keep_written(texts: Sequence[str], intended: Sequence[str], answered: Sequence, seen: set[str]) -> tuple[np.ndarray, dict]:
     """Which written examples join the training set, and counts of the dropped by reason: empty,
-    a copy of a text seen before (a corpus row, a seed, an earlier example; whole, or a long piece
-    of one), written twice in the batch, or labelled by the labelling call otherwise than it was
-    written for (an abstention included)."""
+    a copy of a text seen before (see `copied`), written twice in the batch, or labelled by the
+    labelling call otherwise than it was written for (an abstention included)."""
     keys = [text_key(t) for t in texts]
+    copies = copied(texts, seen)
     keep = np.ones(len(texts), dtype=bool)
     counts = {"written": len(texts), "empty": 0, "copied": 0, "repeated": 0, "relabelled": 0}
     batch: set[str] = set()
-    long_seen = [s for s in seen if len(s) >= min_chars]
     for i, (key, want, got) in enumerate(zip(keys, intended, answered)):
         if not key:
             reason = "empty"
-        elif key in seen or (len(key) >= min_chars and any(key in s for s in long_seen)) or any(s in key for s in long_seen):
+        elif copies[i]:
             reason = "copied"
         elif key in batch:
             reason = "repeated"

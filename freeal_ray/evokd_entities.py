@@ -105,5 +105,5 @@ def writing_prompt(task: EntityTask, analysis: str, etype: str, hard: bool, styl
                f"least one {etype} ({task.types[etype]}) of the kind the tagger gets wrong")
     else:
         ask = f"Write one new, typical {task.input_name.lower()} that names at least one {etype} ({task.types[etype]})"
-    return (f"{_system(task)}\n" + (f"Sentences of the kind to write:\n{shown}\n" if shown else "") + ask
+    return (f"{_system(task)}\n" + (f"Sentences of the kind to write (do not repeat them; write a new one):\n{shown}\n" if shown else "") + ask
             + ', and list all its entities. Answer in JSON as {"sentence": ..., "entities": [{"text": ..., "type": ...}]}.\nAnswer:')

@@ -8,7 +8,8 @@ import pandas as pd
 from conftest import tiny_overrides
 from freeal_ray import tables
 from freeal_ray.config import load_config
-from freeal_ray.evokd import class_f1, keep_written, shown_samples, text_key, without_quotes, writing_plan
+from freeal_ray.evokd import (class_f1, keep_written, rewrite_copies, shown_samples, text_key, without_quotes,
+                              writing_plan)
 from freeal_ray.task import Task
 
 TASK = Task(name="toy", labels=("negative", "positive"), instruction="Classify the review's sentiment.",
@@ -70,7 +71,7 @@ def test_the_hard_prompts_get_the_analysis_without_the_rows_it_quotes():
 
 
 def test_a_written_example_that_repeats_any_corpus_row_is_found(tmp_path):
-    from freeal_ray.stages.evolve_label import corpus_copies
+    from freeal_ray.stages.evolve_write import corpus_copies
 
     corpus = tmp_path / "corpus"
     for part in range(3):  # rows the LLM was never shown, in several parts
@@ -80,6 +81,26 @@ def test_a_written_example_that_repeats_any_corpus_row_is_found(tmp_path):
     assert corpus_copies(corpus, written) == {text_key(written[0])}
     keep, counts = keep_written(written, ["positive"] * 4, ["positive"] * 4, corpus_copies(corpus, written))
     assert list(keep) == [False, True, True, False] and counts["copied"] == 1
+
+
+def test_a_written_copy_is_written_again_once_and_both_calls_are_paid_for():
+    seen = {text_key("What is the capital of France ?"), text_key("a seed review that was shown to the writer")}
+    written = pd.DataFrame({"text": ["What is the capital of France?", "Who wrote Hamlet?",
+                                     "A seed review that was shown to the writer, again"],
+                            "tokens": [["What"], ["Who"], ["A"]]})  # list cells, as NER's
+    asked = []
+
+    def write_again(at):
+        asked.append(at)
+        return pd.DataFrame({"text": ["How tall is Everest?", "a fresh review"], "tokens": [["How"], ["a"]]}), [7, 8], [3, 4]
+
+    out, prompt, output, n = rewrite_copies(written, [10, 11, 12], [5, 6, 7], seen, write_again)
+    assert asked == [[0, 2]] and n == 2  # the whole copy and the one that holds a seen text, once each
+    assert out["text"].tolist() == ["How tall is Everest?", "Who wrote Hamlet?", "a fresh review"]
+    assert out["tokens"].tolist() == [["How"], ["Who"], ["a"]]
+    assert prompt == [17, 11, 20] and output == [8, 6, 11]
+    _, _, _, none = rewrite_copies(out, prompt, output, seen, write_again)
+    assert none == 0 and len(asked) == 1  # nothing left to rewrite: no call
 
 
 def test_ner_the_tagger_s_planted_entity_mistakes_are_what_the_llm_is_shown_and_aimed_at():

@@ -1,8 +1,10 @@
 """evolve-write-r: the LLM writes round r's batch from its analysis (with the rows it quotes cut
 out, or a small LLM writes them back as its "hard" examples): hard examples for the groups the
 student gets wrong (classes, or entity types for NER; in proportion to its mistakes there), easy
-ones for every group, each prompt showing a few texts of the kind to write. It only writes:
-labelling is the next stage's separate call."""
+ones for every group, each prompt showing a few texts of the kind to write. A text that copies one
+seen before (a seed, a shown row, an earlier example, a corpus row) is written again once, with
+other texts shown; a copy then left is dropped in the next stage. It only writes: labelling is the
+next stage's separate call."""
 
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ import random
 import pandas as pd
 
 from freeal_ray import tables
-from freeal_ray.evokd import without_quotes, writing_plan
+from freeal_ray.evokd import rewrite_copies, text_key, without_quotes, writing_plan
 from freeal_ray.pipeline import RunContext, Stage
 from freeal_ray.stages.evolve_probe import probe_folder
+from freeal_ray.stages.evolve_seeds import POOL, SEEDS
 
 STYLE_TEXTS = 3
 
@@ -36,13 +39,42 @@ class EvolveWrite(Stage):
         texts = probe["text"].tolist()
         shown = probe.loc[probe["id"].isin([*seen.get("shown_wrong", []), *seen.get("shown_right", [])]), "text"]
         rng = random.Random(loop.seed + r)
-        style = [rng.sample(texts, min(STYLE_TEXTS, len(texts))) for _ in plan]
-        written, prompt_tokens, output_tokens = ctx.kind.evolve_write(
-            plan, without_quotes(seen.get("analysis", ""), shown), style, ctx.llm(), ctx.cfg.llm, f"EvoKD writing, round {r}")
+        analysis = without_quotes(seen.get("analysis", ""), shown)
+        desc = f"EvoKD writing, round {r}"
+        written, prompt_tokens, output_tokens = ctx.kind.evolve_write(plan, analysis, self._style(plan, texts, rng), ctx.llm(),
+                                                                      ctx.cfg.llm, desc)
+        written, prompt_tokens, output_tokens, again = rewrite_copies(
+            written, prompt_tokens, output_tokens, seen_before(ctx, r, written["text"]),
+            lambda at: ctx.kind.evolve_write([plan[i] for i in at], analysis, self._style(at, texts, rng), ctx.llm(),
+                                             ctx.cfg.llm, f"{desc}, copies again"))
         written.insert(0, "id", [f"evokd-{r}-{i}" for i in range(len(plan))])
         written["hard"] = [hard for _, hard in plan]
         written["prompt_tokens"], written["output_tokens"] = prompt_tokens, output_tokens
         tables.write_part(written, ctx.path(written_folder(r)), "written")
-        info.update(written=len(written), hard=int(written["hard"].sum()), llm_calls=len(plan),
+        info.update(written=len(written), hard=int(written["hard"].sum()), llm_calls=len(plan) + again, rewritten=again,
                     prompt_tokens=int(pd.Series(prompt_tokens, dtype=float).fillna(0).sum()),
                     output_tokens=int(pd.Series(output_tokens, dtype=float).fillna(0).sum()))
+
+    @staticmethod
+    def _style(plan, texts: list[str], rng: random.Random) -> list[list[str]]:
+        return [rng.sample(texts, min(STYLE_TEXTS, len(texts))) for _ in plan]
+
+
+def seen_before(ctx: RunContext, r: int, written) -> set[str]:
+    """Keys (evokd.text_key) of every text round r's writer could have copied: the seeds, the pool,
+    each earlier round's written examples and the rows it was shown from them, and the corpus rows
+    `written` repeats whole."""
+    folders = [SEEDS, POOL, *[written_folder(k) for k in range(1, r)], *[probe_folder(k) for k in range(r)]]
+    texts = [t for f in folders for t in tables.read_frame(ctx.path(f)).get("text", [])]
+    seen = {k for k in map(text_key, texts) if k}
+    return seen | corpus_copies(ctx.path("corpus"), written) if ctx.has_corpus() else seen
+
+
+def corpus_copies(corpus, texts) -> set[str]:
+    """The keys (evokd.text_key) of `texts` that a row of the corpus table has too, found in one
+    pass over its text column on the driver: the written batch is small, the corpus may not be."""
+    keys = {k for k in map(text_key, texts) if k}
+    found: set[str] = set()
+    for batch in tables.scan(corpus, ["text"]):
+        found |= keys.intersection(map(text_key, batch.column("text").to_pylist()))
+    return found
