@@ -32,8 +32,10 @@ def processor_config(settings, batch_size: int | None = None):
         tensor_parallel_size=engine.tensor_parallel_size,
         seed=engine.seed,
         enable_prefix_caching=True,
-        **engine.extra,
     )
+    if not engine.use_gpu:
+        engine_kwargs["compilation_config"] = 0  # as the engine actors: see engines.VLLMEngine
+    engine_kwargs.update(engine.extra)
     options = dict(
         model_source=engine.model_path,
         engine_kwargs=engine_kwargs,
