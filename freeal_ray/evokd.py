@@ -47,11 +47,14 @@ def class_f1(labels: Sequence, preds: Sequence, classes: Sequence[str]) -> dict[
 
 
 def writing_plan(groups: Sequence[str], wrong_labels: Sequence[str], wrong_preds: Sequence[str], f1: dict[str, float],
-                 batch: int, hard_share: float, seed: int) -> list[tuple[str, bool]]:
+                 batch: int, hard_share: float, seed: int, have: dict[str, int] | None = None) -> list[tuple[str, bool]]:
     """(group, hard) for each example of a batch; a group is a class, or for NER the entity type a
     sentence must name. Hard examples go to the groups the student gets wrong, in proportion to its
     mistakes there (a confused pair counts for both sides: the reference's group fully, the one it
-    said by half), or its weakest groups by F1 when it made none; easy ones cycle through every group."""
+    said by half), or its weakest groups by F1 when it made none. Easy ones, which guard against
+    forgetting, go to the groups with the fewest training examples so far (`have`, counting this
+    batch's hard ones): hard examples crowd into a few groups, and a group left with one or two
+    examples is one the student stops predicting."""
     rng = np.random.default_rng(seed)
     n_hard = int(round(batch * hard_share))
     weight = {c: 0.0 for c in groups}
@@ -64,9 +67,15 @@ def writing_plan(groups: Sequence[str], wrong_labels: Sequence[str], wrong_preds
     if not any(weight.values()):
         weight = {c: 1.0 - f1.get(c, 0.0) + 1e-3 for c in groups}
     p = np.array([weight[c] for c in groups], dtype=float)
-    hard = list(rng.choice(list(groups), size=n_hard, p=p / p.sum())) if n_hard else []
-    easy = [groups[i % len(groups)] for i in range(batch - n_hard)]
-    return [(str(c), True) for c in hard] + [(c, False) for c in easy]
+    hard = [str(c) for c in rng.choice(list(groups), size=n_hard, p=p / p.sum())] if n_hard else []
+    count = {c: (have or {}).get(c, 0) + hard.count(c) for c in groups}
+    order = {c: i for i, c in enumerate(rng.permutation(list(groups)))}  # ties: no group always first
+    easy = []
+    for _ in range(batch - n_hard):
+        fewest = min(groups, key=lambda c: (count[c], order[c]))
+        easy.append(fewest)
+        count[fewest] += 1
+    return [(c, True) for c in hard] + [(c, False) for c in easy]
 
 
 def _system(task: Task) -> str:

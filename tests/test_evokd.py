@@ -34,13 +34,18 @@ def test_the_student_s_planted_mistakes_are_what_the_llm_is_shown():
     assert sorted(all_wrong) == sorted(planted)
 
 
-def test_hard_examples_go_where_the_student_errs_and_easy_ones_everywhere():
+def test_hard_examples_go_where_the_student_errs_and_easy_ones_where_it_has_fewest():
     task = Task(name="t", labels=("a", "b", "c"), instruction="Sort.")
     plan = writing_plan(task.labels, ["c"] * 6, ["a"] * 6, {"a": 0.9, "b": 1.0, "c": 0.2}, batch=20, hard_share=0.5, seed=0)
     hard = [label for label, h in plan if h]
     easy = [label for label, h in plan if not h]
     assert len(hard) == 10 and set(hard) <= {"a", "c"} and hard.count("c") > hard.count("a")
-    assert sorted(set(easy)) == ["a", "b", "c"]
+    assert easy.count("b") > easy.count("c") and "b" in easy  # the class no hard example went to is filled first
+    have = {"a": 9, "b": 1, "c": 2}  # training examples so far: b and c nearly gone
+    plan = writing_plan(task.labels, ["a"] * 4, [], {}, batch=12, hard_share=0.25, seed=1, have=have)
+    total = {c: have[c] + [g for g, _ in plan].count(c) for c in task.labels}
+    assert [g for g, h in plan if h] == ["a"] * 3 and "a" not in [g for g, h in plan if not h]
+    assert total == {"a": 12, "b": 6, "c": 6}
     no_mistakes = writing_plan(task.labels, [], [], {"a": 1.0, "b": 1.0, "c": 0.1}, batch=30, hard_share=1.0, seed=0)
     assert [label for label, _ in no_mistakes].count("c") > 20  # then its weakest class by F1
     assert class_f1(["a", "a", "b", None], ["a", "b", "b", "a"], ["a", "b"]) == {"a": 2 / 3, "b": 2 / 3}

@@ -17,6 +17,7 @@ from freeal_ray.evokd import rewrite_copies, text_key, without_quotes, writing_p
 from freeal_ray.pipeline import RunContext, Stage
 from freeal_ray.stages.evolve_probe import probe_folder
 from freeal_ray.stages.evolve_seeds import POOL, SEEDS
+from freeal_ray.stages.evolve_train import batch_folder
 
 STYLE_TEXTS = 3
 
@@ -34,7 +35,8 @@ class EvolveWrite(Stage):
         loop, r = ctx.cfg.loop, self.r
         seen = ctx.manifest.stage(f"evolve-analyse-{r}")
         plan = writing_plan(ctx.kind.evolve_groups(), seen.get("wrong_labels", []), seen.get("wrong_preds", []),
-                            seen.get("class_f1", {}), loop.evolve_batch, loop.evolve_hard_share, loop.seed + r)
+                            seen.get("class_f1", {}), loop.evolve_batch, loop.evolve_hard_share, loop.seed + r,
+                            have=training_counts(ctx, r))
         probe = tables.read_frame(ctx.path(probe_folder(r - 1)))
         texts = probe["text"].tolist()
         shown = probe.loc[probe["id"].isin([*seen.get("shown_wrong", []), *seen.get("shown_right", [])]), "text"]
@@ -58,6 +60,13 @@ class EvolveWrite(Stage):
     @staticmethod
     def _style(plan, texts: list[str], rng: random.Random) -> list[list[str]]:
         return [rng.sample(texts, min(STYLE_TEXTS, len(texts))) for _ in plan]
+
+
+def training_counts(ctx: RunContext, r: int) -> dict[str, int]:
+    """Examples per group (a class; for NER a sentence's main entity type) the student trains on
+    before round r: the seeds and every batch kept so far."""
+    labels = [v for k in range(r) for v in tables.read_frame(ctx.path(batch_folder(k))).get("label", [])]
+    return pd.Series(labels, dtype=object).value_counts().to_dict()
 
 
 def seen_before(ctx: RunContext, r: int, written) -> set[str]:
