@@ -76,14 +76,9 @@ def run_raw(prompts, warmup_prompts, settings, choices) -> float:
 
 
 def release_engines() -> None:
-    import ray
+    from freeal_ray.engine_actors import release_engines as end_all
 
-    from freeal_ray import engine_actors
-
-    for pool in engine_actors._POOLS.values():
-        for actor in pool:
-            ray.kill(actor)
-    engine_actors._POOLS.clear()
+    end_all()
     time.sleep(5)  # let the engine's core go before the raw engine binds one
 
 

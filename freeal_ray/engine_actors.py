@@ -89,6 +89,17 @@ def engine_pool(settings: LLMSettings) -> list:
     return pool
 
 
+def release_engines() -> int:
+    """End every engine actor this process started, freeing their memory; returns how many. A
+    process that runs the loop again and again with other engine settings (another seed, another
+    model) otherwise keeps each earlier engine loaded, until the node runs out of memory."""
+    actors = [actor for pool in _POOLS.values() for actor in pool]
+    for actor in actors:
+        ray.kill(actor)
+    _POOLS.clear()
+    return len(actors)
+
+
 def build_engine(kind: str, config: EngineConfig) -> Engine:
     if kind == "instant":
         return InstantEngine(config)

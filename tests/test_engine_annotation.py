@@ -111,7 +111,7 @@ def test_every_llm_stage_reuses_one_engine(ray_session, settings):
     from ray.util.state import list_actors
 
     gc.collect()  # no stray handle keeps a discarded engine alive
-    # earlier test modules' engines were ended on purpose (conftest.release_engines): count the living
+    # count the living engines: an ended one (a test's own) shows as DEAD
     engines = [a for a in list_actors(filters=[("class_name", "=", "EngineActor")], detail=True) if a.state != "DEAD"]
     names = [a.name for a in engines]
     assert engines and len(names) == len(set(names)), f"an engine was loaded twice: {names}"
@@ -148,6 +148,24 @@ def test_ray_data_llm_runner_answers_as_the_engine_actors_do(ray_session, tiny_m
     demos, _ = synthesize_demos(ray.data.from_pandas(rows), 16, task, processor, prototypes=4, per_class=3,
                                 temperature=0.9, max_tokens=16, seed=0)
     assert set(demos["label"]) == set(task.labels) and demos["text"].str.len().min() > 0
+
+
+def test_release_engines_ends_every_engine_this_process_started(ray_session, monkeypatch):
+    """A process that runs again with other engine settings (a bench's next seed) would otherwise
+    keep each earlier engine loaded."""
+    import ray
+
+    from freeal_ray import engine_actors
+
+    monkeypatch.setattr(engine_actors, "_POOLS", {})  # the session's engines stay out of it
+    started = [engine_actors.engine_pool(LLMSettings("instant", EngineConfig(model_path="instant", seed=s), 1, 8, 200))
+               for s in (1, 2)]
+    actors = [a for pool in started for a in pool]
+    assert ray.get([a.compute_threads.remote() for a in actors]) == [None, None]  # both up
+    assert engine_actors.release_engines() == 2 and not engine_actors._POOLS
+    for actor in actors:
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(actor.compute_threads.remote(), timeout=60)
 
 
 def test_a_resumed_annotation_asks_only_rows_without_an_answer(ray_session, tmp_path):
