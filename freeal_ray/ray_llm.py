@@ -34,7 +34,8 @@ def processor_config(settings, batch_size: int | None = None):
         enable_prefix_caching=True,
     )
     if not engine.use_gpu:
-        engine_kwargs["compilation_config"] = 0  # as the engine actors: see engines.VLLMEngine
+        # as the engine actors (see engines.VLLMEngine); a dict, since engine args do not take LLM's bare level
+        engine_kwargs["compilation_config"] = {"mode": 0}
     engine_kwargs.update(engine.extra)
     options = dict(
         model_source=engine.model_path,

@@ -91,7 +91,7 @@ def test_gpu_runs_reach_vllm_through_ray_data_llm_with_the_configured_parallelis
     bundles = on_cpu.placement_group_config["bundles"]  # one CPU per TP rank, never a GPU
     assert [(b["CPU"], b.get("GPU", 0)) for b in bundles] == [(1, 0), (1, 0)]
     # no torch.compile on CPUs (it slows every engine start), unless the config's extras ask for it
-    assert on_cpu.engine_kwargs["compilation_config"] == 0 and "compilation_config" not in config.engine_kwargs
+    assert on_cpu.engine_kwargs["compilation_config"] == {"mode": 0} and "compilation_config" not in config.engine_kwargs
     with pytest.raises(ConfigError, match="ray_data_llm needs llm.engine vllm"):
         load_config(None, {**base, "llm.runner": "ray_data_llm", "llm.engine": "openai"})
 
