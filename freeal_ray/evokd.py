@@ -107,16 +107,44 @@ def analysis_messages(task: Task, wrong: Sequence[tuple[str, str, str]], right: 
 STYLE_LEAD = "Texts of the kind to write (do not repeat them; write a new one):"
 
 
-def writing_messages(task: Task, analysis: str, label: str, hard: bool, style: Sequence[str]) -> list[dict]:
-    """Ask for one new text of `label`: a hard one aimed at the analysed weakness, or an easy,
-    typical one; `style` shows a few texts of the kind to write."""
-    shown = "".join(f"{task.input_name}: {_line(t, 200)}\n" for t in style)
-    if hard:
-        ask = (f"What the classifier is weak at:\n{analysis.strip()}\n\nWrite one new {task.input_name.lower()} whose "
-               f"label is clearly {task.word(label)}, but of the kind the classifier gets wrong.")
+def mistakes_for(plan: Sequence[tuple[str, bool]], labels: Sequence, preds: Sequence, k: int, seed: int) -> list[list[int]]:
+    """For each hard (group, True) of `plan`, up to `k` indices of the student's mistakes that
+    involve the group: rows of the group it called something else first, then rows it wrongly
+    called the group; none for easy examples. A hard prompt shows them, so what the LLM aims at is
+    the student's real confusion and not only its own analysis of it, which a small LLM often
+    gets wrong."""
+    labels, preds = np.asarray(labels, dtype=object), np.asarray(preds, dtype=object)
+    known = np.array([isinstance(v, str) for v in labels], dtype=bool)
+    wrong = known & (labels != preds)
+    rng = np.random.default_rng(seed)
+    out = []
+    for group, hard in plan:
+        if not hard:
+            out.append([])
+            continue
+        missed, said = (rng.permutation(np.flatnonzero(wrong & (side == group))) for side in (labels, preds))
+        out.append([int(i) for i in np.r_[missed, said][:k]])
+    return out
+
+
+def writing_messages(task: Task, analysis: str, label: str, hard: bool, style: Sequence[str],
+                     mistakes: Sequence[tuple[str, str, str]] = ()) -> list[dict]:
+    """Ask for one new text of `label`: a hard one aimed at the analysed weakness and at the
+    student's `mistakes` on it (text, true label, its answer), or an easy, typical one; `style`
+    shows a few texts of the kind to write when no mistake is shown."""
+    name = task.input_name.lower()
+    if hard and mistakes:
+        shown = "The classifier got these wrong (do not repeat them; write a new one):\n" + "".join(
+            f"{task.input_name}: {_line(t, 200)}\nTrue label: {task.word(g)}. The classifier said: {task.word(p)}.\n"
+            for t, g, p in mistakes)
     else:
-        ask = f"Write one new, typical {task.input_name.lower()} whose label is clearly {task.word(label)}."
-    content = (f"{STYLE_LEAD}\n{shown}\n" if shown else "") + ask + " Write only the text, on one line."
+        shown = f"{STYLE_LEAD}\n" + "".join(f"{task.input_name}: {_line(t, 200)}\n" for t in style) if style else ""
+    if hard:
+        ask = (f"What the classifier is weak at:\n{analysis.strip()}\n\n" if analysis.strip() else "") + (
+            f"Write one new {name} whose label is clearly {task.word(label)}, but of the kind the classifier gets wrong.")
+    else:
+        ask = f"Write one new, typical {name} whose label is clearly {task.word(label)}."
+    content = (f"{shown}\n" if shown else "") + ask + " Write only the text, on one line."
     return [{"role": "system", "content": _system(task)}, {"role": "user", "content": content}]
 
 

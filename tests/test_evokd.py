@@ -8,8 +8,8 @@ import pandas as pd
 from conftest import tiny_overrides
 from freeal_ray import tables
 from freeal_ray.config import load_config
-from freeal_ray.evokd import (class_f1, keep_written, rewrite_copies, shown_samples, text_key, without_quotes,
-                              writing_plan)
+from freeal_ray.evokd import (class_f1, keep_written, mistakes_for, rewrite_copies, shown_samples, text_key,
+                              without_quotes, writing_messages, writing_plan)
 from freeal_ray.task import Task
 
 TASK = Task(name="toy", labels=("negative", "positive"), instruction="Classify the review's sentiment.",
@@ -49,6 +49,25 @@ def test_hard_examples_go_where_the_student_errs_and_easy_ones_where_it_has_fewe
     no_mistakes = writing_plan(task.labels, [], [], {"a": 1.0, "b": 1.0, "c": 0.1}, batch=30, hard_share=1.0, seed=0)
     assert [label for label, _ in no_mistakes].count("c") > 20  # then its weakest class by F1
     assert class_f1(["a", "a", "b", None], ["a", "b", "b", "a"], ["a", "b"]) == {"a": 2 / 3, "b": 2 / 3}
+
+
+def test_a_hard_prompt_shows_the_student_s_planted_mistakes_on_its_class():
+    task = Task(name="t", labels=("a", "b", "c"), instruction="Sort.")
+    labels = ["a", "a", "b", "b", "c", "c", "a", None]
+    preds = ["a", "b", "b", "a", "c", "c", "c", "b"]  # mistakes: 1 (a as b), 3 (b as a), 6 (a as c)
+    plan = [("a", True), ("b", True), ("c", True), ("a", False)]
+    picks = mistakes_for(plan, labels, preds, k=2, seed=0)
+    assert sorted(picks[0]) == [1, 6] and picks[3] == []  # its own missed rows first; none for an easy one
+    assert picks[1][0] == 3 and set(picks[1]) == {1, 3}  # then the rows it wrongly called the class
+    assert picks[2] == [6]  # row 7 has no reference label: never shown
+    texts = [f"question number {i}" for i in range(8)]
+    messages = writing_messages(task, "It mixes a and b.", "a", True, ["an unrelated text"],
+                                [(texts[i], labels[i], preds[i]) for i in picks[0]])
+    prompt = messages[-1]["content"]
+    assert "question number 1" in prompt and "question number 6" in prompt and "unrelated" not in prompt
+    assert "It mixes a and b." in prompt and "The classifier said: b." in prompt
+    easy = writing_messages(task, "It mixes a and b.", "a", False, ["an unrelated text"])[-1]["content"]
+    assert "unrelated" in easy and "mixes" not in easy and "classifier said" not in easy
 
 
 def test_a_written_example_the_labelling_call_disagrees_with_is_dropped():

@@ -168,9 +168,16 @@ class TaskKind(ABC):
         right answers of the probe and its F1 per group (evolve_f1); the rows shown (with `wrong`); and the mistakes' groups for the
         writing plan (wrong_labels: the reference's, wrong_preds: the student's)."""
 
+    def evolve_style(self, probe: pd.DataFrame, plan: list[tuple[str, bool]], k: int, rng) -> list:
+        """What each prompt of `plan` shows, in the form this kind's evolve_write reads: here `k`
+        texts of the last probe drawn by `rng` (a random.Random), as the kind of text to write."""
+        texts = probe["text"].tolist()
+        return [rng.sample(texts, min(k, len(texts))) for _ in plan]
+
     @abstractmethod
-    def evolve_write(self, plan: list[tuple[str, bool]], analysis: str, style: list[list[str]], llm, llm_config, desc: str):
-        """The LLM writes one example per (group, hard) of `plan`, each prompt showing its `style` texts.
+    def evolve_write(self, plan: list[tuple[str, bool]], analysis: str, style: list, llm, llm_config, desc: str):
+        """The LLM writes one example per (group, hard) of `plan`, each prompt showing its `style`
+        (from evolve_style).
         Returns a frame (text, intended: the label it was written for, and what the labelling call
         needs) and the prompt and output tokens per call."""
 

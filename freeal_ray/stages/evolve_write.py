@@ -38,17 +38,19 @@ class EvolveWrite(Stage):
                             seen.get("class_f1", {}), loop.evolve_batch, loop.evolve_hard_share, loop.seed + r,
                             have=training_counts(ctx, r))
         probe = tables.read_frame(ctx.path(probe_folder(r - 1)))
-        texts = probe["text"].tolist()
         shown = probe.loc[probe["id"].isin([*seen.get("shown_wrong", []), *seen.get("shown_right", [])]), "text"]
         rng = random.Random(loop.seed + r)
         analysis = without_quotes(seen.get("analysis", ""), shown)
         desc = f"EvoKD writing, round {r}"
-        written, prompt_tokens, output_tokens = ctx.kind.evolve_write(plan, analysis, self._style(plan, texts, rng), ctx.llm(),
-                                                                      ctx.cfg.llm, desc)
+
+        def write(part, what):
+            return ctx.kind.evolve_write(part, analysis, ctx.kind.evolve_style(probe, part, STYLE_TEXTS, rng), ctx.llm(),
+                                         ctx.cfg.llm, f"{desc}{what}")
+
+        written, prompt_tokens, output_tokens = write(plan, "")
         written, prompt_tokens, output_tokens, again = rewrite_copies(
             written, prompt_tokens, output_tokens, seen_before(ctx, r, written["text"]),
-            lambda at: ctx.kind.evolve_write([plan[i] for i in at], analysis, self._style(at, texts, rng), ctx.llm(),
-                                             ctx.cfg.llm, f"{desc}, copies again"))
+            lambda at: write([plan[i] for i in at], ", copies again"))
         written.insert(0, "id", [f"evokd-{r}-{i}" for i in range(len(plan))])
         written["hard"] = [hard for _, hard in plan]
         written["prompt_tokens"], written["output_tokens"] = prompt_tokens, output_tokens
@@ -56,10 +58,6 @@ class EvolveWrite(Stage):
         info.update(written=len(written), hard=int(written["hard"].sum()), llm_calls=len(plan) + again, rewritten=again,
                     prompt_tokens=int(pd.Series(prompt_tokens, dtype=float).fillna(0).sum()),
                     output_tokens=int(pd.Series(output_tokens, dtype=float).fillna(0).sum()))
-
-    @staticmethod
-    def _style(plan, texts: list[str], rng: random.Random) -> list[list[str]]:
-        return [rng.sample(texts, min(STYLE_TEXTS, len(texts))) for _ in plan]
 
 
 def training_counts(ctx: RunContext, r: int) -> dict[str, int]:
