@@ -230,12 +230,11 @@ def rewrite_copies(written: pd.DataFrame, prompt_tokens: Sequence, output_tokens
     return pd.DataFrame(columns, index=written.index), prompt_tokens, output_tokens, len(again)
 
 
-def keep_written(texts: Sequence[str], intended: Sequence[str], answered: Sequence, seen: set[str]) -> tuple[np.ndarray, dict]:
+def keep_written(texts: Sequence[str], intended: Sequence[str], answered: Sequence, copies: Sequence[bool]) -> tuple[np.ndarray, dict]:
     """Which written examples join the training set, and counts of the dropped by reason: empty,
-    a copy of a text seen before (see `copied`), written twice in the batch, or labelled by the
-    labelling call otherwise than it was written for (an abstention included)."""
+    a copy of a text seen before (`copies`, from `copied`), written twice in the batch, or
+    labelled by the labelling call otherwise than it was written for (an abstention included)."""
     keys = [text_key(t) for t in texts]
-    copies = copied(texts, seen)
     keep = np.ones(len(texts), dtype=bool)
     counts = {"written": len(texts), "empty": 0, "copied": 0, "repeated": 0, "relabelled": 0}
     batch: set[str] = set()

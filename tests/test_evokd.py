@@ -8,7 +8,7 @@ import pandas as pd
 from conftest import tiny_overrides
 from freeal_ray import tables
 from freeal_ray.config import load_config
-from freeal_ray.evokd import (class_f1, keep_written, mistakes_for, rewrite_copies, shown_samples, text_key,
+from freeal_ray.evokd import (class_f1, copied, keep_written, mistakes_for, rewrite_copies, shown_samples, text_key,
                               without_quotes, writing_messages, writing_plan)
 from freeal_ray.task import Task
 
@@ -77,7 +77,7 @@ def test_a_written_example_the_labelling_call_disagrees_with_is_dropped():
     intended = ["positive", "negative", "positive", "positive", "negative", "negative"]
     answered = ["positive", "positive", "positive", "positive", None, None]
 
-    keep, counts = keep_written(texts, intended, answered, seen)
+    keep, counts = keep_written(texts, intended, answered, copied(texts, seen))
 
     assert list(keep) == [True, False, False, False, False, False]
     assert counts == {"written": 6, "empty": 1, "copied": 1, "repeated": 1, "relabelled": 2, "kept": 1}
@@ -103,7 +103,7 @@ def test_a_written_example_that_repeats_any_corpus_row_is_found(tmp_path):
                                         "text": [f"review {part} {i} : it was fine ." for i in range(50)]}), corpus, "corpus")
     written = ["Review 2 41: it was fine.", "review 2 41 : it was not fine .", "a new review", ""]
     assert corpus_copies(corpus, written) == {text_key(written[0])}
-    keep, counts = keep_written(written, ["positive"] * 4, ["positive"] * 4, corpus_copies(corpus, written))
+    keep, counts = keep_written(written, ["positive"] * 4, ["positive"] * 4, copied(written, corpus_copies(corpus, written)))
     assert list(keep) == [False, True, True, False] and counts["copied"] == 1
 
 
@@ -159,7 +159,7 @@ def test_ner_a_written_sentence_the_labelling_call_reads_otherwise_is_dropped():
                                                                 np.array(["B-PER", "O", "O"]), None]}).set_index("id")
     answered = kind.evolve_answers(answers["tags"], written["id"])
     intended = kind.evolve_answers(written.set_index("id")["intended"], written["id"])
-    keep, counts = keep_written(written["text"], intended, answered, set())
+    keep, counts = keep_written(written["text"], intended, answered, [False] * len(written))
     assert list(keep) == [True, False, False] and counts["relabelled"] == 2  # a missed entity, an unread answer
     batch = kind.evolve_batch(written[keep])
     assert batch.iloc[0]["tags"] == ["B-PER", "O", "O", "B-LOC"] and batch.iloc[0]["label"] == "PER"

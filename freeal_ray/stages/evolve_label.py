@@ -28,15 +28,15 @@ class EvolveLabel(Stage):
         written = tables.read_frame(ctx.path(written_folder(r)))
         seeds = tables.read_frame(ctx.path(SEEDS))
         answers_folder = ctx.path(f"evolve/round-{r}/answers")
-        seen = seen_before(ctx, r, written["text"])
-        fresh = written[~copied(written["text"], seen)]  # a copy is dropped whatever its label: not paid for
+        copies = written_copies(ctx, r, written)
+        fresh = written[~copies]  # a copy is dropped whatever its label: not paid for
         annotate(ray.data.from_pandas(kind.evolve_label_rows(fresh)), seeds[["id", *kind.evolve_columns]], ctx.task,
                  ctx.llm(), ctx.encoder_path(), min(ctx.shots or 1, len(seeds)), r, str(answers_folder), total=len(fresh))
         answers = tables.read_frame(answers_folder)
         answers = answers.set_index("id") if len(answers) else pd.DataFrame({kind.label_column: []})
         answered = kind.evolve_answers(answers[kind.label_column], written["id"])
         intended = kind.evolve_answers(written.set_index("id")["intended"], written["id"])
-        keep, counts = keep_written(written["text"], intended, answered, seen)
+        keep, counts = keep_written(written["text"], intended, answered, copies)
         kept = written[keep]
         batch = kind.evolve_batch(kept).assign(hard=kept["hard"].to_numpy(), round=r, origin="evokd",
                                                confidence=[answers["confidence"].get(i) if "confidence" in answers else None
@@ -44,3 +44,11 @@ class EvolveLabel(Stage):
         tables.write_part(batch if len(batch) else batch.astype({"hard": bool}), ctx.path(batch_folder(r)), "batch")
         info.update(counts, **ctx.llm_usage(answers_folder))
         ctx.manifest.evolve_metrics(r, **counts)
+
+
+def written_copies(ctx: RunContext, r: int, written: pd.DataFrame):
+    """Which written examples copy a text seen before: the flag evolve-write stored, or for a
+    written table from before it stored one (a resumed older run), found again here."""
+    if "copied" in written:
+        return written["copied"].astype(bool).to_numpy()
+    return copied(written["text"], seen_before(ctx, r, written["text"]))

@@ -3,7 +3,7 @@ out, or a small LLM writes them back as its "hard" examples): hard examples for 
 student gets wrong (classes, or entity types for NER; in proportion to its mistakes there), easy
 ones for every group, each prompt showing a few texts of the kind to write. A text that copies one
 seen before (a seed, a shown row, an earlier example, a corpus row) is written again once, with
-other texts shown; a copy then left is dropped in the next stage. It only writes: labelling is the
+other texts shown; a copy then left is flagged (`copied`) and the next stage drops it unlabelled. It only writes: labelling is the
 next stage's separate call."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import random
 import pandas as pd
 
 from freeal_ray import tables
-from freeal_ray.evokd import rewrite_copies, text_key, without_quotes, writing_plan
+from freeal_ray.evokd import copied, rewrite_copies, text_key, without_quotes, writing_plan
 from freeal_ray.pipeline import RunContext, Stage
 from freeal_ray.stages.evolve_probe import probe_folder
 from freeal_ray.stages.evolve_seeds import POOL, SEEDS
@@ -48,10 +48,13 @@ class EvolveWrite(Stage):
                                          ctx.cfg.llm, f"{desc}{what}")
 
         written, prompt_tokens, output_tokens = write(plan, "")
+        seen = seen_before(ctx, r, written["text"])
         written, prompt_tokens, output_tokens, again = rewrite_copies(
-            written, prompt_tokens, output_tokens, seen_before(ctx, r, written["text"]),
-            lambda at: write([plan[i] for i in at], ", copies again"))
+            written, prompt_tokens, output_tokens, seen, lambda at: write([plan[i] for i in at], ", copies again"))
+        if again and ctx.has_corpus():  # the rewritten texts may repeat corpus rows the first ones did not
+            seen |= corpus_copies(ctx.path("corpus"), written["text"])
         written.insert(0, "id", [f"evokd-{r}-{i}" for i in range(len(plan))])
+        written["copied"] = copied(written["text"], seen)  # the labelling stage drops these unpaid
         written["hard"] = [hard for _, hard in plan]
         written["prompt_tokens"], written["output_tokens"] = prompt_tokens, output_tokens
         tables.write_part(written, ctx.path(written_folder(r)), "written")
