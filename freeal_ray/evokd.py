@@ -107,24 +107,30 @@ def analysis_messages(task: Task, wrong: Sequence[tuple[str, str, str]], right: 
 STYLE_LEAD = "Texts of the kind to write (do not repeat them; write a new one):"
 
 
-def mistakes_for(plan: Sequence[tuple[str, bool]], labels: Sequence, preds: Sequence, k: int, seed: int) -> list[list[int]]:
-    """For each hard (group, True) of `plan`, up to `k` indices of the student's mistakes that
-    involve the group: rows of the group it called something else first, then rows it wrongly
-    called the group; none for easy examples. A hard prompt shows them, so what the LLM aims at is
-    the student's real confusion and not only its own analysis of it, which a small LLM often
-    gets wrong."""
-    labels, preds = np.asarray(labels, dtype=object), np.asarray(preds, dtype=object)
-    known = np.array([isinstance(v, str) for v in labels], dtype=bool)
-    wrong = known & (labels != preds)
+def mistakes_for(plan: Sequence[tuple[str, bool]], missed: Sequence[set], said: Sequence[set], k: int,
+                 seed: int) -> list[list[int]]:
+    """For each hard (group, True) of `plan`, up to `k` indices of probe rows where the student
+    erred on the group: rows whose `missed` groups hold it (a class it called something else; an
+    entity type it missed or mistyped) first, then rows whose `said` groups do (it wrongly said
+    the group); none for easy examples. A hard prompt shows them, so what the LLM aims at is the
+    student's real confusion and not only its own analysis of it, which a small LLM often gets
+    wrong."""
     rng = np.random.default_rng(seed)
     out = []
     for group, hard in plan:
         if not hard:
             out.append([])
             continue
-        missed, said = (rng.permutation(np.flatnonzero(wrong & (side == group))) for side in (labels, preds))
-        out.append([int(i) for i in np.r_[missed, said][:k]])
+        first, then = ([i for i, groups in enumerate(side) if group in groups] for side in (missed, said))
+        out.append([int(i) for i in [*rng.permutation(first), *rng.permutation([i for i in then if i not in first])][:k]])
     return out
+
+
+def class_mistakes(labels: Sequence, preds: Sequence) -> tuple[list[set], list[set]]:
+    """Per row, the groups mistakes_for reads: the reference class where the student said another
+    one, and the one it said; nothing where it was right or the row has no reference label."""
+    wrong = [isinstance(g, str) and g != p for g, p in zip(labels, preds)]
+    return [{g} if w else set() for g, w in zip(labels, wrong)], [{p} if w else set() for p, w in zip(preds, wrong)]
 
 
 def writing_messages(task: Task, analysis: str, label: str, hard: bool, style: Sequence[str],

@@ -8,7 +8,7 @@ import pandas as pd
 from conftest import tiny_overrides
 from freeal_ray import tables
 from freeal_ray.config import load_config
-from freeal_ray.evokd import (class_f1, copied, keep_written, mistakes_for, rewrite_copies, shown_samples, text_key,
+from freeal_ray.evokd import (class_f1, class_mistakes, copied, keep_written, mistakes_for, rewrite_copies, shown_samples, text_key,
                               without_quotes, writing_messages, writing_plan)
 from freeal_ray.task import Task
 
@@ -56,7 +56,7 @@ def test_a_hard_prompt_shows_the_student_s_planted_mistakes_on_its_class():
     labels = ["a", "a", "b", "b", "c", "c", "a", None]
     preds = ["a", "b", "b", "a", "c", "c", "c", "b"]  # mistakes: 1 (a as b), 3 (b as a), 6 (a as c)
     plan = [("a", True), ("b", True), ("c", True), ("a", False)]
-    picks = mistakes_for(plan, labels, preds, k=2, seed=0)
+    picks = mistakes_for(plan, *class_mistakes(labels, preds), k=2, seed=0)
     assert sorted(picks[0]) == [1, 6] and picks[3] == []  # its own missed rows first; none for an easy one
     assert picks[1][0] == 3 and set(picks[1]) == {1, 3}  # then the rows it wrongly called the class
     assert picks[2] == [6]  # row 7 has no reference label: never shown
@@ -128,7 +128,10 @@ def test_a_written_copy_is_written_again_once_and_both_calls_are_paid_for():
 
 
 def test_ner_the_tagger_s_planted_entity_mistakes_are_what_the_llm_is_shown_and_aimed_at():
-    from freeal_ray.evokd_entities import mistake_types, shown_sentences, type_f1
+    from freeal_ray.evokd_entities import entity_mistakes, mistake_types, shown_sentences, type_f1, writing_prompt
+    from freeal_ray.task import EntityTask
+
+    tagger_task = EntityTask(name="t", types={"PER": "people", "LOC": "places"}, instruction="Find them.")
 
     gold = [["B-PER", "I-PER", "O", "B-LOC"]] * 8 + [None]
     pred = [list(g) for g in gold[:8]] + [["O", "O", "O", "O"]]
@@ -144,6 +147,12 @@ def test_ner_the_tagger_s_planted_entity_mistakes_are_what_the_llm_is_shown_and_
     assert sorted(missed) == ["LOC", "LOC", "PER", "PER"] and sorted(said) == ["LOC", "PER"]
     plan = writing_plan(("PER", "LOC", "MISC"), missed, said, {}, batch=20, hard_share=1.0, seed=0)
     assert {g for g, _ in plan} <= {"PER", "LOC"}  # no hard sentence aimed at a type it never gets wrong
+    picks = mistakes_for([("LOC", True), ("PER", True), ("LOC", False)], *entity_mistakes(gold, pred), k=3, seed=0)
+    assert sorted(picks[0]) == [2, 5] and sorted(picks[1]) == [5, 6] and picks[2] == []
+    tokens = ["Ann", "Lee", "in", "Oslo"]
+    prompt = writing_prompt(tagger_task, "It misses places.", "LOC", True, ["a style sentence"], [(tokens, gold[2], pred[2])])
+    assert "True entities: Ann Lee (PER), Oslo (LOC)" in prompt and "The tagger found: Ann Lee (PER)\n" in prompt
+    assert "style sentence" not in prompt and "It misses places." in prompt
 
 
 def test_ner_a_written_sentence_the_labelling_call_reads_otherwise_is_dropped():

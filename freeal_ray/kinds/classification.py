@@ -156,7 +156,7 @@ class Classification(TaskKind):
         """(texts, mistakes) per prompt: a hard one shows the student's mistakes on its class
         (text, true label, its answer), where the probe has any; texts as the base kind draws them."""
         texts = super().evolve_style(probe, plan, k, rng)
-        picks = evokd.mistakes_for(plan, probe["label"], probe["pred"], k, rng.randrange(2**32))
+        picks = evokd.mistakes_for(plan, *evokd.class_mistakes(probe["label"], probe["pred"]), k, rng.randrange(2**32))
         rows = list(zip(probe["text"], probe["label"], probe["pred"]))
         return [(t, [rows[i] for i in p]) for t, p in zip(texts, picks)]
 
