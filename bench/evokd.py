@@ -55,7 +55,6 @@ def run_evokd_bench(args) -> None:
 
 
 def one_seed(args, train, test, seed: int) -> dict:
-    from freeal_ray.engine_actors import release_engines
     from freeal_ray.task import BENCHMARK_TASKS, get_preset
 
     preset = get_preset(args.benchmark if args.benchmark in NER else BENCHMARK_TASKS[args.benchmark])
@@ -68,7 +67,6 @@ def one_seed(args, train, test, seed: int) -> dict:
     static_batch = equal_token_batch(evokd, evokd_tokens, args.rounds * args.batch)
     static = run(args, task, work / f"static-{static_batch}", seed,
                  {"loop.evolve_rounds": 1, "loop.evolve_batch": static_batch, "loop.evolve_hard_share": 0.0})
-    release_engines()  # the next seed's engine is another (its seed differs): a third one ran a 24 GiB node out of memory
     return {
         "seed": seed, "seeds_only_test": curve[0], "evokd_test": curve[-1], "evokd_curve": curve,
         "static_test": score(test, static / "slm", preset), "evokd_tokens": evokd_tokens, "static_tokens": tokens(static),

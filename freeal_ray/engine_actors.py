@@ -62,19 +62,24 @@ class EngineActor:
         return getattr(self.engine, "threads", None)
 
 
-_POOLS: dict[tuple, list] = {}
+_POOLS: dict[tuple, list] = {}  # (job, settings key, replicas, engine) -> actors
+MODEL_ENGINES = {"vllm"}  # engines that hold a model in this node's memory, or a GPU's
 
 
 def engine_pool(settings: LLMSettings) -> list:
     """The run's engine actors, started on first use and reused by every later stage.
 
     The driver keeps their handles here: Ray ends an actor whose last handle goes away, and
-    reloading a model costs minutes on a CPU.
+    reloading a model costs minutes on a CPU. One model-holding pool is kept at a time: a run
+    uses one, and a process that runs again with another model or seed would otherwise keep every
+    earlier engine loaded, until a CPU node ran out of memory (or a GPU, which one engine fills).
     """
     key = hashlib.sha1(repr((settings.engine, settings.engine_config)).encode()).hexdigest()[:12]
-    pool_id = (ray.get_runtime_context().get_job_id(), key, settings.replicas)
+    pool_id = (ray.get_runtime_context().get_job_id(), key, settings.replicas, settings.engine)
     if pool_id in _POOLS:
         return _POOLS[pool_id]
+    if settings.engine in MODEL_ENGINES:
+        _end_pools([p for p in _POOLS if p[3] in MODEL_ENGINES])
     resources = {"num_cpus": 1 if settings.engine == "vllm" else 0.25}  # other engines are clients or nothing
     if settings.engine_config.use_gpu:
         resources["num_gpus"] = settings.engine_config.tensor_parallel_size
@@ -93,11 +98,18 @@ def release_engines() -> int:
     """End every engine actor this process started, freeing their memory; returns how many. A
     process that runs the loop again and again with other engine settings (another seed, another
     model) otherwise keeps each earlier engine loaded, until the node runs out of memory."""
-    actors = [actor for pool in _POOLS.values() for actor in pool]
-    for actor in actors:
-        ray.kill(actor)
-    _POOLS.clear()
-    return len(actors)
+    return _end_pools(list(_POOLS))
+
+
+def _end_pools(pool_ids: list[tuple]) -> int:
+    job = ray.get_runtime_context().get_job_id()
+    ended = 0
+    for pool_id in pool_ids:
+        for actor in _POOLS.pop(pool_id):
+            if pool_id[0] == job:  # an earlier Ray session's actors ended with it
+                ray.kill(actor)
+                ended += 1
+    return ended
 
 
 def build_engine(kind: str, config: EngineConfig) -> Engine:

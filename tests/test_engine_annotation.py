@@ -168,6 +168,27 @@ def test_release_engines_ends_every_engine_this_process_started(ray_session, mon
             ray.get(actor.compute_threads.remote(), timeout=60)
 
 
+def test_a_new_model_engine_ends_the_one_before_it(ray_session, monkeypatch):
+    """A process that runs again with another model or seed holds one model's engines, not each
+    earlier one: a node runs out of memory by the third. The instant engine stands in for vLLM."""
+    import ray
+
+    from freeal_ray import engine_actors
+
+    monkeypatch.setattr(engine_actors, "_POOLS", {})
+    monkeypatch.setattr(engine_actors, "MODEL_ENGINES", {"vllm", "instant"})
+    settings = [LLMSettings("instant", EngineConfig(model_path="instant", seed=s), 1, 8, 200) for s in (1, 2)]
+    first = engine_actors.engine_pool(settings[0])
+    assert engine_actors.engine_pool(settings[0]) is first  # the same settings: the same engines
+    second = engine_actors.engine_pool(settings[1])
+    assert ray.get(second[0].compute_threads.remote()) is None and len(engine_actors._POOLS) == 1
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(first[0].compute_threads.remote(), timeout=60)
+    monkeypatch.setattr(engine_actors, "MODEL_ENGINES", {"vllm"})
+    engine_actors.engine_pool(settings[0])  # engines that hold no model are kept side by side
+    assert len(engine_actors._POOLS) == 2 and engine_actors.release_engines() == 2
+
+
 def test_a_resumed_annotation_asks_only_rows_without_an_answer(ray_session, tmp_path):
     """Resume is an anti-join against the parts on disk, list columns (as refinery rows carry) included."""
     import ray
