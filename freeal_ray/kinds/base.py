@@ -168,10 +168,10 @@ class TaskKind(ABC):
         right answers of the probe and its F1 per group (evolve_f1); the rows shown (with `wrong`); and the mistakes' groups for the
         writing plan (wrong_labels: the reference's, wrong_preds: the student's)."""
 
-    def evolve_style(self, probe: pd.DataFrame, plan: list[tuple[str, bool]], k: int, rng) -> list:
-        """What each prompt of `plan` shows, in the form this kind's evolve_write reads: here `k`
-        texts of the last probe drawn by `rng` (a random.Random), as the kind of text to write."""
-        texts = probe["text"].tolist()
+    def evolve_style(self, probe: pd.DataFrame, texts: list[str], plan: list[tuple[str, bool]], k: int, rng) -> list:
+        """What each prompt of `plan` shows, in the form this kind's evolve_write reads: here `k` of
+        `texts` (real rows: the pool) drawn by `rng` (a random.Random), as the kind of text to write;
+        a kind may show the student's mistakes in the last `probe` too."""
         return [rng.sample(texts, min(k, len(texts))) for _ in plan]
 
     @abstractmethod

@@ -152,10 +152,10 @@ class Classification(TaskKind):
         rows = pd.concat([w.assign(wrong=True), g.assign(wrong=False)])
         return messages, rows, {"wrong_labels": w["label"].tolist(), "wrong_preds": w["pred"].tolist()}
 
-    def evolve_style(self, probe, plan, k, rng):
+    def evolve_style(self, probe, texts, plan, k, rng):
         """(texts, mistakes) per prompt: a hard one shows the student's mistakes on its class
         (text, true label, its answer), where the probe has any; texts as the base kind draws them."""
-        texts = super().evolve_style(probe, plan, k, rng)
+        texts = super().evolve_style(probe, texts, plan, k, rng)
         picks = evokd.mistakes_for(plan, *evokd.class_mistakes(probe["label"], probe["pred"]), k, rng.randrange(2**32))
         rows = list(zip(probe["text"], probe["label"], probe["pred"]))
         return [(t, [rows[i] for i in p]) for t, p in zip(texts, picks)]

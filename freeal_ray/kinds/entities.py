@@ -187,10 +187,10 @@ class Entities(TaskKind):
         rows = pd.concat([probe.iloc[wrong].assign(wrong=True), probe.iloc[right].assign(wrong=False)])
         return messages, rows, {"wrong_labels": missed, "wrong_preds": said}
 
-    def evolve_style(self, probe, plan, k, rng):
+    def evolve_style(self, probe, texts, plan, k, rng):
         """(texts, mistakes) per prompt: a hard one shows the sentences where the tagger erred on its
         entity type (tokens, true tags, its tags), where the probe has any."""
-        texts = super().evolve_style(probe, plan, k, rng)
+        texts = super().evolve_style(probe, texts, plan, k, rng)
         gold, pred = [EK.tags_or_none(t) for t in probe["tags"]], [EK.tags_or_none(t) or [] for t in probe["pred"]]
         picks = evokd.mistakes_for(plan, *EK.entity_mistakes(gold, pred), k, rng.randrange(2**32))
         tokens = [list(t) for t in probe["tokens"]]

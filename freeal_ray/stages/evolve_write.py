@@ -1,10 +1,11 @@
 """evolve-write-r: the LLM writes round r's batch from its analysis (with the rows it quotes cut
 out, or a small LLM writes them back as its "hard" examples): hard examples for the groups the
 student gets wrong (classes, or entity types for NER; in proportion to its mistakes there), easy
-ones for every group, each prompt showing a few texts of the kind to write. A text that copies one
-seen before (a seed, a shown row, an earlier example, a corpus row) is written again once, with
-other texts shown; a copy then left is flagged (`copied`) and the next stage drops it unlabelled. It only writes: labelling is the
-next stage's separate call."""
+ones for the groups with the fewest examples. Each prompt shows a few pool rows as the kind of text
+to write; a hard one shows the student's mistakes on its group instead, where the last probe has
+any. A text that copies one seen before (a seed, a shown row, an earlier example, a corpus row) is
+written again once, with other texts shown; a copy then left is flagged (`copied`) and the next
+stage drops it unlabelled. It only writes: labelling is the next stage's separate call."""
 
 from __future__ import annotations
 
@@ -38,13 +39,17 @@ class EvolveWrite(Stage):
                             seen.get("class_f1", {}), loop.evolve_batch, loop.evolve_hard_share, loop.seed + r,
                             have=training_counts(ctx, r))
         probe = tables.read_frame(ctx.path(probe_folder(r - 1)))
+        # Texts of the kind to write are real rows (the pool), never the writer's own: shown its
+        # last batch, a small LLM writes it again and each round narrows (TREC at 0.5B: by round 4,
+        # questions about movies with a number in the title).
+        real = tables.read_frame(ctx.path(POOL))["text"].tolist()
         shown = probe.loc[probe["id"].isin([*seen.get("shown_wrong", []), *seen.get("shown_right", [])]), "text"]
         rng = random.Random(loop.seed + r)
         analysis = without_quotes(seen.get("analysis", ""), shown)
         desc = f"EvoKD writing, round {r}"
 
         def write(part, what):
-            return ctx.kind.evolve_write(part, analysis, ctx.kind.evolve_style(probe, part, STYLE_TEXTS, rng), ctx.llm(),
+            return ctx.kind.evolve_write(part, analysis, ctx.kind.evolve_style(probe, real, part, STYLE_TEXTS, rng), ctx.llm(),
                                          ctx.cfg.llm, f"{desc}{what}")
 
         written, prompt_tokens, output_tokens = write(plan, "")
