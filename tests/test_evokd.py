@@ -70,6 +70,20 @@ def test_a_hard_prompt_shows_the_student_s_planted_mistakes_on_its_class():
     assert "unrelated" in easy and "mixes" not in easy and "classifier said" not in easy
 
 
+def test_a_prompt_shows_real_rows_as_the_kind_to_write_and_a_hard_one_the_mistakes_on_its_class():
+    import random
+
+    from freeal_ray.kinds import kind_for
+
+    probe = pd.DataFrame({"text": ["written one", "written two", "written three"], "label": ["negative", "positive", "positive"],
+                          "pred": ["negative", "negative", "positive"]})  # the writer's last batch, as the student saw it
+    real = [f"corpus review {i}" for i in range(10)]
+    plan = [("positive", True), ("negative", True), ("positive", False)]
+    style = kind_for(TASK).evolve_style(probe, real, plan, 3, random.Random(0))
+    assert all(len(texts) == 3 and set(texts) <= set(real) for texts, _ in style)
+    assert [m for _, m in style] == [[("written two", "positive", "negative")], [("written two", "positive", "negative")], []]
+
+
 def test_a_written_example_the_labelling_call_disagrees_with_is_dropped():
     seen = {text_key("the acting was superb and lovely, a delight")}
     texts = ["A gripping, superb thriller.", "a dull mess", "The acting was superb and lovely, a delight!",
