@@ -107,50 +107,16 @@ def analysis_messages(task: Task, wrong: Sequence[tuple[str, str, str]], right: 
 STYLE_LEAD = "Texts of the kind to write (do not repeat them; write a new one):"
 
 
-def mistakes_for(plan: Sequence[tuple[str, bool]], missed: Sequence[set], said: Sequence[set], k: int,
-                 seed: int) -> list[list[int]]:
-    """For each hard (group, True) of `plan`, up to `k` indices of probe rows where the student
-    erred on the group: rows whose `missed` groups hold it (a class it called something else; an
-    entity type it missed or mistyped) first, then rows whose `said` groups do (it wrongly said
-    the group); none for easy examples. A hard prompt shows them, so what the LLM aims at is the
-    student's real confusion and not only its own analysis of it, which a small LLM often gets
-    wrong."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for group, hard in plan:
-        if not hard:
-            out.append([])
-            continue
-        first, then = ([i for i, groups in enumerate(side) if group in groups] for side in (missed, said))
-        out.append([int(i) for i in [*rng.permutation(first), *rng.permutation([i for i in then if i not in first])][:k]])
-    return out
-
-
-def class_mistakes(labels: Sequence, preds: Sequence) -> tuple[list[set], list[set]]:
-    """Per row, the groups mistakes_for reads: the reference class where the student said another
-    one, and the one it said; nothing where it was right or the row has no reference label."""
-    wrong = [isinstance(g, str) and g != p for g, p in zip(labels, preds)]
-    return [{g} if w else set() for g, w in zip(labels, wrong)], [{p} if w else set() for p, w in zip(preds, wrong)]
-
-
-def writing_messages(task: Task, analysis: str, label: str, hard: bool, style: Sequence[str],
-                     mistakes: Sequence[tuple[str, str, str]] = ()) -> list[dict]:
-    """Ask for one new text of `label`: a hard one aimed at the analysed weakness and at the
-    student's `mistakes` on it (text, true label, its answer), or an easy, typical one; `style`
-    shows a few texts of the kind to write when no mistake is shown."""
-    name = task.input_name.lower()
-    if hard and mistakes:
-        shown = "The classifier got these wrong (do not repeat them; write a new one):\n" + "".join(
-            f"{task.input_name}: {_line(t, 200)}\nTrue label: {task.word(g)}. The classifier said: {task.word(p)}.\n"
-            for t, g, p in mistakes)
-    else:
-        shown = f"{STYLE_LEAD}\n" + "".join(f"{task.input_name}: {_line(t, 200)}\n" for t in style) if style else ""
+def writing_messages(task: Task, analysis: str, label: str, hard: bool, style: Sequence[str]) -> list[dict]:
+    """Ask for one new text of `label`: a hard one aimed at the analysed weakness, or an easy,
+    typical one; `style` shows a few texts of the kind to write."""
+    shown = "".join(f"{task.input_name}: {_line(t, 200)}\n" for t in style)
     if hard:
-        ask = (f"What the classifier is weak at:\n{analysis.strip()}\n\n" if analysis.strip() else "") + (
-            f"Write one new {name} whose label is clearly {task.word(label)}, but of the kind the classifier gets wrong.")
+        ask = (f"What the classifier is weak at:\n{analysis.strip()}\n\nWrite one new {task.input_name.lower()} whose "
+               f"label is clearly {task.word(label)}, but of the kind the classifier gets wrong.")
     else:
-        ask = f"Write one new, typical {name} whose label is clearly {task.word(label)}."
-    content = (f"{shown}\n" if shown else "") + ask + " Write only the text, on one line."
+        ask = f"Write one new, typical {task.input_name.lower()} whose label is clearly {task.word(label)}."
+    content = (f"{STYLE_LEAD}\n{shown}\n" if shown else "") + ask + " Write only the text, on one line."
     return [{"role": "system", "content": _system(task)}, {"role": "user", "content": content}]
 
 

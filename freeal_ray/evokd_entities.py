@@ -72,17 +72,6 @@ def mistake_types(gold: Sequence, pred: Sequence) -> tuple[list[str], list[str]]
     return missed, said
 
 
-def entity_mistakes(gold: Sequence, pred: Sequence) -> tuple[list[set], list[set]]:
-    """Per sentence, the groups evokd.mistakes_for reads: the types of entities the tagger missed
-    or mistyped, and the types it said wrongly; nothing for sentences with no reference tags."""
-    missed, said = [], []
-    for g, p in zip(gold, pred):
-        a, b = (set(), set()) if g is None else (set(entities(list(g))), set(entities(list(p))))
-        missed.append({t for _, _, t in a - b})
-        said.append({t for _, _, t in b - a})
-    return missed, said
-
-
 def _entity_list(tokens: Sequence[str], tags: Sequence[str]) -> str:
     spans = spans_of(list(tokens), list(tags))
     return ", ".join(f"{text} ({etype})" for text, etype in spans) or "none"
@@ -107,25 +96,14 @@ def analysis_messages(task: EntityTask, wrong: Sequence[tuple], right: Sequence[
     return [{"role": "system", "content": _system(task)}, {"role": "user", "content": "\n".join(parts)}]
 
 
-def writing_prompt(task: EntityTask, analysis: str, etype: str, hard: bool, style: Sequence[str],
-                   mistakes: Sequence[tuple] = ()) -> str:
+def writing_prompt(task: EntityTask, analysis: str, etype: str, hard: bool, style: Sequence[str]) -> str:
     """Ask for one new sentence naming a `etype` entity, with all its entities listed in the JSON the
-    synthesis schema allows: a hard one of the kind the tagger gets wrong (showing its `mistakes`
-    on the type: tokens, true tags, its tags), or a typical one (showing the `style` sentences)."""
-    if hard and mistakes:
-        shown = "The tagger got these sentences wrong (do not repeat them; write a new one):\n" + "".join(
-            f"{task.input_name}: {' '.join(t)[:200]}\nTrue entities: {_entity_list(t, g)}\nThe tagger found: {_entity_list(t, p)}\n"
-            for t, g, p in mistakes)
-    elif style:
-        shown = "Sentences of the kind to write (do not repeat them; write a new one):\n" + "".join(
-            f"{task.input_name}: {' '.join(str(s).split())[:200]}\n" for s in style)
-    else:
-        shown = ""
+    synthesis schema allows: a hard one of the kind the tagger gets wrong, or a typical one."""
+    shown = "".join(f"{task.input_name}: {' '.join(str(s).split())[:200]}\n" for s in style)
     if hard:
-        ask = (f"What the tagger is weak at:\n{analysis.strip()}\n\n" if analysis.strip() else "") + (
-            f"Write one new {task.input_name.lower()} that names at least one {etype} ({task.types[etype]}) of the kind the "
-            "tagger gets wrong")
+        ask = (f"What the tagger is weak at:\n{analysis.strip()}\n\nWrite one new {task.input_name.lower()} that names at "
+               f"least one {etype} ({task.types[etype]}) of the kind the tagger gets wrong")
     else:
         ask = f"Write one new, typical {task.input_name.lower()} that names at least one {etype} ({task.types[etype]})"
-    return (f"{_system(task)}\n" + (f"{shown}\n" if shown else "") + ask
+    return (f"{_system(task)}\n" + (f"Sentences of the kind to write (do not repeat them; write a new one):\n{shown}\n" if shown else "") + ask
             + ', and list all its entities. Answer in JSON as {"sentence": ..., "entities": [{"text": ..., "type": ...}]}.\nAnswer:')

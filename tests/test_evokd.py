@@ -8,8 +8,8 @@ import pandas as pd
 from conftest import tiny_overrides
 from freeal_ray import tables
 from freeal_ray.config import load_config
-from freeal_ray.evokd import (class_f1, class_mistakes, copied, keep_written, mistakes_for, rewrite_copies, shown_samples, text_key,
-                              without_quotes, writing_messages, writing_plan)
+from freeal_ray.evokd import (class_f1, copied, keep_written, rewrite_copies, shown_samples, text_key, without_quotes,
+                              writing_plan)
 from freeal_ray.task import Task
 
 TASK = Task(name="toy", labels=("negative", "positive"), instruction="Classify the review's sentiment.",
@@ -49,39 +49,6 @@ def test_hard_examples_go_where_the_student_errs_and_easy_ones_where_it_has_fewe
     no_mistakes = writing_plan(task.labels, [], [], {"a": 1.0, "b": 1.0, "c": 0.1}, batch=30, hard_share=1.0, seed=0)
     assert [label for label, _ in no_mistakes].count("c") > 20  # then its weakest class by F1
     assert class_f1(["a", "a", "b", None], ["a", "b", "b", "a"], ["a", "b"]) == {"a": 2 / 3, "b": 2 / 3}
-
-
-def test_a_hard_prompt_shows_the_student_s_planted_mistakes_on_its_class():
-    task = Task(name="t", labels=("a", "b", "c"), instruction="Sort.")
-    labels = ["a", "a", "b", "b", "c", "c", "a", None]
-    preds = ["a", "b", "b", "a", "c", "c", "c", "b"]  # mistakes: 1 (a as b), 3 (b as a), 6 (a as c)
-    plan = [("a", True), ("b", True), ("c", True), ("a", False)]
-    picks = mistakes_for(plan, *class_mistakes(labels, preds), k=2, seed=0)
-    assert sorted(picks[0]) == [1, 6] and picks[3] == []  # its own missed rows first; none for an easy one
-    assert picks[1][0] == 3 and set(picks[1]) == {1, 3}  # then the rows it wrongly called the class
-    assert picks[2] == [6]  # row 7 has no reference label: never shown
-    texts = [f"question number {i}" for i in range(8)]
-    messages = writing_messages(task, "It mixes a and b.", "a", True, ["an unrelated text"],
-                                [(texts[i], labels[i], preds[i]) for i in picks[0]])
-    prompt = messages[-1]["content"]
-    assert "question number 1" in prompt and "question number 6" in prompt and "unrelated" not in prompt
-    assert "It mixes a and b." in prompt and "The classifier said: b." in prompt
-    easy = writing_messages(task, "It mixes a and b.", "a", False, ["an unrelated text"])[-1]["content"]
-    assert "unrelated" in easy and "mixes" not in easy and "classifier said" not in easy
-
-
-def test_a_prompt_shows_real_rows_as_the_kind_to_write_and_a_hard_one_the_mistakes_on_its_class():
-    import random
-
-    from freeal_ray.kinds import kind_for
-
-    probe = pd.DataFrame({"text": ["written one", "written two", "written three"], "label": ["negative", "positive", "positive"],
-                          "pred": ["negative", "negative", "positive"]})  # the writer's last batch, as the student saw it
-    real = [f"corpus review {i}" for i in range(10)]
-    plan = [("positive", True), ("negative", True), ("positive", False)]
-    style = kind_for(TASK).evolve_style(probe, real, plan, 3, random.Random(0))
-    assert all(len(texts) == 3 and set(texts) <= set(real) for texts, _ in style)
-    assert [m for _, m in style] == [[("written two", "positive", "negative")], [("written two", "positive", "negative")], []]
 
 
 def test_a_written_example_the_labelling_call_disagrees_with_is_dropped():
@@ -142,10 +109,7 @@ def test_a_written_copy_is_written_again_once_and_both_calls_are_paid_for():
 
 
 def test_ner_the_tagger_s_planted_entity_mistakes_are_what_the_llm_is_shown_and_aimed_at():
-    from freeal_ray.evokd_entities import entity_mistakes, mistake_types, shown_sentences, type_f1, writing_prompt
-    from freeal_ray.task import EntityTask
-
-    tagger_task = EntityTask(name="t", types={"PER": "people", "LOC": "places"}, instruction="Find them.")
+    from freeal_ray.evokd_entities import mistake_types, shown_sentences, type_f1
 
     gold = [["B-PER", "I-PER", "O", "B-LOC"]] * 8 + [None]
     pred = [list(g) for g in gold[:8]] + [["O", "O", "O", "O"]]
@@ -161,12 +125,6 @@ def test_ner_the_tagger_s_planted_entity_mistakes_are_what_the_llm_is_shown_and_
     assert sorted(missed) == ["LOC", "LOC", "PER", "PER"] and sorted(said) == ["LOC", "PER"]
     plan = writing_plan(("PER", "LOC", "MISC"), missed, said, {}, batch=20, hard_share=1.0, seed=0)
     assert {g for g, _ in plan} <= {"PER", "LOC"}  # no hard sentence aimed at a type it never gets wrong
-    picks = mistakes_for([("LOC", True), ("PER", True), ("LOC", False)], *entity_mistakes(gold, pred), k=3, seed=0)
-    assert sorted(picks[0]) == [2, 5] and sorted(picks[1]) == [5, 6] and picks[2] == []
-    tokens = ["Ann", "Lee", "in", "Oslo"]
-    prompt = writing_prompt(tagger_task, "It misses places.", "LOC", True, ["a style sentence"], [(tokens, gold[2], pred[2])])
-    assert "True entities: Ann Lee (PER), Oslo (LOC)" in prompt and "The tagger found: Ann Lee (PER)\n" in prompt
-    assert "style sentence" not in prompt and "It misses places." in prompt
 
 
 def test_ner_a_written_sentence_the_labelling_call_reads_otherwise_is_dropped():

@@ -168,16 +168,9 @@ class TaskKind(ABC):
         right answers of the probe and its F1 per group (evolve_f1); the rows shown (with `wrong`); and the mistakes' groups for the
         writing plan (wrong_labels: the reference's, wrong_preds: the student's)."""
 
-    def evolve_style(self, probe: pd.DataFrame, texts: list[str], plan: list[tuple[str, bool]], k: int, rng) -> list:
-        """What each prompt of `plan` shows, in the form this kind's evolve_write reads: here `k` of
-        `texts` (real rows: the pool) drawn by `rng` (a random.Random), as the kind of text to write;
-        a kind may show the student's mistakes in the last `probe` too."""
-        return [rng.sample(texts, min(k, len(texts))) for _ in plan]
-
     @abstractmethod
-    def evolve_write(self, plan: list[tuple[str, bool]], analysis: str, style: list, llm, llm_config, desc: str):
-        """The LLM writes one example per (group, hard) of `plan`, each prompt showing its `style`
-        (from evolve_style).
+    def evolve_write(self, plan: list[tuple[str, bool]], analysis: str, style: list[list[str]], llm, llm_config, desc: str):
+        """The LLM writes one example per (group, hard) of `plan`, each prompt showing its `style` texts.
         Returns a frame (text, intended: the label it was written for, and what the labelling call
         needs) and the prompt and output tokens per call."""
 

@@ -152,20 +152,12 @@ class Classification(TaskKind):
         rows = pd.concat([w.assign(wrong=True), g.assign(wrong=False)])
         return messages, rows, {"wrong_labels": w["label"].tolist(), "wrong_preds": w["pred"].tolist()}
 
-    def evolve_style(self, probe, texts, plan, k, rng):
-        """(texts, mistakes) per prompt: a hard one shows the student's mistakes on its class
-        (text, true label, its answer), where the probe has any; texts as the base kind draws them."""
-        texts = super().evolve_style(probe, texts, plan, k, rng)
-        picks = evokd.mistakes_for(plan, *evokd.class_mistakes(probe["label"], probe["pred"]), k, rng.randrange(2**32))
-        rows = list(zip(probe["text"], probe["label"], probe["pred"]))
-        return [(t, [rows[i] for i in p]) for t, p in zip(texts, picks)]
-
     def evolve_write(self, plan, analysis, style, llm, llm_config, desc):
         from freeal_ray.writing import chat_template, write
 
         chat = chat_template(llm)
-        prompts = [evokd.render(evokd.writing_messages(self.task, analysis, label, hard, texts, mistakes), chat,
-                                lead=f"{self.task.input_name}:") for (label, hard), (texts, mistakes) in zip(plan, style)]
+        prompts = [evokd.render(evokd.writing_messages(self.task, analysis, label, hard, texts), chat,
+                                lead=f"{self.task.input_name}:") for (label, hard), texts in zip(plan, style)]
         out = write(prompts, llm, llm_config.synth_max_tokens, llm_config.synth_temperature, stop=("\n",), desc=desc)
         written = pd.DataFrame({"text": [evokd.strip_written(t, self.task.input_name) for t in out.texts],
                                 "intended": [label for label, _ in plan]})

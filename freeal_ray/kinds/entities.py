@@ -21,7 +21,7 @@ from freeal_ray import metrics as M
 from freeal_ray.engine_actors import LLMSettings
 from freeal_ray.errors import CorpusError, FreeALError
 from freeal_ray.kinds.base import TaskKind
-from freeal_ray import evokd, evokd_entities as EK
+from freeal_ray import evokd_entities as EK
 from freeal_ray.ner import dominant_type, is_valid_bio
 from freeal_ray.synthesis import given_entity_demos, synthesize_entity_demos
 from freeal_ray.ner import tag_indices
@@ -187,22 +187,12 @@ class Entities(TaskKind):
         rows = pd.concat([probe.iloc[wrong].assign(wrong=True), probe.iloc[right].assign(wrong=False)])
         return messages, rows, {"wrong_labels": missed, "wrong_preds": said}
 
-    def evolve_style(self, probe, texts, plan, k, rng):
-        """(texts, mistakes) per prompt: a hard one shows the sentences where the tagger erred on its
-        entity type (tokens, true tags, its tags), where the probe has any."""
-        texts = super().evolve_style(probe, texts, plan, k, rng)
-        gold, pred = [EK.tags_or_none(t) for t in probe["tags"]], [EK.tags_or_none(t) or [] for t in probe["pred"]]
-        picks = evokd.mistakes_for(plan, *EK.entity_mistakes(gold, pred), k, rng.randrange(2**32))
-        tokens = [list(t) for t in probe["tokens"]]
-        return [(t, [(tokens[i], gold[i], pred[i]) for i in p]) for t, p in zip(texts, picks)]
-
     def evolve_write(self, plan, analysis, style, llm, llm_config, desc):
         from freeal_ray.ner import align_spans, synthesis_schema, tokenize
         from freeal_ray.prompts import parse_synthetic_sentence
         from freeal_ray.writing import extract
 
-        prompts = [EK.writing_prompt(self.task, analysis, etype, hard, texts, mistakes)
-                   for (etype, hard), (texts, mistakes) in zip(plan, style)]
+        prompts = [EK.writing_prompt(self.task, analysis, etype, hard, texts) for (etype, hard), texts in zip(plan, style)]
         answers = extract(prompts, llm, synthesis_schema(self.task.entity_types), max(192, 3 * llm_config.synth_max_tokens), desc)
         rows = []
         for answer in answers:

@@ -2,8 +2,7 @@
 out, or a small LLM writes them back as its "hard" examples): hard examples for the groups the
 student gets wrong (classes, or entity types for NER; in proportion to its mistakes there), easy
 ones for the groups with the fewest examples. Each prompt shows a few pool rows as the kind of text
-to write; a hard one shows the student's mistakes on its group instead, where the last probe has
-any. A text that copies one seen before (a seed, a shown row, an earlier example, a corpus row) is
+to write. A text that copies one seen before (a seed, a shown row, an earlier example, a corpus row) is
 written again once, with other texts shown; a copy then left is flagged (`copied`) and the next
 stage drops it unlabelled. It only writes: labelling is the next stage's separate call."""
 
@@ -49,8 +48,8 @@ class EvolveWrite(Stage):
         desc = f"EvoKD writing, round {r}"
 
         def write(part, what):
-            return ctx.kind.evolve_write(part, analysis, ctx.kind.evolve_style(probe, real, part, STYLE_TEXTS, rng), ctx.llm(),
-                                         ctx.cfg.llm, f"{desc}{what}")
+            style = [rng.sample(real, min(STYLE_TEXTS, len(real))) for _ in part]
+            return ctx.kind.evolve_write(part, analysis, style, ctx.llm(), ctx.cfg.llm, f"{desc}{what}")
 
         written, prompt_tokens, output_tokens = write(plan, "")
         seen = seen_before(ctx, r, written["text"])
