@@ -52,14 +52,14 @@ def run_freeal_evokd_bench(args) -> None:
     labels_before = _labels(work)
     started = time.time()
     run_freeal(load_config(None, config))
-    labels = list(get_preset(BENCHMARK_TASKS[args.benchmark]).labels)
+    preset = get_preset(BENCHMARK_TASKS[args.benchmark])
     last = manifest["stages"]["finalize"]["rounds"]
-    curve = [score(test, work / "evolve" / f"round-{r}" / "slm", labels) for r in range(args.rounds + 1)]
+    curve = [score(test, work / "evolve" / f"round-{r}" / "slm", preset) for r in range(args.rounds + 1)]
     stages = json.loads((work / "manifest.json").read_text())["stages"]
     result = {
         "benchmark": args.benchmark, "rounds": args.rounds, "batch": config["loop"]["evolve_batch"],
         "llm": config["llm"]["model"], "slm": config["slm"]["model"], "test_rows": len(test), "freeal_rounds": last,
-        "freeal_test": score(test, work / f"round-{last}" / "slm", labels), "freeal_evokd_test": curve[-1],
+        "freeal_test": score(test, work / f"round-{last}" / "slm", preset), "freeal_evokd_test": curve[-1],
         "evokd_curve": curve, "evokd_tokens": sum((s.get("prompt_tokens") or 0) + (s.get("output_tokens") or 0)
                                                   for k, s in stages.items() if k.startswith("evolve")),
         "labels_unchanged": _labels(work) == labels_before, "evokd_rounds": evolve_figures(work),
