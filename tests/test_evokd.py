@@ -157,13 +157,29 @@ def _config(tiny_models, corpus, out, rounds):
     })
 
 
-def test_evokd_rounds_replay_their_history_and_a_rerun_asks_nothing_again(ray_session, tiny_models, toy_jsonl, tmp_path):
+def test_evokd_rounds_replay_their_history_and_a_rerun_asks_nothing_again(ray_session, tiny_models, toy_jsonl, tmp_path,
+                                                                         monkeypatch):
+    from freeal_ray.kinds.classification import Classification
     from freeal_ray.run import run_freeal
 
+    shown = []  # what each writing prompt showed as the kind of text to write
+    write = Classification.evolve_write
+
+    def recording(self, plan, analysis, style, *args):
+        shown.append((args[-1], style))
+        return write(self, plan, analysis, style, *args)
+
+    monkeypatch.setattr(Classification, "evolve_write", recording)
     out = tmp_path / "evokd"
     run_freeal(_config(tiny_models, toy_jsonl, out, rounds=2))
     manifest = json.loads((out / "manifest.json").read_text())
     stages = manifest["stages"]
+
+    # prompts show pool rows, never the writer's own examples; a copy is written again with none shown
+    pool = set(tables.read_frame(out / "evolve" / "round-0" / "pool")["text"])
+    firsts = [texts for desc, style in shown if "again" not in desc for texts in style]
+    assert len(firsts) == 12 and all(texts and set(texts) <= pool for texts in firsts)
+    assert all(texts == [] for desc, style in shown if "again" in desc for texts in style)
 
     # the LLM was shown the first student's real mistakes on the pool, its surest first
     probe = tables.read_frame(out / "evolve" / "round-0" / "probe")
