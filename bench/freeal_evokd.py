@@ -6,14 +6,19 @@ A finished FreeAL run is copied and resumed with `loop.evolve_rounds` (a setting
 change): the same corpus, labels, demos and SLM, so the EvoKD rounds are the only difference. Their
 first student is FreeAL's SLM; the LLM studies its mistakes on FreeAL's clean, surest labels, and each
 student trains on FreeAL's labels plus every batch kept so far. FreeAL's SLM and each round's student
-are scored on the benchmark's test split; the output labels must stay FreeAL's. Results:
-bench/results/freeal-evokd-<benchmark>.json.
+are scored on the benchmark's test split; the output labels must stay FreeAL's.
+
+The control: each round's student refit on FreeAL's labels alone, with that round's seed and
+settings and no written rows. FreeAL's own SLM trained on the labels before its last refinery, and
+refits on one set of labels spread by a few points, so the written rows' worth is each round's
+student against its control, not against FreeAL's SLM. Results: bench/results/freeal-evokd-<benchmark>.json.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -55,12 +60,14 @@ def run_freeal_evokd_bench(args) -> None:
     preset = get_preset(BENCHMARK_TASKS[args.benchmark])
     last = manifest["stages"]["finalize"]["rounds"]
     curve = [score(test, work / "evolve" / f"round-{r}" / "slm", preset) for r in range(args.rounds + 1)]
+    control = [score(test, work / folder, preset) for folder in refit_controls(config, args.rounds)]
     stages = json.loads((work / "manifest.json").read_text())["stages"]
     result = {
         "benchmark": args.benchmark, "rounds": args.rounds, "batch": config["loop"]["evolve_batch"],
         "llm": config["llm"]["model"], "slm": config["slm"]["model"], "test_rows": len(test), "freeal_rounds": last,
         "freeal_test": score(test, work / f"round-{last}" / "slm", preset), "freeal_evokd_test": curve[-1],
-        "evokd_curve": curve, "evokd_tokens": sum((s.get("prompt_tokens") or 0) + (s.get("output_tokens") or 0)
+        "evokd_curve": curve, "control_curve": control, "control_test": control[-1],
+        "evokd_minus_control": statistics.mean(c - k for c, k in zip(curve[1:], control)), "evokd_tokens": sum((s.get("prompt_tokens") or 0) + (s.get("output_tokens") or 0)
                                                   for k, s in stages.items() if k.startswith("evolve")),
         "labels_unchanged": _labels(work) == labels_before, "evokd_rounds": evolve_figures(work),
         "wall_seconds": round(time.time() - started), "source_run": str(source),
@@ -71,6 +78,23 @@ def run_freeal_evokd_bench(args) -> None:
     path.write_text(json.dumps(result, indent=2, default=float) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "evokd_rounds"}, indent=2, default=float))
     print(f"wrote {path}")
+
+
+def refit_controls(config: dict, rounds: int) -> list[str]:
+    """Round r's student (r = 1..rounds) refit on FreeAL's labels alone: the same seed, settings and
+    training code, none of the written rows. Each fit is kept, so a re-run scores it again."""
+    from freeal_ray.config import load_config
+    from freeal_ray.pipeline import RunContext
+    from freeal_ray.ray_cluster import ensure_ray
+    from freeal_ray.stages.evolve_train import history_folders, train_student
+
+    ensure_ray()
+    ctx = RunContext(load_config(None, config))
+    folders = [f"evolve-control/round-{r}/slm" for r in range(1, rounds + 1)]
+    for r, folder in enumerate(folders, start=1):
+        if not ctx.path(folder).exists():
+            train_student(ctx, r, history_folders(ctx, 0), folder, f"Control: FreeAL's labels alone, round {r}")
+    return folders
 
 
 def _labels(run: Path) -> dict:
@@ -91,17 +115,29 @@ def docs_section() -> list[str]:
              "the student's mistakes on FreeAL's clean labels and writes examples for them, and each student trains on "
              "FreeAL's labels plus every kept batch. SLM accuracy on the test split; the output labels stay FreeAL's. "
              "FreeAL's own last SLM trained on the labels before its last refinery, while every EvoKD student trains on "
-             "the final labels: part of any difference is that, not the written examples (*kept* says how many joined).", "",
-             "| benchmark | FreeAL rounds | LLM | FreeAL SLM | FreeAL + EvoKD SLM | per EvoKD round | EvoKD tokens "
-             "| kept / written | labels unchanged | machine |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "the final labels: part of any difference is that, not the written examples (*kept* says how many joined). "
+             "*Control* refits each round's student on FreeAL's labels alone (same seed and settings, no written rows); "
+             "*EvoKD − control* is the mean over rounds of the student minus its control: what the written rows add.", "",
+             "| benchmark | FreeAL rounds | LLM | FreeAL SLM | FreeAL + EvoKD SLM | per EvoKD round | control per round "
+             "| EvoKD − control | EvoKD tokens | kept / written | labels unchanged | machine |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         rounds = r["evokd_rounds"].values()
         kept = f"{sum(m.get('kept', 0) for m in rounds)} / {sum(m.get('written', 0) for m in rounds)}"
         lines.append(f"| {r['benchmark']} | {r['freeal_rounds']} | {r['llm']} | {r['freeal_test']:.4f} | "
                      f"{r['freeal_evokd_test']:.4f} | {' → '.join(f'{v:.3f}' for v in r['evokd_curve'])} | "
-                     f"{r['evokd_tokens']:,} | {kept} | {r['labels_unchanged']} | {r['machine']} |")
+                     f"{_control(r)} | {_gap(r)} | {r['evokd_tokens']:,} | {kept} | {r['labels_unchanged']} | {r['machine']} |")
     return lines + [""]
+
+
+def _control(result: dict) -> str:
+    curve = result.get("control_curve")
+    return " → ".join(f"{v:.3f}" for v in curve) if curve else "not run"
+
+
+def _gap(result: dict) -> str:
+    gap = result.get("evokd_minus_control")
+    return f"{gap:+.3f}" if gap is not None else "—"
 
 
 if __name__ == "__main__":

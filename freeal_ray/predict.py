@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import ray
 from tqdm.auto import tqdm
 
 from freeal_ray import corpus, tables
