@@ -122,6 +122,7 @@ def analysis_messages(task: Task, wrong: Sequence[tuple[str, str, str]], right: 
 # A small LLM shown texts "of the kind to write" writes one of them back, which is then dropped as a
 # copy: the lead says they are not to be repeated.
 STYLE_LEAD = "Texts of the kind to write (do not repeat them; write a new one):"
+WEAK_LEAD = "What the classifier is weak at:"
 
 
 def writing_messages(task: Task, analysis: str, label: str, hard: bool, style: Sequence[str],
@@ -134,12 +135,12 @@ def writing_messages(task: Task, analysis: str, label: str, hard: bool, style: S
     name = task.input_name.lower()
     if hard and contrast:
         other, text = contrast
-        ask = (f"What the classifier is weak at:\n{analysis.strip()}\n\nIt confuses {task.word(label)} with "
+        ask = (f"{WEAK_LEAD}\n{analysis.strip()}\n\nIt confuses {task.word(label)} with "
                f"{task.word(other)}. This {name} is {task.word(other)}:\n{task.input_name}: {_line(text, 200)}\n\n"
                f"Write one new {name} on the same subject whose label is clearly {task.word(label)}, "
                f"not {task.word(other)}.")
     elif hard:
-        ask = (f"What the classifier is weak at:\n{analysis.strip()}\n\nWrite one new {task.input_name.lower()} whose "
+        ask = (f"{WEAK_LEAD}\n{analysis.strip()}\n\nWrite one new {task.input_name.lower()} whose "
                f"label is clearly {task.word(label)}, but of the kind the classifier gets wrong.")
     else:
         ask = f"Write one new, typical {task.input_name.lower()} whose label is clearly {task.word(label)}."
@@ -199,23 +200,25 @@ def text_key(text: str) -> str:
     return " ".join(re.findall(r"\w+", str(text).lower()))
 
 
-def copied(texts: Sequence[str], seen: set[str], min_chars: int = 20) -> np.ndarray:
+def copied(texts: Sequence[str], seen: set[str], min_chars: int = 20, prompt: str = "", echo_words: int = 6) -> np.ndarray:
     """Which texts copy one seen before (keys from text_key: a corpus row, a seed, an earlier
-    example): whole, or a long piece of one, or one whole inside them."""
+    example): whole, or a long piece of one, or one whole inside them; or echo the `prompt` (a
+    run of `echo_words` words of it: a small writer answers with the analysis it was given)."""
     long_seen = [s for s in seen if len(s) >= min_chars]
+    echo = _ngrams(text_key(prompt).split(), echo_words)
     out = np.zeros(len(texts), dtype=bool)
     for i, key in enumerate(map(text_key, texts)):
         out[i] = bool(key) and (key in seen or (len(key) >= min_chars and any(key in s for s in long_seen))
-                                or any(s in key for s in long_seen))
+                                or any(s in key for s in long_seen) or bool(echo & _ngrams(key.split(), echo_words)))
     return out
 
 
 def rewrite_copies(written: pd.DataFrame, prompt_tokens: Sequence, output_tokens: Sequence, seen: set[str],
-                   write_again: Callable[[list[int]], tuple[pd.DataFrame, Sequence, Sequence]]):
-    """`written` with each text that copies a seen one written again once by `write_again(positions)`
+                   write_again: Callable[[list[int]], tuple[pd.DataFrame, Sequence, Sequence]], prompt: str = ""):
+    """`written` with each text that copies a seen one or echoes `prompt` (`copied`) written again once by `write_again(positions)`
     (which returns the new rows and their prompt and output tokens, as the first write did); the
     tokens of both writes are added up. Returns the frame, the tokens and how many were rewritten."""
-    again = [int(i) for i in np.flatnonzero(copied(written["text"], seen))]
+    again = [int(i) for i in np.flatnonzero(copied(written["text"], seen, prompt=prompt))]
     if not again:
         return written, list(prompt_tokens), list(output_tokens), 0
     redo, more_prompt, more_output = write_again(again)

@@ -96,12 +96,15 @@ def analysis_messages(task: EntityTask, wrong: Sequence[tuple], right: Sequence[
     return [{"role": "system", "content": _system(task)}, {"role": "user", "content": "\n".join(parts)}]
 
 
+WEAK_LEAD = "What the tagger is weak at:"
+
+
 def writing_prompt(task: EntityTask, analysis: str, etype: str, hard: bool, style: Sequence[str]) -> str:
     """Ask for one new sentence naming a `etype` entity, with all its entities listed in the JSON the
     synthesis schema allows: a hard one of the kind the tagger gets wrong, or a typical one."""
     shown = "".join(f"{task.input_name}: {' '.join(str(s).split())[:200]}\n" for s in style)
     if hard:
-        ask = (f"What the tagger is weak at:\n{analysis.strip()}\n\nWrite one new {task.input_name.lower()} that names at "
+        ask = (f"{WEAK_LEAD}\n{analysis.strip()}\n\nWrite one new {task.input_name.lower()} that names at "
                f"least one {etype} ({task.types[etype]}) of the kind the tagger gets wrong")
     else:
         ask = f"Write one new, typical {task.input_name.lower()} that names at least one {etype} ({task.types[etype]})"

@@ -124,6 +124,14 @@ def test_a_written_copy_is_written_again_once_and_both_calls_are_paid_for():
     assert none == 0 and len(asked) == 1  # nothing left to rewrite: no call
 
 
+def test_a_written_text_that_echoes_its_prompt_s_analysis_is_a_copy():
+    lead = "What the classifier is weak at: It confuses abbreviations with descriptions of terms."
+    texts = ["What the classifier is weak at: It confuses abbreviations with", "it confuses abbreviations with descriptions of terms",
+             "What is the classifier called in Latin?", "What does the abbreviation NASA stand for?"]
+    assert copied(texts, set(), prompt=lead).tolist() == [True, True, False, False]
+    assert not copied(texts, set()).any()  # no prompt: nothing echoed
+
+
 def test_ner_the_tagger_s_planted_entity_mistakes_are_what_the_llm_is_shown_and_aimed_at():
     from freeal_ray.evokd_entities import mistake_types, shown_sentences, type_f1
 

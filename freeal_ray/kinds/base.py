@@ -171,6 +171,7 @@ class TaskKind(ABC):
     # Whether a hard example is written against a real text of a group the student confuses its
     # group with (evokd.contrast_partners); a kind that says no is never passed `contrast`.
     evolve_contrasts = False
+    evolve_weak_lead = ""  # the line that leads the analysis in a hard prompt: a text echoing it is dropped
 
     @abstractmethod
     def evolve_write(self, plan: list[tuple[str, bool]], analysis: str, style: list[list[str]], llm, llm_config, desc: str,

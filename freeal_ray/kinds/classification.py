@@ -128,6 +128,7 @@ class Classification(TaskKind):
     evolve_rank = ("confidence", True)
     evolve_gold_columns = ("text", "gold")
     evolve_contrasts = True
+    evolve_weak_lead = evokd.WEAK_LEAD
 
     def evolve_groups(self):
         return tuple(self.task.labels)

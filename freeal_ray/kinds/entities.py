@@ -154,6 +154,7 @@ class Entities(TaskKind):
 
     # ---- EvoKD (evokd_entities.py) -----------------------------------------------------------
     evolve_columns = ("text", "tokens", "tags")
+    evolve_weak_lead = EK.WEAK_LEAD
     evolve_pool_columns = ("id", "text", "tokens", "tags", "pred_tags", "loss")
     evolve_rank = ("loss", False)  # an entity answer has no confidence: the tagger's lowest losses
     evolve_gold_columns = ("tokens", "gold_tags")

@@ -64,14 +64,15 @@ class EvolveWrite(Stage):
 
         written, prompt_tokens, output_tokens = write(range(len(plan)), "", STYLE_TEXTS)
         seen = seen_before(ctx, r, written["text"])
+        echo = f"{ctx.kind.evolve_weak_lead} {analysis}"  # answered with its prompt (TREC at 0.5B: 2 of 8 hard ones)
         # A copy is written again with no text shown: a small LLM shown other texts copies those
         # instead (CoNLL03 1-shot at 0.5B, where the pool is the four seeds: 40 of 64 dropped).
         written, prompt_tokens, output_tokens, again = rewrite_copies(
-            written, prompt_tokens, output_tokens, seen, lambda at: write(at, ", copies again", 0))
+            written, prompt_tokens, output_tokens, seen, lambda at: write(at, ", copies again", 0), prompt=echo)
         if again and ctx.has_corpus():  # the rewritten texts may repeat corpus rows the first ones did not
             seen |= corpus_copies(ctx.path("corpus"), written["text"])
         written.insert(0, "id", [f"evokd-{r}-{i}" for i in range(len(plan))])
-        written["copied"] = copied(written["text"], seen)  # the labelling stage drops these unpaid
+        written["copied"] = copied(written["text"], seen, prompt=echo)  # the labelling stage drops these unpaid
         written["hard"] = [hard for _, hard in plan]
         written["contrast"] = [pair[0] if pair else None for pair in contrasts]  # asked first; a copy is rewritten without
         written["prompt_tokens"], written["output_tokens"] = prompt_tokens, output_tokens
