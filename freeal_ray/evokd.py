@@ -78,23 +78,6 @@ def writing_plan(groups: Sequence[str], wrong_labels: Sequence[str], wrong_preds
     return [(c, True) for c in hard] + [(c, False) for c in easy]
 
 
-def contrast_partners(plan: Sequence[tuple[str, bool]], wrong_labels: Sequence[str], wrong_preds: Sequence[str],
-                      seed: int) -> list[str | None]:
-    """For each hard example of `plan`, a group the student confuses its group with (drawn from its
-    mistakes, both ways: it took the group for the other, or the other for it), or None for an easy
-    example or a group it made no mistake on. A hard example is written as the group's text on the
-    subject of one of the partner's: a pair across the boundary the student gets wrong, which a
-    small writer can make without understanding an analysis (at 0.5B its "hard" examples were no
-    harder for the student than its easy ones)."""
-    rng = np.random.default_rng(seed)
-    pairs = [(str(g), str(p)) for g, p in zip(wrong_labels, wrong_preds) if g != p]
-    partners: list[str | None] = []
-    for group, hard in plan:
-        others = [p for g, p in pairs if g == group] + [g for g, p in pairs if p == group]
-        partners.append(str(rng.choice(others)) if hard and others else None)
-    return partners
-
-
 def _system(task: Task) -> str:
     words = ", ".join(task.word(c) for c in task.labels)
     return f"You help train a small text classifier. Its task: {task.instruction} The labels: {words}."
@@ -125,21 +108,11 @@ STYLE_LEAD = "Texts of the kind to write (do not repeat them; write a new one):"
 WEAK_LEAD = "What the classifier is weak at:"
 
 
-def writing_messages(task: Task, analysis: str, label: str, hard: bool, style: Sequence[str],
-                     contrast: tuple[str, str] | None = None) -> list[dict]:
+def writing_messages(task: Task, analysis: str, label: str, hard: bool, style: Sequence[str]) -> list[dict]:
     """Ask for one new text of `label`: a hard one aimed at the analysed weakness, or an easy,
-    typical one; `style` shows a few texts of the kind to write. A hard one with a `contrast`
-    (a label the student confuses with `label`, and a real text of it) is asked for on that text's
-    subject: the pair straddles the student's mistake."""
+    typical one; `style` shows a few texts of the kind to write."""
     shown = "".join(f"{task.input_name}: {_line(t, 200)}\n" for t in style)
-    name = task.input_name.lower()
-    if hard and contrast:
-        other, text = contrast
-        ask = (f"{WEAK_LEAD}\n{analysis.strip()}\n\nIt confuses {task.word(label)} with "
-               f"{task.word(other)}. This {name} is {task.word(other)}:\n{task.input_name}: {_line(text, 200)}\n\n"
-               f"Write one new {name} on the same subject whose label is clearly {task.word(label)}, "
-               f"not {task.word(other)}.")
-    elif hard:
+    if hard:
         ask = (f"{WEAK_LEAD}\n{analysis.strip()}\n\nWrite one new {task.input_name.lower()} whose "
                f"label is clearly {task.word(label)}, but of the kind the classifier gets wrong.")
     else:

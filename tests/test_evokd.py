@@ -8,8 +8,8 @@ import pandas as pd
 from conftest import tiny_overrides
 from freeal_ray import tables
 from freeal_ray.config import load_config
-from freeal_ray.evokd import (class_f1, contrast_partners, copied, keep_written, rewrite_copies, shown_samples, text_key,
-                              without_quotes, writing_messages, writing_plan)
+from freeal_ray.evokd import (class_f1, copied, keep_written, rewrite_copies, shown_samples, text_key, without_quotes,
+                              writing_plan)
 from freeal_ray.task import Task
 
 TASK = Task(name="toy", labels=("negative", "positive"), instruction="Classify the review's sentiment.",
@@ -49,22 +49,6 @@ def test_hard_examples_go_where_the_student_errs_and_easy_ones_where_it_has_fewe
     no_mistakes = writing_plan(task.labels, [], [], {"a": 1.0, "b": 1.0, "c": 0.1}, batch=30, hard_share=1.0, seed=0)
     assert [label for label, _ in no_mistakes].count("c") > 20  # then its weakest class by F1
     assert class_f1(["a", "a", "b", None], ["a", "b", "b", "a"], ["a", "b"]) == {"a": 2 / 3, "b": 2 / 3}
-
-
-def test_a_hard_example_is_asked_across_a_boundary_the_student_gets_wrong():
-    plan = [("a", True)] * 20 + [("b", True)] * 20 + [("c", True), ("a", False), ("b", False)]
-    # the student took a for b three times and c for a once; it never erred on b against c
-    partners = contrast_partners(plan, ["a", "a", "a", "c"], ["b", "b", "b", "a"], seed=0)
-    assert set(partners[:20]) == {"b", "c"} and partners[:20].count("b") > partners[:20].count("c")
-    assert set(partners[20:40]) == {"a"}  # it took a for b: b's partner is a
-    assert partners[40] == "a" and partners[41:] == [None, None]  # an easy example is never paired
-    assert contrast_partners([("b", True)], [], [], seed=0) == [None]  # no mistake: no partner
-
-    task = Task(name="t", labels=("LOC", "NUM"), instruction="Sort the question.", input_name="Question")
-    words = writing_messages(task, "It mixes places and numbers.", "NUM", True, [], ("LOC", "Where is the Eiffel Tower?"))
-    ask = words[-1]["content"]
-    assert "Where is the Eiffel Tower?" in ask and "It mixes places and numbers." in ask
-    assert "same subject" in ask and ask.index("LOC") < ask.index("Where is") < ask.rindex("NUM")
 
 
 def test_a_written_example_the_labelling_call_disagrees_with_is_dropped():
@@ -189,43 +173,21 @@ def test_evokd_rounds_replay_their_history_and_a_rerun_asks_nothing_again(ray_se
     shown = []  # what each writing prompt showed as the kind of text to write
     write = Classification.evolve_write
 
-    def recording(self, plan, analysis, style, *args, contrast=None):
-        shown.append((args[-1], style, contrast))
-        return write(self, plan, analysis, style, *args, contrast=contrast)
+    def recording(self, plan, analysis, style, *args):
+        shown.append((args[-1], style))
+        return write(self, plan, analysis, style, *args)
 
     monkeypatch.setattr(Classification, "evolve_write", recording)
-    probe = Classification.evolve_probe
-
-    def planting(self, model, rows):  # the tiny student errs on two more rows of each probe than it does
-        out = probe(self, model, rows)
-        at = out.index[out["label"].map(lambda v: isinstance(v, str))][:2]
-        out.loc[at, "pred"] = ["positive" if v == "negative" else "negative" for v in out.loc[at, "label"]]
-        out.loc[at, "right"] = False
-        return out
-
-    monkeypatch.setattr(Classification, "evolve_probe", planting)
     out = tmp_path / "evokd"
     run_freeal(_config(tiny_models, toy_jsonl, out, rounds=2))
     manifest = json.loads((out / "manifest.json").read_text())
     stages = manifest["stages"]
 
     # prompts show pool rows, never the writer's own examples; a copy is written again with none shown
-    pool = tables.read_frame(out / "evolve" / "round-0" / "pool")
-    firsts = [(texts, pair) for desc, style, pairs in shown if "again" not in desc for texts, pair in zip(style, pairs)]
-    assert len(firsts) == 12 and all(set(texts) <= set(pool["text"]) for texts, _ in firsts)
-    assert all(bool(texts) != bool(pair) for texts, pair in firsts)  # pool rows, or a contrast text
-    assert all(texts == [] and pair is None for desc, style, pairs in shown if "again" in desc
-               for texts, pair in zip(style, pairs))
-    # a hard example's contrast is a real text of a class the student took its class for, or the reverse
-    kept = pd.concat([pool, tables.read_frame(out / "evolve" / "round-1" / "batch")])
-    for r, (desc, style, pairs) in enumerate([s for s in shown if "again" not in s[0]], start=1):
-        confused = set(zip(stages[f"evolve-analyse-{r}"]["wrong_labels"], stages[f"evolve-analyse-{r}"]["wrong_preds"]))
-        written = tables.read_frame(out / "evolve" / f"round-{r}" / "written")
-        for pair, intended, hard in zip(pairs, written["intended"], written["hard"]):
-            if pair:
-                assert hard and {(intended, pair[0]), (pair[0], intended)} & confused
-                assert pair[0] in set(kept.loc[kept["text"] == pair[1], "label"])
-    assert any(pair for _, pair in firsts)
+    pool = set(tables.read_frame(out / "evolve" / "round-0" / "pool")["text"])
+    firsts = [texts for desc, style in shown if "again" not in desc for texts in style]
+    assert len(firsts) == 12 and all(texts and set(texts) <= pool for texts in firsts)
+    assert all(texts == [] for desc, style in shown if "again" in desc for texts in style)
 
     # the LLM was shown the first student's real mistakes on the pool, its surest first
     probe = tables.read_frame(out / "evolve" / "round-0" / "probe")

@@ -168,16 +168,11 @@ class TaskKind(ABC):
         right answers of the probe and its F1 per group (evolve_f1); the rows shown (with `wrong`); and the mistakes' groups for the
         writing plan (wrong_labels: the reference's, wrong_preds: the student's)."""
 
-    # Whether a hard example is written against a real text of a group the student confuses its
-    # group with (evokd.contrast_partners); a kind that says no is never passed `contrast`.
-    evolve_contrasts = False
     evolve_weak_lead = ""  # the line that leads the analysis in a hard prompt: a text echoing it is dropped
 
     @abstractmethod
-    def evolve_write(self, plan: list[tuple[str, bool]], analysis: str, style: list[list[str]], llm, llm_config, desc: str,
-                     contrast: list[tuple[str, str] | None] | None = None):
-        """The LLM writes one example per (group, hard) of `plan`, each prompt showing its `style` texts
-        (or, for a hard one with a `contrast` (other label, its text), asked on that text's subject).
+    def evolve_write(self, plan: list[tuple[str, bool]], analysis: str, style: list[list[str]], llm, llm_config, desc: str):
+        """The LLM writes one example per (group, hard) of `plan`, each prompt showing its `style` texts.
         Returns a frame (text, intended: the label it was written for, and what the labelling call
         needs) and the prompt and output tokens per call."""
 

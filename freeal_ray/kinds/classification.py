@@ -127,7 +127,6 @@ class Classification(TaskKind):
     evolve_pool_columns = ("id", "text", "label", "pred", "confidence")
     evolve_rank = ("confidence", True)
     evolve_gold_columns = ("text", "gold")
-    evolve_contrasts = True
     evolve_weak_lead = evokd.WEAK_LEAD
 
     def evolve_groups(self):
@@ -154,13 +153,12 @@ class Classification(TaskKind):
         rows = pd.concat([w.assign(wrong=True), g.assign(wrong=False)])
         return messages, rows, {"wrong_labels": w["label"].tolist(), "wrong_preds": w["pred"].tolist()}
 
-    def evolve_write(self, plan, analysis, style, llm, llm_config, desc, contrast=None):
+    def evolve_write(self, plan, analysis, style, llm, llm_config, desc):
         from freeal_ray.writing import chat_template, write
 
         chat = chat_template(llm)
-        contrast = contrast or [None] * len(plan)
-        prompts = [evokd.render(evokd.writing_messages(self.task, analysis, label, hard, texts, pair), chat,
-                                lead=f"{self.task.input_name}:") for (label, hard), texts, pair in zip(plan, style, contrast)]
+        prompts = [evokd.render(evokd.writing_messages(self.task, analysis, label, hard, texts), chat,
+                                lead=f"{self.task.input_name}:") for (label, hard), texts in zip(plan, style)]
         out = write(prompts, llm, llm_config.synth_max_tokens, llm_config.synth_temperature, stop=("\n",), desc=desc)
         written = pd.DataFrame({"text": [evokd.strip_written(t, self.task.input_name) for t in out.texts],
                                 "intended": [label for label, _ in plan]})

@@ -2,8 +2,7 @@
 out, or a small LLM writes them back as its "hard" examples): hard examples for the groups the
 student gets wrong (classes, or entity types for NER; in proportion to its mistakes there), easy
 ones for the groups with the fewest examples. Each prompt shows a few pool rows as the kind of text
-to write; a classification hard example is instead asked on the subject of a real text of a class
-the student confuses its class with (evokd.contrast_partners). A text that copies one seen before (a seed, a shown row, an earlier example, a corpus row) is
+to write. A text that copies one seen before (a seed, a shown row, an earlier example, a corpus row) is
 written again once, with no text shown; a copy then left is flagged (`copied`) and the next
 stage drops it unlabelled. It only writes: labelling is the next stage's separate call."""
 
@@ -14,7 +13,7 @@ import random
 import pandas as pd
 
 from freeal_ray import tables
-from freeal_ray.evokd import contrast_partners, copied, rewrite_copies, text_key, without_quotes, writing_plan
+from freeal_ray.evokd import copied, rewrite_copies, text_key, without_quotes, writing_plan
 from freeal_ray.pipeline import RunContext, Stage
 from freeal_ray.stages.evolve_probe import probe_folder
 from freeal_ray.stages.evolve_seeds import POOL, SEEDS
@@ -42,52 +41,33 @@ class EvolveWrite(Stage):
         # Texts of the kind to write are real rows (the pool), never the writer's own: shown its
         # last batch, a small LLM writes it again and each round narrows (TREC at 0.5B: by round 4,
         # questions about movies with a number in the title).
-        pool = tables.read_frame(ctx.path(POOL))
-        real = pool["text"].tolist()
-        partners = (contrast_partners(plan, seen.get("wrong_labels", []), seen.get("wrong_preds", []), loop.seed + r)
-                    if ctx.kind.evolve_contrasts else [None] * len(plan))
+        real = tables.read_frame(ctx.path(POOL))["text"].tolist()
         shown = probe.loc[probe["id"].isin([*seen.get("shown_wrong", []), *seen.get("shown_right", [])]), "text"]
         rng = random.Random(loop.seed + r)
         analysis = without_quotes(seen.get("analysis", ""), shown)
         desc = f"EvoKD writing, round {r}"
 
-        # A hard example's contrast text is a real, labelled one of the confused group: a pool row
-        # or a kept example of an earlier round (1-shot with no corpus, the pool is one seed a class).
-        labelled = pd.concat([pool, *[tables.read_frame(ctx.path(batch_folder(k))) for k in range(1, r)]], ignore_index=True)
-        contrasts = [contrast_text(labelled, partner, rng) for partner in partners]
+        def write(part, what, n_style):
+            style = [rng.sample(real, min(n_style, len(real))) for _ in part]
+            return ctx.kind.evolve_write(part, analysis, style, ctx.llm(), ctx.cfg.llm, f"{desc}{what}")
 
-        def write(at, what, n_style):
-            pairs = [contrasts[i] if n_style else None for i in at]
-            style = [[] if pair else rng.sample(real, min(n_style, len(real))) for pair in pairs]
-            args = {"contrast": pairs} if ctx.kind.evolve_contrasts else {}
-            return ctx.kind.evolve_write([plan[i] for i in at], analysis, style, ctx.llm(), ctx.cfg.llm, f"{desc}{what}", **args)
-
-        written, prompt_tokens, output_tokens = write(range(len(plan)), "", STYLE_TEXTS)
+        written, prompt_tokens, output_tokens = write(plan, "", STYLE_TEXTS)
         seen = seen_before(ctx, r, written["text"])
         echo = f"{ctx.kind.evolve_weak_lead} {analysis}"  # answered with its prompt (TREC at 0.5B: 2 of 8 hard ones)
         # A copy is written again with no text shown: a small LLM shown other texts copies those
         # instead (CoNLL03 1-shot at 0.5B, where the pool is the four seeds: 40 of 64 dropped).
         written, prompt_tokens, output_tokens, again = rewrite_copies(
-            written, prompt_tokens, output_tokens, seen, lambda at: write(at, ", copies again", 0), prompt=echo)
+            written, prompt_tokens, output_tokens, seen, lambda at: write([plan[i] for i in at], ", copies again", 0), prompt=echo)
         if again and ctx.has_corpus():  # the rewritten texts may repeat corpus rows the first ones did not
             seen |= corpus_copies(ctx.path("corpus"), written["text"])
         written.insert(0, "id", [f"evokd-{r}-{i}" for i in range(len(plan))])
         written["copied"] = copied(written["text"], seen, prompt=echo)  # the labelling stage drops these unpaid
         written["hard"] = [hard for _, hard in plan]
-        written["contrast"] = [pair[0] if pair else None for pair in contrasts]  # asked first; a copy is rewritten without
         written["prompt_tokens"], written["output_tokens"] = prompt_tokens, output_tokens
         tables.write_part(written, ctx.path(written_folder(r)), "written")
         info.update(written=len(written), hard=int(written["hard"].sum()), llm_calls=len(plan) + again, rewritten=again,
                     prompt_tokens=int(pd.Series(prompt_tokens, dtype=float).fillna(0).sum()),
                     output_tokens=int(pd.Series(output_tokens, dtype=float).fillna(0).sum()))
-
-
-def contrast_text(pool, partner: str | None, rng: random.Random) -> tuple[str, str] | None:
-    """(partner, a pool text labelled `partner`), or None when there is no partner or no such row."""
-    if partner is None or "label" not in pool:
-        return None
-    texts = pool.loc[pool["label"] == partner, "text"].tolist()
-    return (partner, rng.choice(texts)) if texts else None
 
 
 def training_counts(ctx: RunContext, r: int) -> dict[str, int]:
