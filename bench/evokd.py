@@ -196,16 +196,15 @@ def docs_section() -> list[str]:
              "| static tokens | EvoKD tokens | static kept / written | EvoKD kept / written | machine |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        sd = r["spread"]
+        sd, gap = r["spread"], paired_gap(r["runs"])  # from the runs: older results hold no gap
         lines.append(f"| {r['benchmark']} | {r['shots']} | {len(r['seeds'])} | {r['llm']} | {r.get('metric', 'acc')} | {r['seeds_only_test']:.4f} ± {sd['seeds_only_test']:.3f} "
                      f"| {r['static_test']:.4f} ± {sd['static_test']:.3f} | {r['evokd_test']:.4f} ± {sd['evokd_test']:.3f} "
-                     f"| {_gap(r)} | {paired_gap(r['runs'])['evokd_wins']} of {len(r['runs'])} | {' → '.join(f'{v:.3f}' for v in r['evokd_curve'])} | {r['static_tokens']:,.0f} | {r['evokd_tokens']:,.0f} "
+                     f"| {_gap(gap)} | {gap['evokd_wins']} of {len(r['runs'])} | {' → '.join(f'{v:.3f}' for v in r['evokd_curve'])} | {r['static_tokens']:,.0f} | {r['evokd_tokens']:,.0f} "
                      f"| {_kept(r, 'static_rounds')} | {_kept(r, 'evokd_rounds')} | {r['machine']} |")
     return lines + [""]
 
 
-def _gap(result: dict) -> str:
-    gap = paired_gap(result["runs"])
+def _gap(gap: dict) -> str:
     return f"{gap['evokd_minus_static']:+.3f}" + (f" ± {gap['evokd_minus_static_error']:.3f}" if gap["evokd_minus_static_error"] else "")
 
 
