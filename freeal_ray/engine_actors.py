@@ -103,13 +103,27 @@ def release_engines() -> int:
 
 def _end_pools(pool_ids: list[tuple]) -> int:
     job = ray.get_runtime_context().get_job_id()
-    ended = 0
+    ended = []
     for pool_id in pool_ids:
         for actor in _POOLS.pop(pool_id):
             if pool_id[0] == job:  # an earlier Ray session's actors ended with it
                 ray.kill(actor)
-                ended += 1
-    return ended
+                ended.append(actor)
+    _await_ended(ended)
+    return len(ended)
+
+
+def _await_ended(actors: list, timeout_s: float = 120.0) -> None:
+    """Wait until each killed actor is gone. `ray.kill` only asks; a call that reaches the actor
+    first is still answered, and the next engine would load while the last one holds its memory."""
+    deadline = time.monotonic() + timeout_s
+    for actor in actors:
+        while time.monotonic() < deadline:
+            try:
+                ray.get(actor.compute_threads.remote(), timeout=max(deadline - time.monotonic(), 0.1))
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                break
+            time.sleep(0.05)
 
 
 def build_engine(kind: str, config: EngineConfig) -> Engine:
