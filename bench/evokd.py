@@ -11,7 +11,7 @@ and no feedback (`loop.evolve_hard_share 0`: typical examples of each class), as
 EvoKD's tokens buy at static's cost per example, so both spend about the same LLM tokens (each
 run's tokens are reported). The student's accuracy is on the benchmark's test split, per round for
 EvoKD; NER students are scored by entity F1 on the test sentences. Results:
-bench/results/evokd-<benchmark>-<shots>shot.json.
+bench/results/evokd-<benchmark>-<shots>shot[-<tag>].json.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--slm", default="all-minilm-l6-v2")
     parser.add_argument("--test-rows", type=int, default=1000, help="test rows the students are scored on")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any config override")
+    parser.add_argument("--tag", default="", help="suffix of the result file and work folders (another LLM, another machine)")
 
 
 def run_evokd_bench(args) -> None:
@@ -47,7 +48,7 @@ def run_evokd_bench(args) -> None:
     test = test.sample(n=min(args.test_rows, len(test)), random_state=0)
     runs = [one_seed(args, train, test, seed) for seed in args.seeds]
     result = summarise(args, runs)
-    name = f"evokd-{args.benchmark}-{args.shots}shot"
+    name = f"evokd-{args.benchmark}-{args.shots}shot" + (f"-{args.tag}" if args.tag else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("runs",)}, indent=2, default=float))
@@ -59,7 +60,8 @@ def one_seed(args, train, test, seed: int) -> dict:
 
     preset = get_preset(args.benchmark if args.benchmark in NER else BENCHMARK_TASKS[args.benchmark])
     task = (entity_task if args.benchmark in NER else class_task)(preset, train, args.shots, seed)
-    work = ROOT / "bench" / "work" / f"evokd-{args.benchmark}-{args.shots}shot-seed{seed}"
+    # The tag keeps another LLM's runs apart: a run resumes the stages it finds in its folder.
+    work = ROOT / "bench" / "work" / (f"evokd-{args.benchmark}-{args.shots}shot" + (f"-{args.tag}" if args.tag else "") + f"-seed{seed}")
     started = time.time()
     evokd = run(args, task, work / "evokd", seed, {"loop.evolve_rounds": args.rounds, "loop.evolve_batch": args.batch})
     curve = [score(test, evokd / "evolve" / f"round-{r}" / "slm", preset) for r in range(args.rounds + 1)]
