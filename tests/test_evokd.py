@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from conftest import tiny_overrides
 from freeal_ray import tables
@@ -114,6 +115,35 @@ def test_a_written_text_that_echoes_its_prompt_s_analysis_is_a_copy():
              "What is the classifier called in Latin?", "What does the abbreviation NASA stand for?"]
     assert copied(texts, set(), prompt=lead).tolist() == [True, True, False, False]
     assert not copied(texts, set()).any()  # no prompt: nothing echoed
+
+
+def test_a_student_with_no_mistake_to_show_gets_no_analysis_and_an_all_easy_batch(tmp_path, monkeypatch):
+    """A 1-shot student is right on its seeds, its first probe: shown only right answers, an LLM
+    invents a weakness, and hard examples aimed at it are paid for and relabelled more."""
+    from freeal_ray.pipeline import RunContext
+    from freeal_ray.stages.evolve_analyse import EvolveAnalyse
+    from freeal_ray.stages.evolve_probe import probe_folder
+    from freeal_ray.stages.evolve_train import batch_folder
+    from freeal_ray.stages.evolve_write import round_plan
+
+    ctx = RunContext(load_config(None, {"task": "sentiment", "output": str(tmp_path / "run"), "loop.mode": "evokd",
+                                        "loop.evolve_batch": 6}))
+    seeds = pd.DataFrame({"id": ["s0", "s1"], "text": ["dull and awful", "lovely, superb"], "label": ["negative", "positive"]})
+    tables.write_part(seeds, ctx.path(batch_folder(0)), "batch")
+    tables.write_part(seeds.assign(pred=seeds["label"], pred_confidence=0.9), ctx.path(probe_folder(0)), "probe")
+    monkeypatch.setattr(RunContext, "llm", lambda self: pytest.fail("the LLM was asked for an analysis"))
+
+    ctx.run_stage(EvolveAnalyse(1))
+    analysed = ctx.manifest.stage("evolve-analyse-1")
+    assert analysed["llm_calls"] == 0 and analysed["analysis"] == "" and analysed["shown_wrong"] == []
+    plan = round_plan(ctx, 1)
+    assert len(plan) == 6 and not any(hard for _, hard in plan)
+    assert sorted(g for g, _ in plan) == ["negative"] * 3 + ["positive"] * 3  # easy ones go where the fewest are
+
+    # with a mistake to study, the analysis is written and half the batch aims at it
+    ctx.manifest.data["stages"]["evolve-analyse-1"].update(analysis="It misses irony.", wrong_labels=["negative"],
+                                                           wrong_preds=["positive"])
+    assert sum(hard for _, hard in round_plan(ctx, 1)) == 3
 
 
 def test_ner_the_tagger_s_planted_entity_mistakes_are_what_the_llm_is_shown_and_aimed_at():

@@ -1,7 +1,8 @@
 """evolve-analyse-r: the LLM is shown the student's wrong answers (its surest mistakes first; for NER
 the sentences with the most entity errors) and as many right ones from the last probe, with its F1
 per class or entity type, and says in words what the student is weak at. The analysis, and which
-rows it was shown, go to the manifest and the report."""
+rows it was shown, go to the manifest and the report. A student with no mistake to show gets no
+analysis, and its round no hard examples."""
 
 from __future__ import annotations
 
@@ -25,11 +26,20 @@ class EvolveAnalyse(Stage):
         probe = tables.read_frame(ctx.path(probe_folder(self.r - 1)))
         f1 = ctx.kind.evolve_f1(probe[ctx.kind.label_column], probe["pred"])
         messages, shown, mistakes = ctx.kind.evolve_analysis(probe, f1, ctx.cfg.loop.evolve_shown, ctx.cfg.loop.seed + self.r)
+        w, g = shown[shown["wrong"].astype(bool)], shown[~shown["wrong"].astype(bool)]
+        if w.empty:
+            # Nothing to study, so nothing is asked: shown only right answers, the LLM invents a
+            # weakness (TREC at 1.5B, round 1, right on its six seeds: "weak at abbreviation against
+            # description"), and the hard examples aimed at it cost tokens and are relabelled more.
+            # The round's batch is all easy ones (evolve-write), and its probe finds real mistakes.
+            info.update(analysis="", skipped="the student made no mistake on its last probe", shown_wrong=[],
+                        shown_right=g["id"].tolist(), **mistakes, class_f1=f1, llm_calls=0)
+            ctx.manifest.evolve_metrics(self.r, analysis="", shown_wrong=0, shown_right=len(g))
+            return
         llm = ctx.llm()
         answer = write([render(messages, chat_template(llm), lead="Analysis:")], llm, ANALYSIS_TOKENS, 0.0, stop=(),
                        desc=f"EvoKD analysis, round {self.r}")
         analysis = answer.texts[0]
-        w, g = shown[shown["wrong"]], shown[~shown["wrong"].astype(bool)]
         info.update(analysis=analysis, shown_wrong=w["id"].tolist(), shown_right=g["id"].tolist(), **mistakes,
                     class_f1=f1, llm_calls=1, prompt_tokens=answer.prompt_tokens[0], output_tokens=answer.output_tokens[0])
         ctx.manifest.evolve_metrics(self.r, analysis=analysis, shown_wrong=len(w), shown_right=len(g))

@@ -34,9 +34,7 @@ class EvolveWrite(Stage):
     def run(self, ctx: RunContext, info: dict) -> None:
         loop, r = ctx.cfg.loop, self.r
         seen = ctx.manifest.stage(f"evolve-analyse-{r}")
-        plan = writing_plan(ctx.kind.evolve_groups(), seen.get("wrong_labels", []), seen.get("wrong_preds", []),
-                            seen.get("class_f1", {}), loop.evolve_batch, loop.evolve_hard_share, loop.seed + r,
-                            have=training_counts(ctx, r))
+        plan = round_plan(ctx, r)
         probe = tables.read_frame(ctx.path(probe_folder(r - 1)))
         # Texts of the kind to write are real rows (the pool), never the writer's own: shown its
         # last batch, a small LLM writes it again and each round narrows (TREC at 0.5B: by round 4,
@@ -68,6 +66,16 @@ class EvolveWrite(Stage):
         info.update(written=len(written), hard=int(written["hard"].sum()), llm_calls=len(plan) + again, rewritten=again,
                     prompt_tokens=int(pd.Series(prompt_tokens, dtype=float).fillna(0).sum()),
                     output_tokens=int(pd.Series(output_tokens, dtype=float).fillna(0).sum()))
+
+
+def round_plan(ctx: RunContext, r: int) -> list[tuple[str, bool]]:
+    """(group, hard) per example of round r's batch (evokd.writing_plan), from the round's analysis
+    stage: a round with no analysis (no mistake to study) writes easy ones only, with no weakness
+    named to aim hard ones at."""
+    loop, seen = ctx.cfg.loop, ctx.manifest.stage(f"evolve-analyse-{r}")
+    hard_share = loop.evolve_hard_share if seen.get("analysis", "").strip() else 0.0
+    return writing_plan(ctx.kind.evolve_groups(), seen.get("wrong_labels", []), seen.get("wrong_preds", []),
+                        seen.get("class_f1", {}), loop.evolve_batch, hard_share, loop.seed + r, have=training_counts(ctx, r))
 
 
 def training_counts(ctx: RunContext, r: int) -> dict[str, int]:
