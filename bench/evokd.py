@@ -69,9 +69,11 @@ def one_seed(args, train, test, seed: int) -> dict:
     static_batch = equal_token_batch(evokd, evokd_tokens, args.rounds * args.batch)
     static = run(args, task, work / f"static-{static_batch}", seed,
                  {"loop.evolve_rounds": 1, "loop.evolve_batch": static_batch, "loop.evolve_hard_share": 0.0})
+    evokd_kept = sum(m.get("kept", 0) for m in evolve_figures(evokd).values())
     return {
         "seed": seed, "seeds_only_test": curve[0], "evokd_test": curve[-1], "evokd_curve": curve,
         "static_test": score(test, static / "slm", preset), "evokd_tokens": evokd_tokens, "static_tokens": tokens(static),
+        "static_same_rows_test": score(test, static_same_rows(static, evokd_kept, seed), preset), "evokd_kept": evokd_kept,
         "static_examples_written": static_batch, "evokd_examples_written": args.rounds * args.batch,
         "evokd_rounds": evolve_figures(evokd), "static_rounds": evolve_figures(static),
         "wall_seconds": round(time.time() - started),
@@ -87,6 +89,25 @@ def run(args, task: dict, output: Path, seed: int, overrides: dict) -> Path:
     settings.update(dict(kv.split("=", 1) for kv in args.set))
     run_freeal(load_config(None, settings))
     return output
+
+
+def static_same_rows(static: Path, rows: int, seed: int) -> Path:
+    """The static run's student refit on `rows` of its kept examples drawn at random (EvoKD's kept
+    count), with the same seeds, settings and training code: static row for row against EvoKD, so
+    a gap splits into what a row is worth and how many rows the tokens bought."""
+    from freeal_ray import tables
+    from freeal_ray.config import load_config
+    from freeal_ray.pipeline import RunContext
+    from freeal_ray.stages.evolve_seeds import SEEDS
+    from freeal_ray.stages.evolve_train import batch_folder, train_student
+
+    folder = f"same-rows-{rows}"
+    ctx = RunContext(load_config(None, json.loads((static / "manifest.json").read_text())["config"]))
+    if not ctx.path(folder, "slm").exists():
+        kept = tables.read_frame(ctx.path(batch_folder(1)))
+        tables.write_part(kept.sample(n=min(rows, len(kept)), random_state=seed), ctx.path(folder, "batch"), "batch")
+        train_student(ctx, 1, [SEEDS, f"{folder}/batch"], f"{folder}/slm", f"Static at EvoKD's {rows} kept rows")
+    return ctx.path(folder, "slm")
 
 
 def class_task(preset, train, shots: int, seed: int) -> dict:
@@ -164,8 +185,9 @@ def summarise(args, runs: list[dict]) -> dict:
     return {
         "benchmark": args.benchmark, "shots": args.shots, "metric": "entity_f1" if args.benchmark in NER else "acc", "rounds": args.rounds, "batch": args.batch, "seeds": args.seeds,
         "llm": args.llm, "slm": args.slm, "test_rows": args.test_rows,
-        **{k: mean(k) for k in ("seeds_only_test", "static_test", "evokd_test", "static_tokens", "evokd_tokens")},
-        "spread": {k: spread(k) for k in ("seeds_only_test", "static_test", "evokd_test")},
+        **{k: mean(k) for k in ("seeds_only_test", "static_test", "evokd_test", "static_tokens", "evokd_tokens",
+                                "static_same_rows_test")},
+        "spread": {k: spread(k) for k in ("seeds_only_test", "static_test", "evokd_test", "static_same_rows_test")},
         **paired_gap(runs),
         "evokd_curve": [statistics.mean(r["evokd_curve"][i] for r in runs) for i in range(args.rounds + 1)],
         "runs": runs, "machine": machine(), "commit": commit(), "command": " ".join(["python", "bench/evokd.py", *sys.argv[1:]]),
@@ -192,22 +214,31 @@ def docs_section() -> list[str]:
              "on those plus one batch the LLM wrote with no feedback (*static*), and after EvoKD's rounds, where the LLM "
              "studies the student's mistakes before writing (*EvoKD*); accuracy (NER: entity F1) on the test split, mean over seeds "
              "(spread: standard deviation). Static writes as many examples as EvoKD's tokens buy. *EvoKD − static* is the "
-             "gap per seed, averaged, ± its standard error, and *wins* the seeds where EvoKD is above.", "",
+             "gap per seed, averaged, ± its standard error, and *wins* the seeds where EvoKD is above. *Static at EvoKD's rows* "
+             "refits the static student on as many of its kept examples as EvoKD kept, drawn at random: EvoKD against it "
+             "is row for row, so a gap to static splits into what a row is worth and how many rows the tokens bought "
+             "(— where a result predates it).", "",
              "*kept* is written examples kept after the labelling call and the copy check (summed over seeds).", "",
-             "| benchmark | shots | seeds | LLM | metric | seeds only | static | EvoKD | EvoKD − static | wins | EvoKD per round "
-             "| static tokens | EvoKD tokens | static kept / written | EvoKD kept / written | machine |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| benchmark | shots | seeds | LLM | metric | seeds only | static | EvoKD | EvoKD − static | wins | static at EvoKD's rows "
+             "| EvoKD per round | static tokens | EvoKD tokens | static kept / written | EvoKD kept / written | machine |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         sd, gap = r["spread"], paired_gap(r["runs"])  # from the runs: older results hold no gap
         lines.append(f"| {r['benchmark']} | {r['shots']} | {len(r['seeds'])} | {r['llm']} | {r.get('metric', 'acc')} | {r['seeds_only_test']:.4f} ± {sd['seeds_only_test']:.3f} "
                      f"| {r['static_test']:.4f} ± {sd['static_test']:.3f} | {r['evokd_test']:.4f} ± {sd['evokd_test']:.3f} "
-                     f"| {_gap(gap)} | {gap['evokd_wins']} of {len(r['runs'])} | {' → '.join(f'{v:.3f}' for v in r['evokd_curve'])} | {r['static_tokens']:,.0f} | {r['evokd_tokens']:,.0f} "
+                     f"| {_gap(gap)} | {gap['evokd_wins']} of {len(r['runs'])} | {_same_rows(r)} | {' → '.join(f'{v:.3f}' for v in r['evokd_curve'])} | {r['static_tokens']:,.0f} | {r['evokd_tokens']:,.0f} "
                      f"| {_kept(r, 'static_rounds')} | {_kept(r, 'evokd_rounds')} | {r['machine']} |")
     return lines + [""]
 
 
 def _gap(gap: dict) -> str:
     return f"{gap['evokd_minus_static']:+.3f}" + (f" ± {gap['evokd_minus_static_error']:.3f}" if gap["evokd_minus_static_error"] else "")
+
+
+def _same_rows(result: dict) -> str:
+    if "static_same_rows_test" not in result:
+        return "—"
+    return f"{result['static_same_rows_test']:.4f} ± {result['spread']['static_same_rows_test']:.3f}"
 
 
 def _kept(result: dict, key: str) -> str:
