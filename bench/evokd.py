@@ -217,14 +217,14 @@ def docs_section() -> list[str]:
              "gap per seed, averaged, ± its standard error, and *wins* the seeds where EvoKD is above. *Static at EvoKD's rows* "
              "refits the static student on as many of its kept examples as EvoKD kept, drawn at random: EvoKD against it "
              "is row for row, so a gap to static splits into what a row is worth and how many rows the tokens bought "
-             "(— where a result predates it).", "",
+             "(— where a result predates it). A benchmark with settings after it is an ablation run with `--set`.", "",
              "*kept* is written examples kept after the labelling call and the copy check (summed over seeds).", "",
              "| benchmark | shots | seeds | LLM | metric | seeds only | static | EvoKD | EvoKD − static | wins | static at EvoKD's rows "
              "| EvoKD per round | static tokens | EvoKD tokens | static kept / written | EvoKD kept / written | machine |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         sd, gap = r["spread"], paired_gap(r["runs"])  # from the runs: older results hold no gap
-        lines.append(f"| {r['benchmark']} | {r['shots']} | {len(r['seeds'])} | {r['llm']} | {r.get('metric', 'acc')} | {r['seeds_only_test']:.4f} ± {sd['seeds_only_test']:.3f} "
+        lines.append(f"| {r['benchmark']}{_overrides(r)} | {r['shots']} | {len(r['seeds'])} | {r['llm']} | {r.get('metric', 'acc')} | {r['seeds_only_test']:.4f} ± {sd['seeds_only_test']:.3f} "
                      f"| {r['static_test']:.4f} ± {sd['static_test']:.3f} | {r['evokd_test']:.4f} ± {sd['evokd_test']:.3f} "
                      f"| {_gap(gap)} | {gap['evokd_wins']} of {len(r['runs'])} | {_same_rows(r)} | {' → '.join(f'{v:.3f}' for v in r['evokd_curve'])} | {r['static_tokens']:,.0f} | {r['evokd_tokens']:,.0f} "
                      f"| {_kept(r, 'static_rounds')} | {_kept(r, 'evokd_rounds')} | {r['machine']} |")
@@ -233,6 +233,14 @@ def docs_section() -> list[str]:
 
 def _gap(gap: dict) -> str:
     return f"{gap['evokd_minus_static']:+.3f}" + (f" ± {gap['evokd_minus_static_error']:.3f}" if gap["evokd_minus_static_error"] else "")
+
+
+def _overrides(result: dict) -> str:
+    """The run's `--set` overrides, from its command: such a row is an ablation, not the method."""
+    import re
+
+    found = re.findall(r"--set (\S+)", result.get("command", ""))
+    return f" ({', '.join(found)})" if found else ""
 
 
 def _same_rows(result: dict) -> str:
