@@ -69,13 +69,14 @@ def one_seed(args, train, test, seed: int) -> dict:
     static_batch = equal_token_batch(evokd, evokd_tokens, args.rounds * args.batch)
     static = run(args, task, work / f"static-{static_batch}", seed,
                  {"loop.evolve_rounds": 1, "loop.evolve_batch": static_batch, "loop.evolve_hard_share": 0.0})
-    evokd_kept = sum(m.get("kept", 0) for m in evolve_figures(evokd).values())
+    evokd_rounds = evolve_figures(evokd)
+    evokd_kept = sum(m.get("kept", 0) for m in evokd_rounds.values())
     return {
         "seed": seed, "seeds_only_test": curve[0], "evokd_test": curve[-1], "evokd_curve": curve,
         "static_test": score(test, static / "slm", preset), "evokd_tokens": evokd_tokens, "static_tokens": tokens(static),
         "static_same_rows_test": score(test, static_same_rows(static, evokd_kept, seed), preset), "evokd_kept": evokd_kept,
         "static_examples_written": static_batch, "evokd_examples_written": args.rounds * args.batch,
-        "evokd_rounds": evolve_figures(evokd), "static_rounds": evolve_figures(static),
+        "evokd_rounds": evokd_rounds, "static_rounds": evolve_figures(static),
         "wall_seconds": round(time.time() - started),
     }
 
