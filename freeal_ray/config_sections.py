@@ -228,7 +228,8 @@ class LoopConfig:
     )
     evolve_batch: int = _f(16, "EvoKD: examples the LLM writes per round.")
     evolve_hard_share: float = _f(0.5, "EvoKD: share of each batch written as hard examples (aimed at the weaknesses); the rest are easy ones, "
-                                         "for the classes with the fewest training examples so far. A round whose student made no mistake on its last "
+                                         "for the classes with the fewest examples written so far (kept or not). Hard ones lean away from a class whose examples the "
+                                         "labelling call mostly rejected in earlier rounds. A round whose student made no mistake on its last "
                                          "probe (the first, from seeds alone) writes easy ones only: there is no weakness to aim at.")
     evolve_shown: int = _f(6, "EvoKD: wrong answers of the student shown to the LLM per round, and as many right ones.")
     evolve_pool: int = _f(64, "EvoKD mode with a corpus: corpus rows the LLM labels as the student's first test.")

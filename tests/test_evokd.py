@@ -42,11 +42,14 @@ def test_hard_examples_go_where_the_student_errs_and_easy_ones_where_it_has_fewe
     easy = [label for label, h in plan if not h]
     assert len(hard) == 10 and set(hard) <= {"a", "c"} and hard.count("c") > hard.count("a")
     assert easy.count("b") > easy.count("c") and "b" in easy  # the class no hard example went to is filled first
-    have = {"a": 9, "b": 1, "c": 2}  # training examples so far: b and c nearly gone
-    plan = writing_plan(task.labels, ["a"] * 4, [], {}, batch=12, hard_share=0.25, seed=1, have=have)
-    total = {c: have[c] + [g for g, _ in plan].count(c) for c in task.labels}
+    tried = {"a": 9, "b": 1, "c": 2}  # examples written so far: b and c nearly never
+    plan = writing_plan(task.labels, ["a"] * 4, [], {}, batch=12, hard_share=0.25, seed=1, tried=tried)
+    total = {c: tried[c] + [g for g, _ in plan].count(c) for c in task.labels}
     assert [g for g, h in plan if h] == ["a"] * 3 and "a" not in [g for g, h in plan if not h]
     assert total == {"a": 12, "b": 6, "c": 6}
+    # a confusion the labelling call keeps rejecting (b kept 1 in 10) gets few hard examples
+    shy = writing_plan(task.labels, ["b", "c"] * 10, [], {}, batch=40, hard_share=1.0, seed=0, kept_share={"b": 0.1, "c": 0.9})
+    assert [g for g, _ in shy].count("c") > 3 * [g for g, _ in shy].count("b")
     no_mistakes = writing_plan(task.labels, [], [], {"a": 1.0, "b": 1.0, "c": 0.1}, batch=30, hard_share=1.0, seed=0)
     assert [label for label, _ in no_mistakes].count("c") > 20  # then its weakest class by F1
     assert class_f1(["a", "a", "b", None], ["a", "b", "b", "a"], ["a", "b"]) == {"a": 2 / 3, "b": 2 / 3}
@@ -124,7 +127,7 @@ def test_a_student_with_no_mistake_to_show_gets_no_analysis_and_an_all_easy_batc
     from freeal_ray.stages.evolve_analyse import EvolveAnalyse
     from freeal_ray.stages.evolve_probe import probe_folder
     from freeal_ray.stages.evolve_train import batch_folder
-    from freeal_ray.stages.evolve_write import round_plan
+    from freeal_ray.stages.evolve_write import earlier_writing, round_plan, written_folder
 
     ctx = RunContext(load_config(None, {"task": "sentiment", "output": str(tmp_path / "run"), "loop.mode": "evokd",
                                         "loop.evolve_batch": 6}))
@@ -144,6 +147,18 @@ def test_a_student_with_no_mistake_to_show_gets_no_analysis_and_an_all_easy_batc
     ctx.manifest.data["stages"]["evolve-analyse-1"].update(analysis="It misses irony.", wrong_labels=["negative"],
                                                            wrong_preds=["positive"])
     assert sum(hard for _, hard in round_plan(ctx, 1)) == 3
+
+    # round 2's easy ones balance what round 1 wrote, kept or not: round 1 wrote 4 negative ones
+    # (the labelling call kept 1) and 2 positive ones (kept both)
+    written = pd.DataFrame({"id": [f"evokd-1-{i}" for i in range(6)], "text": list("abcdef"), "intended": ["negative"] * 4 + ["positive"] * 2,
+                            "group": ["negative"] * 4 + ["positive"] * 2, "hard": False, "copied": False})
+    tables.write_part(written, ctx.path(written_folder(1)), "written")
+    tables.write_part(written.iloc[[0, 4, 5]][["id", "text"]].assign(label=["negative", "positive", "positive"]),
+                      ctx.path(batch_folder(1)), "batch")
+    tried, kept_share = earlier_writing(ctx, 2)
+    assert tried == {"negative": 5, "positive": 3} and kept_share == {"negative": 2 / 6, "positive": 3 / 4}
+    ctx.manifest.data["stages"]["evolve-analyse-2"] = {"analysis": "", "class_f1": {}}
+    assert sorted(g for g, _ in round_plan(ctx, 2)) == ["negative"] * 2 + ["positive"] * 4
 
 
 def test_ner_the_tagger_s_planted_entity_mistakes_are_what_the_llm_is_shown_and_aimed_at():

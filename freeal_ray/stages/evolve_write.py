@@ -1,7 +1,8 @@
 """evolve-write-r: the LLM writes round r's batch from its analysis (with the rows it quotes cut
 out, or a small LLM writes them back as its "hard" examples): hard examples for the groups the
-student gets wrong (classes, or entity types for NER; in proportion to its mistakes there), easy
-ones for the groups with the fewest examples. Each prompt shows a few pool rows as the kind of text
+student gets wrong (classes, or entity types for NER; in proportion to its mistakes there, and to
+how much of what was written for them the labelling call kept), easy ones for the groups with the
+fewest examples written so far. Each prompt shows a few pool rows as the kind of text
 to write. A text that copies one seen before (a seed, a shown row, an earlier example, a corpus row) is
 written again once, with no text shown; a copy then left is flagged (`copied`) and the next
 stage drops it unlabelled. It only writes: labelling is the next stage's separate call."""
@@ -60,7 +61,7 @@ class EvolveWrite(Stage):
             seen |= corpus_copies(ctx.path("corpus"), written["text"])
         written.insert(0, "id", [f"evokd-{r}-{i}" for i in range(len(plan))])
         written["copied"] = copied(written["text"], seen, prompt=echo)  # the labelling stage drops these unpaid
-        written["hard"] = [hard for _, hard in plan]
+        written["group"], written["hard"] = [group for group, _ in plan], [hard for _, hard in plan]
         written["prompt_tokens"], written["output_tokens"] = prompt_tokens, output_tokens
         tables.write_part(written, ctx.path(written_folder(r)), "written")
         info.update(written=len(written), hard=int(written["hard"].sum()), llm_calls=len(plan) + again, rewritten=again,
@@ -70,19 +71,37 @@ class EvolveWrite(Stage):
 
 def round_plan(ctx: RunContext, r: int) -> list[tuple[str, bool]]:
     """(group, hard) per example of round r's batch (evokd.writing_plan), from the round's analysis
-    stage: a round with no analysis (no mistake to study) writes easy ones only, with no weakness
-    named to aim hard ones at."""
+    stage and what earlier rounds wrote: a round with no analysis (no mistake to study) writes easy
+    ones only, with no weakness named to aim hard ones at."""
     loop, seen = ctx.cfg.loop, ctx.manifest.stage(f"evolve-analyse-{r}")
     hard_share = loop.evolve_hard_share if seen.get("analysis", "").strip() else 0.0
+    tried, kept_share = earlier_writing(ctx, r)
     return writing_plan(ctx.kind.evolve_groups(), seen.get("wrong_labels", []), seen.get("wrong_preds", []),
-                        seen.get("class_f1", {}), loop.evolve_batch, hard_share, loop.seed + r, have=training_counts(ctx, r))
+                        seen.get("class_f1", {}), loop.evolve_batch, hard_share, loop.seed + r, tried=tried, kept_share=kept_share)
 
 
-def training_counts(ctx: RunContext, r: int) -> dict[str, int]:
-    """Examples per group (a class; for NER a sentence's main entity type) the student trains on
-    before round r: the seeds and every batch kept so far."""
-    labels = [v for k in range(r) for v in tables.read_frame(ctx.path(batch_folder(k))).get("label", [])]
-    return pd.Series(labels, dtype=object).value_counts().to_dict()
+def earlier_writing(ctx: RunContext, r: int) -> tuple[dict[str, int], dict[str, float]]:
+    """Per group before round r: the examples written for it (the seeds included), and the share of
+    them the labelling call kept, as (kept + 1) / (labelled + 2) so one early drop does not decide a
+    group. A copy dropped unlabelled counts as written but not as labelled."""
+    seeds = tables.read_frame(ctx.path(SEEDS))
+    tried = pd.Series(seeds.get("label", []), dtype=object).value_counts().to_dict()
+    labelled: dict[str, int] = {}
+    kept: dict[str, int] = {}
+    for k in range(1, r):
+        written = tables.read_frame(ctx.path(written_folder(k)))
+        if "group" not in written:  # written before groups were stored: a class run's intent is its group
+            if not written["intended"].map(lambda v: isinstance(v, str)).all():
+                continue
+            written = written.assign(group=written["intended"])
+        batch_ids = set(tables.read_frame(ctx.path(batch_folder(k))).get("id", []))
+        copies = written["copied"].astype(bool) if "copied" in written else pd.Series(False, index=written.index)
+        for i, g, c in zip(written["id"], written["group"], copies):
+            tried[g] = tried.get(g, 0) + 1
+            if not c:
+                labelled[g] = labelled.get(g, 0) + 1
+                kept[g] = kept.get(g, 0) + (i in batch_ids)
+    return tried, {g: (kept[g] + 1) / (n + 2) for g, n in labelled.items()}
 
 
 def seen_before(ctx: RunContext, r: int, written) -> set[str]:
