@@ -48,11 +48,15 @@ def run_evokd_bench(args) -> None:
     test = test.sample(n=min(args.test_rows, len(test)), random_state=0)
     runs = [one_seed(args, train, test, seed) for seed in args.seeds]
     result = summarise(args, runs)
-    name = f"evokd-{args.benchmark}-{args.shots}shot" + (f"-{args.tag}" if args.tag else "")
+    name = result_name(args)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("runs",)}, indent=2, default=float))
     print(f"wrote {RESULTS / f'{name}.json'}")
+
+
+def result_name(args) -> str:
+    return f"evokd-{args.benchmark}-{args.shots}shot" + (f"-{args.tag}" if args.tag else "")
 
 
 def one_seed(args, train, test, seed: int) -> dict:
@@ -61,7 +65,7 @@ def one_seed(args, train, test, seed: int) -> dict:
     preset = get_preset(args.benchmark if args.benchmark in NER else BENCHMARK_TASKS[args.benchmark])
     task = (entity_task if args.benchmark in NER else class_task)(preset, train, args.shots, seed)
     # The tag keeps another LLM's runs apart: a run resumes the stages it finds in its folder.
-    work = ROOT / "bench" / "work" / (f"evokd-{args.benchmark}-{args.shots}shot" + (f"-{args.tag}" if args.tag else "") + f"-seed{seed}")
+    work = ROOT / "bench" / "work" / f"{result_name(args)}-seed{seed}"
     started = time.time()
     evokd = run(args, task, work / "evokd", seed, {"loop.evolve_rounds": args.rounds, "loop.evolve_batch": args.batch})
     curve = [score(test, evokd / "evolve" / f"round-{r}" / "slm", preset) for r in range(args.rounds + 1)]

@@ -26,7 +26,8 @@ class EvolveAnalyse(Stage):
         probe = tables.read_frame(ctx.path(probe_folder(self.r - 1)))
         f1 = ctx.kind.evolve_f1(probe[ctx.kind.label_column], probe["pred"])
         messages, shown, mistakes = ctx.kind.evolve_analysis(probe, f1, ctx.cfg.loop.evolve_shown, ctx.cfg.loop.seed + self.r)
-        w, g = shown[shown["wrong"].astype(bool)], shown[~shown["wrong"].astype(bool)]
+        is_wrong = shown["wrong"].astype(bool)
+        w, g = shown[is_wrong], shown[~is_wrong]
         if w.empty:
             # Nothing to study, so nothing is asked: shown only right answers, the LLM invents a
             # weakness (TREC at 1.5B, round 1, right on its six seeds: "weak at abbreviation against
