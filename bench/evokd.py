@@ -222,17 +222,18 @@ def docs_section() -> list[str]:
              "gap per seed, averaged, ± its standard error, and *wins* the seeds where EvoKD is above. *Static at EvoKD's rows* "
              "refits the static student on as many of its kept examples as EvoKD kept, drawn at random: EvoKD against it "
              "is row for row, so a gap to static splits into what a row is worth and how many rows the tokens bought "
-             "(— where a result predates it). A benchmark with settings after it is an ablation run with `--set`.", "",
+             "(— where a result predates it). A benchmark with settings after it is an ablation run with `--set`. "
+             "*commit* is the code a row was measured with: the method changed between rows.", "",
              "*kept* is written examples kept after the labelling call and the copy check (summed over seeds).", "",
              "| benchmark | shots | seeds | LLM | metric | seeds only | static | EvoKD | EvoKD − static | wins | static at EvoKD's rows "
-             "| EvoKD per round | static tokens | EvoKD tokens | static kept / written | EvoKD kept / written | machine |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| EvoKD per round | static tokens | EvoKD tokens | static kept / written | EvoKD kept / written | machine | commit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         sd, gap = r["spread"], paired_gap(r["runs"])  # from the runs: older results hold no gap
         lines.append(f"| {r['benchmark']}{_overrides(r)} | {r['shots']} | {len(r['seeds'])} | {r['llm']} | {r.get('metric', 'acc')} | {r['seeds_only_test']:.4f} ± {sd['seeds_only_test']:.3f} "
                      f"| {r['static_test']:.4f} ± {sd['static_test']:.3f} | {r['evokd_test']:.4f} ± {sd['evokd_test']:.3f} "
                      f"| {_gap(gap)} | {gap['evokd_wins']} of {len(r['runs'])} | {_same_rows(r)} | {' → '.join(f'{v:.3f}' for v in r['evokd_curve'])} | {r['static_tokens']:,.0f} | {r['evokd_tokens']:,.0f} "
-                     f"| {_kept(r, 'static_rounds')} | {_kept(r, 'evokd_rounds')} | {r['machine']} |")
+                     f"| {_kept(r, 'static_rounds')} | {_kept(r, 'evokd_rounds')} | {r['machine']} | {r.get('commit') or '—'} |")
     return lines + [""]
 
 
