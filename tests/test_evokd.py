@@ -153,6 +153,8 @@ def test_a_student_with_no_mistake_to_show_gets_no_analysis_and_an_all_easy_batc
     written = pd.DataFrame({"id": [f"evokd-1-{i}" for i in range(6)], "text": list("abcdef"), "intended": ["negative"] * 4 + ["positive"] * 2,
                             "group": ["negative"] * 4 + ["positive"] * 2, "hard": False, "copied": False})
     tables.write_part(written, ctx.path(written_folder(1)), "written")
+    tables.write_part(written[["id"]].assign(label=["negative", "positive", "positive", "positive", "positive", "positive"]),
+                      ctx.path("evolve/round-1/answers"), "answers")
     tables.write_part(written.iloc[[0, 4, 5]][["id", "text"]].assign(label=["negative", "positive", "positive"]),
                       ctx.path(batch_folder(1)), "batch")
     tried, kept_share = earlier_writing(ctx, 2)

@@ -15,7 +15,7 @@ from freeal_ray.evokd import copied, keep_written
 from freeal_ray.pipeline import RunContext, Stage
 from freeal_ray.stages.evolve_seeds import SEEDS
 from freeal_ray.stages.evolve_train import batch_folder
-from freeal_ray.stages.evolve_write import seen_before, written_folder
+from freeal_ray.stages.evolve_write import answers_folder, seen_before, written_folder
 
 
 class EvolveLabel(Stage):
@@ -27,12 +27,12 @@ class EvolveLabel(Stage):
         r, kind = self.r, ctx.kind
         written = tables.read_frame(ctx.path(written_folder(r)))
         seeds = tables.read_frame(ctx.path(SEEDS))
-        answers_folder = ctx.path(f"evolve/round-{r}/answers")
+        answers_at = ctx.path(answers_folder(r))
         copies = written_copies(ctx, r, written)
         fresh = written[~copies]  # a copy is dropped whatever its label: not paid for
         annotate(ray.data.from_pandas(kind.evolve_label_rows(fresh)), seeds[["id", *kind.evolve_columns]], ctx.task,
-                 ctx.llm(), ctx.encoder_path(), min(ctx.shots or 1, len(seeds)), r, str(answers_folder), total=len(fresh))
-        answers = tables.read_frame(answers_folder)
+                 ctx.llm(), ctx.encoder_path(), min(ctx.shots or 1, len(seeds)), r, str(answers_at), total=len(fresh))
+        answers = tables.read_frame(answers_at)
         answers = answers.set_index("id") if len(answers) else pd.DataFrame({kind.label_column: []})
         answered = kind.evolve_answers(answers[kind.label_column], written["id"])
         intended = kind.evolve_answers(written.set_index("id")["intended"], written["id"])
@@ -42,7 +42,7 @@ class EvolveLabel(Stage):
                                                confidence=[answers["confidence"].get(i) if "confidence" in answers else None
                                                            for i in kept["id"]])
         tables.write_part(batch if len(batch) else batch.astype({"hard": bool}), ctx.path(batch_folder(r)), "batch")
-        info.update(counts, **ctx.llm_usage(answers_folder))
+        info.update(counts, **ctx.llm_usage(answers_at))
         ctx.manifest.evolve_metrics(r, **counts)
 
 

@@ -27,6 +27,11 @@ def written_folder(r: int) -> str:
     return f"evolve/round-{r}/written"
 
 
+def answers_folder(r: int) -> str:
+    """Where round r's labelling call (evolve-label) writes its answers."""
+    return f"evolve/round-{r}/answers"
+
+
 class EvolveWrite(Stage):
     name = "evolve-write-{r}"
     inputs = ("evolve/round-{prev}/probe",)
@@ -94,11 +99,12 @@ def earlier_writing(ctx: RunContext, r: int) -> tuple[dict[str, int], dict[str, 
             if not written["intended"].map(lambda v: isinstance(v, str)).all():
                 continue
             written = written.assign(group=written["intended"])
+        # The labelling call's own answers say what it was asked: a copy is dropped unasked.
+        asked = set(tables.read_frame(ctx.path(answers_folder(k))).get("id", []))
         batch_ids = set(tables.read_frame(ctx.path(batch_folder(k))).get("id", []))
-        copies = written["copied"].astype(bool) if "copied" in written else pd.Series(False, index=written.index)
-        for i, g, c in zip(written["id"], written["group"], copies):
+        for i, g in zip(written["id"], written["group"]):
             tried[g] = tried.get(g, 0) + 1
-            if not c:
+            if i in asked:
                 labelled[g] = labelled.get(g, 0) + 1
                 kept[g] = kept.get(g, 0) + (i in batch_ids)
     return tried, {g: (kept[g] + 1) / (n + 2) for g, n in labelled.items()}
