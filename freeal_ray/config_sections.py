@@ -112,7 +112,8 @@ class LLMConfig:
         "engine with a local model's template, or an openai engine with llm.api_style chat.",
     )
     max_text_chars: int = _f(1000, "Texts are cut to this many characters in prompts.")
-    synth_temperature: float = _f(0.8, "Sampling temperature for round-0 demo synthesis.")
+    synth_temperature: float = _f(0.8, "Sampling temperature for the texts the LLM writes: round-0 demos (classification; NER's are greedy) "
+                                          "and EvoKD's examples (both kinds).")
     synth_max_tokens: int = _f(64, "Longest synthesised demo, in tokens.")
 
 

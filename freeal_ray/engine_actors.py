@@ -51,8 +51,8 @@ class EngineActor:
     def generate(self, prompts, max_tokens, temperature, stop):
         return self._timed(self.engine.generate, prompts, max_tokens, temperature, stop)
 
-    def extract(self, prompts, schema, max_tokens):
-        return self._timed(self.engine.extract, prompts, schema, max_tokens)
+    def extract(self, prompts, schema, max_tokens, temperature=0.0):
+        return self._timed(self.engine.extract, prompts, schema, max_tokens, temperature)
 
     def busy_seconds(self) -> float:
         return self.busy_s

@@ -69,8 +69,9 @@ class Engine(ABC):
         """Free text, one completion a prompt, cut before the first of `stop`."""
 
     @abstractmethod
-    def extract(self, prompts: Sequence[str], schema: dict, max_tokens: int) -> list[Extraction]:
-        """For each prompt, a greedy answer constrained to the JSON `schema` (entity lists)."""
+    def extract(self, prompts: Sequence[str], schema: dict, max_tokens: int, temperature: float = 0.0) -> list[Extraction]:
+        """For each prompt, an answer constrained to the JSON `schema` (entity lists): greedy for
+        annotation, sampled at `temperature` for writing, where the same prompt asks for new text."""
 
 
 class VLLMEngine(Engine):
@@ -118,11 +119,12 @@ class VLLMEngine(Engine):
     def choose(self, prompts, choices):
         return [_to_choice(out, choices) for out in self._generate(prompts, self.choice_params(choices))]
 
-    def extract(self, prompts, schema, max_tokens):
+    def extract(self, prompts, schema, max_tokens, temperature=0.0):
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        params = SamplingParams(temperature=0.0, max_tokens=max_tokens, structured_outputs=StructuredOutputsParams(json=schema))
+        params = SamplingParams(temperature=temperature, top_p=0.95 if temperature > 0 else 1.0, max_tokens=max_tokens,
+                                structured_outputs=StructuredOutputsParams(json=schema))
         outputs = self._generate(prompts, params)
         return [Extraction(o.outputs[0].text, len(o.prompt_token_ids or ()), len(o.outputs[0].token_ids)) for o in outputs]
 
@@ -249,7 +251,7 @@ class InstantEngine(Engine):
             out.append(" ".join(words))
         return out
 
-    def extract(self, prompts, schema, max_tokens):
+    def extract(self, prompts, schema, max_tokens, temperature=0.0):
         """One entity per answer: a word of the prompt's last input line, of a type picked by the
         hash; a synthesis schema also gets that line's words back, shuffled by the hash, as the
         written sentence (a new sentence, not a copy of the one shown)."""

@@ -212,22 +212,23 @@ def rewrite_copies(written: pd.DataFrame, prompt_tokens: Sequence, output_tokens
     return pd.DataFrame(columns, index=written.index), prompt_tokens, output_tokens, len(again)
 
 
-def keep_written(texts: Sequence[str], intended: Sequence[str], answered: Sequence, copies: Sequence[bool]) -> tuple[np.ndarray, dict]:
+def keep_written(texts: Sequence[str], agrees: Sequence[bool], copies: Sequence[bool]) -> tuple[np.ndarray, dict]:
     """Which written examples join the training set, and counts of the dropped by reason: empty,
-    a copy of a text seen before (`copies`, from `copied`), written twice in the batch, or
-    labelled by the labelling call otherwise than it was written for (an abstention included)."""
+    a copy of a text seen before (`copies`, from `copied`), written twice in the batch, or one the
+    labelling call did not confirm (`agrees` false: it labelled it otherwise than it was written
+    for, or abstained; the task kind's evolve_agrees)."""
     keys = [text_key(t) for t in texts]
     keep = np.ones(len(texts), dtype=bool)
     counts = {"written": len(texts), "empty": 0, "copied": 0, "repeated": 0, "relabelled": 0}
     batch: set[str] = set()
-    for i, (key, want, got) in enumerate(zip(keys, intended, answered)):
+    for i, key in enumerate(keys):
         if not key:
             reason = "empty"
         elif copies[i]:
             reason = "copied"
         elif key in batch:
             reason = "repeated"
-        elif got != want:
+        elif not agrees[i]:
             reason = "relabelled"
         else:
             batch.add(key)

@@ -42,6 +42,17 @@ def shown_sentences(gold: Sequence, pred: Sequence, k: int, seed: int) -> tuple[
     return wrong, np.sort(right)
 
 
+def confirms(written: Sequence[str] | None, labelled: Sequence[str] | None, etype: str) -> bool:
+    """Whether the labelling call's tags confirm a sentence written to name an `etype` entity: the
+    writer listed at least one, and the call found the same `etype` entities (span and type).
+    Entities of other types are the writer's: asked for every entity to match, a 0.5B labeller
+    confirmed 5 of 64 sentences on CoNLL03 (1-shot, static synthesis at b4fb3b7)."""
+    if not written or labelled is None:
+        return False
+    want = {e for e in entities(list(written)) if e[2] == etype}
+    return bool(want) and want == {e for e in entities(list(labelled)) if e[2] == etype}
+
+
 def entity_f1(gold: Sequence, pred: Sequence, etype: str | None = None) -> float:
     """Exact-match entity F1 over sentences (those with no reference tags left out), of one type or all."""
     matched = n_gold = n_pred = 0

@@ -126,14 +126,14 @@ class OpenAIEngine(Engine):
 
         return self._map(one, prompts)
 
-    def extract(self, prompts, schema, max_tokens):
+    def extract(self, prompts, schema, max_tokens, temperature=0.0):
         variants = [Variant("vLLM structured outputs", {"extra_body": {"structured_outputs": {"json": schema}}})]
         if self.chat:
             variants.append(Variant("a JSON schema in response_format", {"response_format": _json_format("entities", schema)}))
         variants += [Variant("unconstrained", {}, "free")] if self.config.unconstrained == "parse" else []
 
         def one(prompt):
-            out, _ = self._ask("entity answers", prompt, variants, max_tokens=max_tokens, temperature=0.0)
+            out, _ = self._ask("entity answers", prompt, variants, max_tokens=max_tokens, temperature=temperature)
             prompt_tokens, output_tokens = _usage(out)
             return Extraction(_text(out) or "", prompt_tokens, output_tokens)
 

@@ -54,10 +54,11 @@ def write(prompts: Sequence[str], settings: LLMSettings, max_tokens: int, temper
     return Written(texts, [count(p) for p in prompts], [count(t) for t in texts])
 
 
-def extract(prompts: Sequence[str], settings: LLMSettings, schema: dict, max_tokens: int, desc: str, unit: str = "call") -> list:
-    """Greedy answers constrained to the JSON `schema`, one a prompt, in order (engines' Extractions,
-    which carry their own token counts)."""
-    return on_engines("extract", prompts, settings, schema, max_tokens, desc=desc, unit=unit)
+def extract(prompts: Sequence[str], settings: LLMSettings, schema: dict, max_tokens: int, desc: str, unit: str = "call",
+            temperature: float = 0.0) -> list:
+    """Answers constrained to the JSON `schema`, greedy unless a `temperature` is given, one a prompt,
+    in order (engines' Extractions, which carry their own token counts)."""
+    return on_engines("extract", prompts, settings, schema, max_tokens, temperature, desc=desc, unit=unit)
 
 
 def _token_counter(settings: LLMSettings):

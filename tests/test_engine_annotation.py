@@ -104,6 +104,19 @@ def test_the_engine_runs_a_batch_in_prefix_order_and_answers_each_prompt_in_its_
     # (the answers themselves are not compared: a random tiny model's near-tied logits may flip with batch shape)
 
 
+def test_written_json_answers_are_sampled_at_a_temperature_and_greedy_without(ray_session, settings):
+    from freeal_ray.ner import synthesis_schema
+    from freeal_ray.writing import extract
+
+    # one prompt asked six times, as a round asks for several sentences of one type: greedy gives
+    # one answer six times (EvoKD drops the repeats), sampling different ones
+    prompts = ["Write one new sentence that names a person, and list its entities in JSON.\nAnswer:"] * 6
+    schema = synthesis_schema(["PER", "LOC"])
+    greedy = extract(prompts, settings, schema, 48, "greedy")
+    sampled = extract(prompts, settings, schema, 48, "sampled", temperature=1.0)
+    assert len({a.text for a in greedy}) == 1 and len({a.text for a in sampled}) >= 3
+
+
 def test_every_llm_stage_reuses_one_engine(ray_session, settings):
     """Loading a model takes minutes on a CPU: annotation and synthesis must share one engine."""
     import gc

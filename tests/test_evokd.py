@@ -11,7 +11,8 @@ from freeal_ray import tables
 from freeal_ray.config import load_config
 from freeal_ray.evokd import (class_f1, copied, keep_written, rewrite_copies, shown_samples, text_key, without_quotes,
                               writing_plan)
-from freeal_ray.task import Task
+from freeal_ray.kinds import kind_for
+from freeal_ray.task import EntityTask, Task
 
 TASK = Task(name="toy", labels=("negative", "positive"), instruction="Classify the review's sentiment.",
             examples=(("the film was awful and dull", "negative"), ("the plot was lovely and superb", "positive")))
@@ -61,8 +62,10 @@ def test_a_written_example_the_labelling_call_disagrees_with_is_dropped():
              "A gripping, superb thriller", "", "flat and lifeless"]
     intended = ["positive", "negative", "positive", "positive", "negative", "negative"]
     answered = ["positive", "positive", "positive", "positive", None, None]
+    kind = kind_for(TASK)
+    agrees = [kind.evolve_agrees(w, a, w) for w, a in zip(intended, answered)]
 
-    keep, counts = keep_written(texts, intended, answered, copied(texts, seen))
+    keep, counts = keep_written(texts, agrees, copied(texts, seen))
 
     assert list(keep) == [True, False, False, False, False, False]
     assert counts == {"written": 6, "empty": 1, "copied": 1, "repeated": 1, "relabelled": 2, "kept": 1}
@@ -88,7 +91,7 @@ def test_a_written_example_that_repeats_any_corpus_row_is_found(tmp_path):
                                         "text": [f"review {part} {i} : it was fine ." for i in range(50)]}), corpus, "corpus")
     written = ["Review 2 41: it was fine.", "review 2 41 : it was not fine .", "a new review", ""]
     assert corpus_copies(corpus, written) == {text_key(written[0])}
-    keep, counts = keep_written(written, ["positive"] * 4, ["positive"] * 4, copied(written, corpus_copies(corpus, written)))
+    keep, counts = keep_written(written, [True] * 4, copied(written, corpus_copies(corpus, written)))
     assert list(keep) == [False, True, True, False] and counts["copied"] == 1
 
 
@@ -183,22 +186,30 @@ def test_ner_the_tagger_s_planted_entity_mistakes_are_what_the_llm_is_shown_and_
 
 
 def test_ner_a_written_sentence_the_labelling_call_reads_otherwise_is_dropped():
-    from freeal_ray.kinds import kind_for
-    from freeal_ray.task import EntityTask
-
     kind = kind_for(EntityTask(name="t", types={"PER": "people", "LOC": "places"}, instruction="Find them."))
-    written = pd.DataFrame({"id": ["e0", "e1", "e2"], "text": ["Ann flew to Oslo", "Bob met Eve", "Rome is old"],
-                            "tokens": [["Ann", "flew", "to", "Oslo"], ["Bob", "met", "Eve"], ["Rome", "is", "old"]],
-                            "intended": [np.array(["B-PER", "O", "O", "B-LOC"]), np.array(["B-PER", "O", "B-PER"]),
-                                         np.array(["B-LOC", "O", "O"])]})
-    answers = pd.DataFrame({"id": ["e0", "e1", "e2"], "tags": [np.array(["B-PER", "O", "O", "B-LOC"]),
-                                                                np.array(["B-PER", "O", "O"]), None]}).set_index("id")
+    tags = {"e0": ["B-PER", "O", "O", "B-LOC"], "e1": ["B-PER", "O", "B-PER"], "e2": ["B-LOC", "O", "O"],
+            "e3": ["B-PER", "O", "O", "B-LOC"], "e4": ["B-PER", "O", "O", "B-LOC"], "e5": ["B-PER", "O", "O"]}
+    written = pd.DataFrame({"id": list(tags), "text": ["Ann flew to Oslo", "Bob met Eve", "Rome is old", "Cy went to Lima",
+                                                       "Di sailed past Nice", "Ed is here"],
+                            "tokens": [["Ann", "flew", "to", "Oslo"], ["Bob", "met", "Eve"], ["Rome", "is", "old"],
+                                       ["Cy", "went", "to", "Lima"], ["Di", "sailed", "past", "Nice"], ["Ed", "is", "here"]],
+                            "intended": [np.array(t) for t in tags.values()],
+                            "group": ["PER", "PER", "LOC", "PER", "LOC", "LOC"]})
+    answers = pd.DataFrame({"id": list(tags), "tags": [
+        np.array(["B-PER", "O", "O", "B-LOC"]),  # the same: kept
+        np.array(["B-PER", "O", "O"]),  # misses one of the two people it was written to name
+        None,  # unread
+        np.array(["B-PER", "O", "O", "O"]),  # finds its person, misses the side place: kept
+        np.array(["B-PER", "O", "O", "O"]),  # misses the place it was written to name
+        np.array(["B-PER", "O", "O"]),  # agrees, but the sentence names no place, which it was written for
+    ]}).set_index("id")
     answered = kind.evolve_answers(answers["tags"], written["id"])
     intended = kind.evolve_answers(written.set_index("id")["intended"], written["id"])
-    keep, counts = keep_written(written["text"], intended, answered, [False] * len(written))
-    assert list(keep) == [True, False, False] and counts["relabelled"] == 2  # a missed entity, an unread answer
-    batch = kind.evolve_batch(written[keep])
-    assert batch.iloc[0]["tags"] == ["B-PER", "O", "O", "B-LOC"] and batch.iloc[0]["label"] == "PER"
+    agrees = [kind.evolve_agrees(w, a, g) for w, a, g in zip(intended, answered, written["group"])]
+    keep, counts = keep_written(written["text"], agrees, [False] * len(written))
+    assert list(keep) == [True, False, False, True, False, False] and counts["relabelled"] == 4
+    batch = kind.evolve_batch(written[keep])  # the writer's full annotation: the side place stays
+    assert batch["tags"].tolist() == [tags["e0"], tags["e3"]] and batch.iloc[0]["label"] == "PER"
 
 
 def _config(tiny_models, corpus, out, rounds):

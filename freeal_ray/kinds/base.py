@@ -185,6 +185,11 @@ class TaskKind(ABC):
         """The label `labels` (indexed by id) gives each id, in a form two labels compare in (None:
         abstained): the labelling call's answers and the labels the examples were written for."""
 
+    def evolve_agrees(self, intended, answered, group: str | None) -> bool:
+        """Whether the labelling call's answer (evolve_answers) confirms an example written for
+        `group`: here, the label it was written for."""
+        return answered is not None and answered == intended
+
     @abstractmethod
     def evolve_batch(self, kept: pd.DataFrame) -> pd.DataFrame:
         """Kept written examples as training rows: `id`, `evolve_columns`, and `label` for the report."""

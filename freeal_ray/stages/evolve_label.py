@@ -36,7 +36,9 @@ class EvolveLabel(Stage):
         answers = answers.set_index("id") if len(answers) else pd.DataFrame({kind.label_column: []})
         answered = kind.evolve_answers(answers[kind.label_column], written["id"])
         intended = kind.evolve_answers(written.set_index("id")["intended"], written["id"])
-        keep, counts = keep_written(written["text"], intended, answered, copies)
+        groups = written["group"] if "group" in written else [None] * len(written)  # not stored before: the intent's
+        agrees = [kind.evolve_agrees(w, a, g) for w, a, g in zip(intended, answered, groups)]
+        keep, counts = keep_written(written["text"], agrees, copies)
         kept = written[keep]
         batch = kind.evolve_batch(kept).assign(hard=kept["hard"].to_numpy(), round=r, origin="evokd",
                                                confidence=[answers["confidence"].get(i) if "confidence" in answers else None
