@@ -5,8 +5,8 @@ side is evokd.py; kinds/entities.py puts both behind the kind's interface.
 A sentence's answer is its BIO tags; the student is wrong on a sentence when its entities (span
 and type, exact match) differ from the reference's. The LLM is shown the sentence with both entity
 lists, and writes sentences already annotated (the JSON round-0 synthesis asks for); a separate
-labelling call annotates each written sentence, and one whose entities it reads otherwise is
-dropped, as a relabelled class is for classification.
+labelling call annotates each written sentence, and one whose entities of the type it was written
+for it reads otherwise is dropped (`confirms`), as a relabelled class is for classification.
 """
 
 from __future__ import annotations

@@ -133,7 +133,8 @@ class OpenAIEngine(Engine):
         variants += [Variant("unconstrained", {}, "free")] if self.config.unconstrained == "parse" else []
 
         def one(prompt):
-            out, _ = self._ask("entity answers", prompt, variants, max_tokens=max_tokens, temperature=temperature)
+            out, _ = self._ask("entity answers", prompt, variants, max_tokens=max_tokens, temperature=temperature,
+                               **({"top_p": 0.95} if temperature > 0 else {}))
             prompt_tokens, output_tokens = _usage(out)
             return Extraction(_text(out) or "", prompt_tokens, output_tokens)
 

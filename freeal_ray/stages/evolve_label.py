@@ -2,7 +2,8 @@
 set with the seeds as demos, like any annotation here. An example that repeats a text seen before
 (a seed, a row the LLM was shown, an earlier example, whole or a long piece of one; any corpus row,
 whole) is dropped unlabelled; one the call labels otherwise than it was written for (or abstains
-on) is dropped too. Both are counted; the rest are round r's batch."""
+on; the task kind's evolve_agrees: for NER, the entities of the type it was written for) is
+dropped too. Both are counted; the rest are round r's batch."""
 
 from __future__ import annotations
 
