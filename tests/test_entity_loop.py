@@ -160,7 +160,9 @@ def test_standalone_evokd_on_entities_trains_a_tagger_from_annotated_seeds(ray_s
     assert len(pool) == 12 and all(len(t) == len(k) for t, k in zip(pool["tags"], pool["tokens"]) if t is not None)
 
     # the LLM is shown sentences the first student got wrong, and every kept sentence names the
-    # entities of the type it was written for that the separate labelling call found there
+    # entities of the type it was written for that the separate labelling call found there (the
+    # instant engine's answers come from prompt hashes, so a round may keep none: the rule itself is
+    # test_evokd's test_ner_a_written_sentence_the_labelling_call_reads_otherwise_is_dropped)
     probe = tables.read_frame(out / "evolve" / "round-0" / "probe")
     wrong = set(probe.loc[probe["right"] == False, "id"])  # noqa: E712 (None: no reference)
     assert set(stages["evolve-analyse-1"]["shown_wrong"]) <= wrong and len(stages["evolve-analyse-1"]["shown_wrong"]) == min(3, len(wrong))
@@ -176,7 +178,6 @@ def test_standalone_evokd_on_entities_trains_a_tagger_from_annotated_seeds(ray_s
         assert evolve[str(r)]["written"] == 6 and "analysis" in evolve[str(r)]
         kept.append(len(batch))
     # the review history grows and is replayed
-    assert sum(kept[1:]) > 0, kept
     assert [stages[f"evolve-train-{r}"]["rows"] for r in (0, 1, 2)] == [kept[0], kept[0] + kept[1], sum(kept)]
     assert set(evolve["2"]["class_f1"]) == {"POS", "NEG"} and "slm_f1" in evolve["2"]
 
