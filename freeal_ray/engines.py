@@ -57,6 +57,10 @@ class Extraction:
     output_tokens: int
 
 
+# Nucleus cut for sampled writing (free text and JSON alike); vLLM ignores it for greedy calls.
+TOP_P = 0.95
+
+
 class Engine(ABC):
     @abstractmethod
     def choose(self, prompts: Sequence[str], choices: Sequence[str]) -> list[Choice]:
@@ -123,7 +127,7 @@ class VLLMEngine(Engine):
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        params = SamplingParams(temperature=temperature, top_p=0.95 if temperature > 0 else 1.0, max_tokens=max_tokens,
+        params = SamplingParams(temperature=temperature, top_p=TOP_P, max_tokens=max_tokens,
                                 structured_outputs=StructuredOutputsParams(json=schema))
         outputs = self._generate(prompts, params)
         return [Extraction(o.outputs[0].text, len(o.prompt_token_ids or ()), len(o.outputs[0].token_ids)) for o in outputs]
@@ -133,7 +137,7 @@ class VLLMEngine(Engine):
 
         params = SamplingParams(
             temperature=temperature,
-            top_p=0.95,
+            top_p=TOP_P,
             max_tokens=max_tokens,
             min_tokens=2,
             stop=list(stop),

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from freeal_ray.engines import Choice, Engine, EngineConfig, Extraction
+from freeal_ray.engines import TOP_P, Choice, Engine, EngineConfig, Extraction
 from freeal_ray.errors import FreeALError
 from freeal_ray.prompt_fit import answer_room
 
@@ -121,7 +121,7 @@ class OpenAIEngine(Engine):
 
     def generate(self, prompts, max_tokens, temperature, stop=("\n",)):
         def one(prompt):
-            out = self._request(prompt, max_tokens=max_tokens, temperature=temperature, top_p=0.95, stop=list(stop)[:4])
+            out = self._request(prompt, max_tokens=max_tokens, temperature=temperature, top_p=TOP_P, stop=list(stop)[:4])
             return (_text(out) or "").strip()
 
         return self._map(one, prompts)
@@ -134,7 +134,7 @@ class OpenAIEngine(Engine):
 
         def one(prompt):
             out, _ = self._ask("entity answers", prompt, variants, max_tokens=max_tokens, temperature=temperature,
-                               **({"top_p": 0.95} if temperature > 0 else {}))
+                               **({"top_p": TOP_P} if temperature > 0 else {}))
             prompt_tokens, output_tokens = _usage(out)
             return Extraction(_text(out) or "", prompt_tokens, output_tokens)
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import pandas as pd
 import ray
 
-from freeal_ray.engines import engine_dtype
+from freeal_ray.engines import TOP_P, engine_dtype
 from freeal_ray.prompt_fit import answer_room
 
 
@@ -81,7 +81,7 @@ def generate_texts(prompts: list[str], settings, max_tokens: int, temperature: f
     """Free text for each prompt, in order (round-0 demo synthesis)."""
     from ray.data.llm import build_processor
 
-    sampling = dict(temperature=temperature, top_p=0.95, max_tokens=max_tokens, min_tokens=2, stop=list(stop))
+    sampling = dict(temperature=temperature, top_p=TOP_P, max_tokens=max_tokens, min_tokens=2, stop=list(stop))
     processor = build_processor(
         processor_config(settings),
         preprocess=lambda row: {"order": row["order"], "prompt": row["prompt"], "sampling_params": sampling},
