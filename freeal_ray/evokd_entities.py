@@ -45,8 +45,8 @@ def shown_sentences(gold: Sequence, pred: Sequence, k: int, seed: int) -> tuple[
 def confirms(written: Sequence[str] | None, labelled: Sequence[str] | None, etype: str) -> bool:
     """Whether the labelling call's tags confirm a sentence written to name an `etype` entity: the
     writer listed at least one, and the call found the same `etype` entities (span and type).
-    Entities of other types are the writer's: asked for every entity to match, a 0.5B labeller
-    confirmed 5 of 64 sentences on CoNLL03 (1-shot, static synthesis at b4fb3b7)."""
+    Entities of other types are the writer's: on CoNLL03 1-shot at 0.5B (67253ce, seeds 0 1), asking
+    every entity to match would have kept 18 of the 118 EvoKD sentences asked, this rule keeps 25."""
     if not written or labelled is None:
         return False
     want = {e for e in entities(list(written)) if e[2] == etype}
