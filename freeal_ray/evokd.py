@@ -115,16 +115,39 @@ STYLE_LEAD = "Texts of the kind to write (do not repeat them; write a new one):"
 WEAK_LEAD = "What the classifier is weak at:"
 
 
-def writing_messages(task: Task, analysis: str, label: str, hard: bool, style: Sequence[str]) -> list[dict]:
-    """Ask for one new text of `label`: a hard one aimed at the analysed weakness, or an easy,
-    typical one; `style` shows a few texts of the kind to write."""
-    shown = "".join(f"{task.input_name}: {_line(t, 200)}\n" for t in style)
-    if hard:
-        ask = (f"{WEAK_LEAD}\n{analysis.strip()}\n\nWrite one new {task.input_name.lower()} whose "
-               f"label is clearly {task.word(label)}, but of the kind the classifier gets wrong.")
+def confused_with(plan: Sequence[tuple[str, bool]], confusions: Sequence[Sequence[str]], seed: int) -> list[str | None]:
+    """Per example of `plan`, for a hard one of class X: a class the student confuses X with, drawn
+    from its mistakes (reference, answer) that involve X (X taken for Y, or Y taken for X); None
+    for easy ones and where no mistake involves X. A hard prompt names it: a small writer given
+    only the analysis writes about the task instead of a text (AG News at 0.5B: "The article is
+    clearly business, but the classifier got wrong."), and its hard examples were no harder for
+    the student than its easy ones."""
+    rng = np.random.default_rng(seed)
+    out: list[str | None] = []
+    for group, hard in plan:
+        other = [b if a == group else a for a, b in confusions if group in (a, b) and a != b]
+        out.append(str(other[rng.integers(len(other))]) if hard and other else None)
+    return out
+
+
+def writing_messages(task: Task, analysis: str, label: str, hard: bool, style: Sequence[str],
+                     near: str | None = None) -> list[dict]:
+    """Ask for one new text of `label`: a hard one aimed at the analysed weakness (one that has
+    something of `near`, the class the student confuses it with, where known), or an easy,
+    typical one; `style` shows a few texts of the kind to write. In a hard prompt the analysis
+    comes first and the texts after it, so what the writer reads last before its answer is real
+    texts, not talk about the classifier."""
+    shown = f"{STYLE_LEAD}\n" + "".join(f"{task.input_name}: {_line(t, 200)}\n" for t in style) + "\n" if style else ""
+    x = task.input_name.lower()
+    if hard and near:
+        ask = (f"Write one new {x} whose label is clearly {task.word(label)}, though it has something of "
+               f"{task.word(near)} about it: the classifier takes one like it for {task.word(near)}.")
+    elif hard:
+        ask = f"Write one new {x} whose label is clearly {task.word(label)}, but of the kind the classifier gets wrong."
     else:
-        ask = f"Write one new, typical {task.input_name.lower()} whose label is clearly {task.word(label)}."
-    content = (f"{STYLE_LEAD}\n{shown}\n" if shown else "") + ask + " Write only the text, on one line."
+        ask = f"Write one new, typical {x} whose label is clearly {task.word(label)}."
+    lead = f"{WEAK_LEAD}\n{analysis.strip()}\n\n" if hard else ""
+    content = lead + shown + ask + " Write only the text, on one line."
     return [{"role": "system", "content": _system(task)}, {"role": "user", "content": content}]
 
 

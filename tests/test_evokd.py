@@ -9,8 +9,8 @@ import pytest
 from conftest import tiny_overrides
 from freeal_ray import tables
 from freeal_ray.config import load_config
-from freeal_ray.evokd import (class_f1, copied, keep_written, rewrite_copies, shown_samples, text_key, without_quotes,
-                              writing_plan)
+from freeal_ray.evokd import (STYLE_LEAD, WEAK_LEAD, class_f1, confused_with, copied, keep_written, rewrite_copies,
+                              shown_samples, text_key, without_quotes, writing_messages, writing_plan)
 from freeal_ray.kinds import kind_for
 from freeal_ray.task import EntityTask, Task
 
@@ -54,6 +54,24 @@ def test_hard_examples_go_where_the_student_errs_and_easy_ones_where_it_has_fewe
     no_mistakes = writing_plan(task.labels, [], [], {"a": 1.0, "b": 1.0, "c": 0.1}, batch=30, hard_share=1.0, seed=0)
     assert [label for label, _ in no_mistakes].count("c") > 20  # then its weakest class by F1
     assert class_f1(["a", "a", "b", None], ["a", "b", "b", "a"], ["a", "b"]) == {"a": 2 / 3, "b": 2 / 3}
+
+
+def test_a_hard_prompt_names_a_class_the_student_confuses_it_with_and_ends_on_real_texts():
+    labels = ("world", "sports", "business", "tech")
+    task = Task(name="news", labels=labels, instruction="Sort the article by topic.", input_name="Article")
+    confusions = [["business", "tech"], ["business", "tech"], ["world", "business"], ["sports", "sports"]]
+    plan = [("business", True)] * 30 + [("world", True), ("sports", True), ("tech", False), ("business", False)]
+    near = confused_with(plan, confusions, seed=0)
+    assert set(near[:30]) == {"tech", "world"} and near[:30].count("tech") > near[:30].count("world")
+    assert near[30:] == ["business", None, None, None]  # a right answer is no confusion; easy ones get none
+
+    style = ["Stocks fell on Monday.", "A new chip was shown."]
+    hard = writing_messages(task, "It mistakes company news about chips for tech.", "business", True, style, "tech")[1]["content"]
+    assert "clearly business" in hard and "takes one like it for tech" in hard
+    # the analysis first, the real texts last before the ask: a small writer continues what it read last
+    assert hard.index(WEAK_LEAD) < hard.index(STYLE_LEAD) < hard.index("Stocks fell") < hard.index("Write one new article")
+    easy = writing_messages(task, "It mistakes company news for tech.", "business", False, style, None)[1]["content"]
+    assert WEAK_LEAD not in easy and "tech" not in easy and easy.startswith(STYLE_LEAD)
 
 
 def test_a_written_example_the_labelling_call_disagrees_with_is_dropped():
@@ -231,9 +249,9 @@ def test_evokd_rounds_replay_their_history_and_a_rerun_asks_nothing_again(ray_se
     shown = []  # what each writing prompt showed as the kind of text to write
     write = Classification.evolve_write
 
-    def recording(self, plan, analysis, style, *args):
+    def recording(self, plan, analysis, style, *args, **kwargs):
         shown.append((args[-1], style))
-        return write(self, plan, analysis, style, *args)
+        return write(self, plan, analysis, style, *args, **kwargs)
 
     monkeypatch.setattr(Classification, "evolve_write", recording)
     out = tmp_path / "evokd"

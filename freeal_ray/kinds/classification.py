@@ -151,14 +151,16 @@ class Classification(TaskKind):
         w, g = probe.iloc[wrong], probe.iloc[right]
         messages = evokd.analysis_messages(self.task, list(zip(w["text"], w["label"], w["pred"])), list(zip(g["text"], g["label"])), f1)
         rows = pd.concat([w.assign(wrong=True), g.assign(wrong=False)])
-        return messages, rows, {"wrong_labels": w["label"].tolist(), "wrong_preds": w["pred"].tolist()}
+        return messages, rows, {"wrong_labels": w["label"].tolist(), "wrong_preds": w["pred"].tolist(),
+                                "confusions": [[g, p] for g, p in zip(w["label"], w["pred"])]}
 
-    def evolve_write(self, plan, analysis, style, llm, llm_config, desc):
+    def evolve_write(self, plan, analysis, style, llm, llm_config, desc, near=None):
         from freeal_ray.writing import chat_template, write
 
         chat = chat_template(llm)
-        prompts = [evokd.render(evokd.writing_messages(self.task, analysis, label, hard, texts), chat,
-                                lead=f"{self.task.input_name}:") for (label, hard), texts in zip(plan, style)]
+        near = near or [None] * len(plan)
+        prompts = [evokd.render(evokd.writing_messages(self.task, analysis, label, hard, texts, other), chat,
+                                lead=f"{self.task.input_name}:") for (label, hard), texts, other in zip(plan, style, near)]
         out = write(prompts, llm, llm_config.synth_max_tokens, llm_config.synth_temperature, stop=("\n",), desc=desc)
         written = pd.DataFrame({"text": [evokd.strip_written(t, self.task.input_name) for t in out.texts],
                                 "intended": [label for label, _ in plan]})

@@ -1,7 +1,8 @@
 """evolve-write-r: the LLM writes round r's batch from its analysis (with the rows it quotes cut
 out, or a small LLM writes them back as its "hard" examples): hard examples for the groups the
 student gets wrong (classes, or entity types for NER; in proportion to its mistakes there, and to
-how much of what was written for them the labelling call kept), easy ones for the groups with the
+how much of what was written for them the labelling call kept; a class's hard prompt names a class
+the student confuses it with), easy ones for the groups with the
 fewest examples written so far. Each prompt shows a few pool rows as the kind of text
 to write. A text that copies one seen before (a seed, a shown row, an earlier example, a corpus row) is
 written again once, with no text shown; a copy then left is flagged (`copied`) and the next
@@ -14,7 +15,7 @@ import random
 import pandas as pd
 
 from freeal_ray import tables
-from freeal_ray.evokd import copied, rewrite_copies, text_key, without_quotes, writing_plan
+from freeal_ray.evokd import confused_with, copied, rewrite_copies, text_key, without_quotes, writing_plan
 from freeal_ray.pipeline import RunContext, Stage
 from freeal_ray.stages.evolve_probe import probe_folder
 from freeal_ray.stages.evolve_seeds import POOL, SEEDS
@@ -41,6 +42,7 @@ class EvolveWrite(Stage):
         loop, r = ctx.cfg.loop, self.r
         seen = ctx.manifest.stage(f"evolve-analyse-{r}")
         plan = round_plan(ctx, r)
+        near = confused_with(plan, seen.get("confusions", []), loop.seed + r)
         probe = tables.read_frame(ctx.path(probe_folder(r - 1)))
         # Texts of the kind to write are real rows (the pool), never the writer's own: shown its
         # last batch, a small LLM writes it again and each round narrows (TREC at 0.5B: by round 4,
@@ -51,22 +53,24 @@ class EvolveWrite(Stage):
         analysis = without_quotes(seen.get("analysis", ""), shown)
         desc = f"EvoKD writing, round {r}"
 
-        def write(part, what, n_style):
-            style = [rng.sample(real, min(n_style, len(real))) for _ in part]
-            return ctx.kind.evolve_write(part, analysis, style, ctx.llm(), ctx.cfg.llm, f"{desc}{what}")
+        def write(at, what, n_style):
+            style = [rng.sample(real, min(n_style, len(real))) for _ in at]
+            return ctx.kind.evolve_write([plan[i] for i in at], analysis, style, ctx.llm(), ctx.cfg.llm, f"{desc}{what}",
+                                         near=[near[i] for i in at])
 
-        written, prompt_tokens, output_tokens = write(plan, "", STYLE_TEXTS)
+        written, prompt_tokens, output_tokens = write(range(len(plan)), "", STYLE_TEXTS)
         seen = seen_before(ctx, r, written["text"])
         echo = f"{ctx.kind.evolve_weak_lead} {analysis}"  # answered with its prompt (TREC at 0.5B: 2 of 8 hard ones)
         # A copy is written again with no text shown: a small LLM shown other texts copies those
         # instead (CoNLL03 1-shot at 0.5B, where the pool is the four seeds: 40 of 64 dropped).
         written, prompt_tokens, output_tokens, again = rewrite_copies(
-            written, prompt_tokens, output_tokens, seen, lambda at: write([plan[i] for i in at], ", copies again", 0), prompt=echo)
+            written, prompt_tokens, output_tokens, seen, lambda at: write(at, ", copies again", 0), prompt=echo)
         if again and ctx.has_corpus():  # the rewritten texts may repeat corpus rows the first ones did not
             seen |= corpus_copies(ctx.path("corpus"), written["text"])
         written.insert(0, "id", [f"evokd-{r}-{i}" for i in range(len(plan))])
         written["copied"] = copied(written["text"], seen, prompt=echo)  # the labelling stage drops these unpaid
         written["group"], written["hard"] = [group for group, _ in plan], [hard for _, hard in plan]
+        written["near"] = near
         written["prompt_tokens"], written["output_tokens"] = prompt_tokens, output_tokens
         tables.write_part(written, ctx.path(written_folder(r)), "written")
         info.update(written=len(written), hard=int(written["hard"].sum()), llm_calls=len(plan) + again, rewritten=again,
