@@ -247,10 +247,12 @@ def test_evokd_rounds_replay_their_history_and_a_rerun_asks_nothing_again(ray_se
     from freeal_ray.run import run_freeal
 
     shown = []  # what each writing prompt showed as the kind of text to write
+    asked = []  # each write's plan and, per example, the class its prompt named as the student's confusion
     write = Classification.evolve_write
 
     def recording(self, plan, analysis, style, *args, **kwargs):
         shown.append((args[-1], style))
+        asked.append((plan, kwargs.get("near")))
         return write(self, plan, analysis, style, *args, **kwargs)
 
     monkeypatch.setattr(Classification, "evolve_write", recording)
@@ -270,6 +272,12 @@ def test_evokd_rounds_replay_their_history_and_a_rerun_asks_nothing_again(ray_se
     mistakes = probe[probe["pred"] != probe["label"]].sort_values("pred_confidence", ascending=False, kind="stable")
     assert stages["evolve-analyse-1"]["shown_wrong"] == mistakes["id"].tolist()[:3]
     assert all(i not in set(mistakes["id"]) for i in stages["evolve-analyse-1"]["shown_right"])
+    # a hard prompt names the class the student took it for (two classes: the other one), an easy one
+    # none (whether the tiny LLM's analysis leaves a round hard examples varies: the rule's unit test
+    # is test_a_hard_prompt_names_a_class_the_student_confuses_it_with_and_ends_on_real_texts)
+    other = {"negative": "positive", "positive": "negative"}
+    assert all(near == [other[g] if hard else None for g, hard in plan] for plan, near in asked)
+    assert tables.read_frame(out / "evolve" / "round-1" / "written")["near"].tolist() == asked[0][1]
 
     # every kept example carries the label the separate call gave it; the dropped are counted
     for r in (1, 2):
