@@ -115,37 +115,40 @@ STYLE_LEAD = "Texts of the kind to write (do not repeat them; write a new one):"
 WEAK_LEAD = "What the classifier is weak at:"
 
 
-def confused_with(plan: Sequence[tuple[str, bool]], confusions: Sequence[Sequence[str]], seed: int) -> list[str | None]:
-    """Per example of `plan`, for a hard one of class X: a class the student confuses X with, drawn
-    from its mistakes (reference, answer) that involve X (X taken for Y, or Y taken for X); None
-    for easy ones and where no mistake involves X. A hard prompt names it: a small writer given
-    only the analysis writes about the task instead of a text (AG News at 0.5B: "The article is
-    clearly business, but the classifier got wrong."), and its hard examples were no harder for
-    the student than its easy ones."""
+def confused_with(plan: Sequence[tuple[str, bool]], confusions: Sequence[Sequence[str]],
+                  seed: int) -> list[tuple[str, str] | None]:
+    """Per example of `plan`, for a hard one of class X: one of the student's mistakes (reference,
+    answer) that involve X, drawn at random (X taken for Y, or Y taken for X); None for easy ones
+    and where no mistake involves X. A hard prompt names it: a small writer given only the analysis
+    writes about the task instead of a text (AG News at 0.5B: "The article is clearly business, but
+    the classifier got wrong."), and its hard examples were no harder for the student than its
+    easy ones."""
     rng = np.random.default_rng(seed)
-    out: list[str | None] = []
+    out: list[tuple[str, str] | None] = []
     for group, hard in plan:
-        other = [b if a == group else a for a, b in confusions if group in (a, b) and a != b]
-        out.append(str(other[rng.integers(len(other))]) if hard and other else None)
+        pairs = [(str(a), str(b)) for a, b in confusions if group in (a, b) and a != b]
+        out.append(pairs[rng.integers(len(pairs))] if hard and pairs else None)
     return out
 
 
 def writing_messages(task: Task, analysis: str, label: str, hard: bool, style: Sequence[str],
-                     near: str | None = None) -> list[dict]:
-    """Ask for one new text of `label`: a hard one aimed at the analysed weakness (one that has
-    something of `near`, the class the student confuses it with, where known), or an easy,
-    typical one; `style` shows a few texts of the kind to write. In a hard prompt the analysis
-    comes first and the texts after it, so what the writer reads last before its answer is real
-    texts, not talk about the classifier."""
+                     confusion: Sequence[str] | None = None) -> list[dict]:
+    """Ask for one new text of `label`: a hard one aimed at the analysed weakness (where a mistake
+    of the student's involving `label` is given, as (reference, answer): one that has something of
+    the other class), or an easy, typical one; `style` shows a few texts of the kind to write. In a
+    hard prompt the analysis comes first and the texts after it, so the writer reads real texts
+    between the talk about the classifier and its own answer."""
     shown = f"{STYLE_LEAD}\n" + "".join(f"{task.input_name}: {_line(t, 200)}\n" for t in style) + "\n" if style else ""
-    x = task.input_name.lower()
-    if hard and near:
-        ask = (f"Write one new {x} whose label is clearly {task.word(label)}, though it has something of "
-               f"{task.word(near)} about it: the classifier takes one like it for {task.word(near)}.")
+    x, word = task.input_name.lower(), task.word(label)
+    if hard and confusion:
+        said, other = confusion[0] == label, confusion[1] if confusion[0] == label else confusion[0]
+        mistake = (f"the classifier takes one like it for {task.word(other)}" if said else
+                   f"the classifier takes {task.word(other)} ones like it for {word}")
+        ask = f"Write one new {x} whose label is clearly {word}, though it has something of {task.word(other)} about it: {mistake}."
     elif hard:
-        ask = f"Write one new {x} whose label is clearly {task.word(label)}, but of the kind the classifier gets wrong."
+        ask = f"Write one new {x} whose label is clearly {word}, but of the kind the classifier gets wrong."
     else:
-        ask = f"Write one new, typical {x} whose label is clearly {task.word(label)}."
+        ask = f"Write one new, typical {x} whose label is clearly {word}."
     lead = f"{WEAK_LEAD}\n{analysis.strip()}\n\n" if hard else ""
     content = lead + shown + ask + " Write only the text, on one line."
     return [{"role": "system", "content": _system(task)}, {"role": "user", "content": content}]

@@ -56,22 +56,28 @@ def test_hard_examples_go_where_the_student_errs_and_easy_ones_where_it_has_fewe
     assert class_f1(["a", "a", "b", None], ["a", "b", "b", "a"], ["a", "b"]) == {"a": 2 / 3, "b": 2 / 3}
 
 
-def test_a_hard_prompt_names_a_class_the_student_confuses_it_with_and_ends_on_real_texts():
+def test_a_hard_prompt_names_a_mistake_of_the_student_s_between_its_class_and_another():
     labels = ("world", "sports", "business", "tech")
     task = Task(name="news", labels=labels, instruction="Sort the article by topic.", input_name="Article")
     confusions = [["business", "tech"], ["business", "tech"], ["world", "business"], ["sports", "sports"]]
     plan = [("business", True)] * 30 + [("world", True), ("sports", True), ("tech", False), ("business", False)]
-    near = confused_with(plan, confusions, seed=0)
-    assert set(near[:30]) == {"tech", "world"} and near[:30].count("tech") > near[:30].count("world")
-    assert near[30:] == ["business", None, None, None]  # a right answer is no confusion; easy ones get none
+    drawn = confused_with(plan, confusions, seed=0)
+    assert set(drawn[:30]) == {("business", "tech"), ("world", "business")}
+    assert drawn[:30].count(("business", "tech")) > drawn[:30].count(("world", "business"))
+    assert drawn[30:] == [("world", "business"), None, None, None]  # a right answer is no mistake; easy ones get none
 
     style = ["Stocks fell on Monday.", "A new chip was shown."]
-    hard = writing_messages(task, "It mistakes company news about chips for tech.", "business", True, style, "tech")[1]["content"]
-    assert "clearly business" in hard and "takes one like it for tech" in hard
-    # the analysis first, the real texts last before the ask: a small writer continues what it read last
-    assert hard.index(WEAK_LEAD) < hard.index(STYLE_LEAD) < hard.index("Stocks fell") < hard.index("Write one new article")
-    easy = writing_messages(task, "It mistakes company news for tech.", "business", False, style, None)[1]["content"]
-    assert WEAK_LEAD not in easy and "tech" not in easy and easy.startswith(STYLE_LEAD)
+    analysis = "It mistakes company news about chips for tech."
+    taken_for = writing_messages(task, analysis, "business", True, style, ("business", "tech"))[1]["content"]
+    assert "clearly business, though it has something of tech about it: the classifier takes one like it for tech." in taken_for
+    taken_as = writing_messages(task, analysis, "business", True, style, ("world", "business"))[1]["content"]
+    assert "something of world about it: the classifier takes world ones like it for business." in taken_as
+    # the analysis first, then the real texts: the writer reads texts between the talk and its answer
+    assert taken_for.index(WEAK_LEAD) < taken_for.index(STYLE_LEAD) < taken_for.index("Stocks fell") < taken_for.index("Write one new article")
+    easy = writing_messages(task, analysis, "business", False, style, ("business", "tech"))
+    assert easy == writing_messages(task, analysis, "business", False, style)  # an easy prompt ignores any mistake
+    assert easy[1]["content"] == (f"{STYLE_LEAD}\nArticle: Stocks fell on Monday.\nArticle: A new chip was shown.\n\n"
+                                  "Write one new, typical article whose label is clearly business. Write only the text, on one line.")
 
 
 def test_a_written_example_the_labelling_call_disagrees_with_is_dropped():
@@ -247,12 +253,12 @@ def test_evokd_rounds_replay_their_history_and_a_rerun_asks_nothing_again(ray_se
     from freeal_ray.run import run_freeal
 
     shown = []  # what each writing prompt showed as the kind of text to write
-    asked = []  # each write's plan and, per example, the class its prompt named as the student's confusion
+    asked = []  # each write's plan and, per example, the student's mistake its prompt named
     write = Classification.evolve_write
 
     def recording(self, plan, analysis, style, *args, **kwargs):
         shown.append((args[-1], style))
-        asked.append((plan, kwargs.get("near")))
+        asked.append((plan, kwargs.get("confusion")))
         return write(self, plan, analysis, style, *args, **kwargs)
 
     monkeypatch.setattr(Classification, "evolve_write", recording)
@@ -272,12 +278,14 @@ def test_evokd_rounds_replay_their_history_and_a_rerun_asks_nothing_again(ray_se
     mistakes = probe[probe["pred"] != probe["label"]].sort_values("pred_confidence", ascending=False, kind="stable")
     assert stages["evolve-analyse-1"]["shown_wrong"] == mistakes["id"].tolist()[:3]
     assert all(i not in set(mistakes["id"]) for i in stages["evolve-analyse-1"]["shown_right"])
-    # a hard prompt names the class the student took it for (two classes: the other one), an easy one
-    # none (whether the tiny LLM's analysis leaves a round hard examples varies: the rule's unit test
-    # is test_a_hard_prompt_names_a_class_the_student_confuses_it_with_and_ends_on_real_texts)
-    other = {"negative": "positive", "positive": "negative"}
-    assert all(near == [other[g] if hard else None for g, hard in plan] for plan, near in asked)
-    assert tables.read_frame(out / "evolve" / "round-1" / "written")["near"].tolist() == asked[0][1]
+    # a hard prompt names one of the student's mistakes (two classes: between its class and the other
+    # one), an easy one none; whether the tiny LLM's analysis leaves a round hard examples varies, so
+    # the rule's own test is test_a_hard_prompt_names_a_mistake_of_the_student_s_between_its_class_and_another
+    mistakes_shown = {tuple(pair) for pair in stages["evolve-analyse-1"].get("confusions", [])}
+    plan, drawn = asked[0]
+    assert all((one in mistakes_shown and group in one) if hard else one is None for (group, hard), one in zip(plan, drawn))
+    written = tables.read_frame(out / "evolve" / "round-1" / "written")
+    assert [tuple(c) if c is not None else None for c in written["confusion"]] == drawn
 
     # every kept example carries the label the separate call gave it; the dropped are counted
     for r in (1, 2):

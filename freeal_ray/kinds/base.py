@@ -166,16 +166,17 @@ class TaskKind(ABC):
     def evolve_analysis(self, probe: pd.DataFrame, f1: dict[str, float], shown: int, seed: int) -> tuple[list[dict], pd.DataFrame, dict]:
         """The messages asking the LLM what the student is weak at, from up to `shown` wrong and as many
         right answers of the probe and its F1 per group (evolve_f1); the rows shown (with `wrong`); and the mistakes' groups for the
-        writing plan (wrong_labels: the reference's, wrong_preds: the student's; and `confusions`, [reference, answer]
-        pairs, where a mistake is one such pair)."""
+        writing plan (wrong_labels: the reference's, wrong_preds: the student's; and, where a mistake is one
+        such pair, as in classification, `confusions`: [reference, answer] per mistake)."""
 
     evolve_weak_lead = ""  # the line that leads the analysis in a hard prompt: a text echoing it is dropped
 
     @abstractmethod
     def evolve_write(self, plan: list[tuple[str, bool]], analysis: str, style: list[list[str]], llm, llm_config, desc: str,
-                     near: list[str | None] | None = None):
+                     confusion: list[tuple[str, str] | None] | None = None):
         """The LLM writes one example per (group, hard) of `plan`, each prompt showing its `style` texts
-        (and, per hard example, `near`: the group the student confuses it with, where the kind uses one).
+        (and, per hard example, `confusion`: a mistake of the student's involving its group, as (reference, answer),
+        where the kind's analysis gives `confusions`).
         Returns a frame (text, intended: the label it was written for, and what the labelling call
         needs) and the prompt and output tokens per call."""
 

@@ -154,13 +154,13 @@ class Classification(TaskKind):
         return messages, rows, {"wrong_labels": w["label"].tolist(), "wrong_preds": w["pred"].tolist(),
                                 "confusions": [[g, p] for g, p in zip(w["label"], w["pred"])]}
 
-    def evolve_write(self, plan, analysis, style, llm, llm_config, desc, near=None):
+    def evolve_write(self, plan, analysis, style, llm, llm_config, desc, confusion=None):
         from freeal_ray.writing import chat_template, write
 
         chat = chat_template(llm)
-        near = near or [None] * len(plan)
-        prompts = [evokd.render(evokd.writing_messages(self.task, analysis, label, hard, texts, other), chat,
-                                lead=f"{self.task.input_name}:") for (label, hard), texts, other in zip(plan, style, near)]
+        confusion = confusion or [None] * len(plan)
+        prompts = [evokd.render(evokd.writing_messages(self.task, analysis, label, hard, texts, one), chat,
+                                lead=f"{self.task.input_name}:") for (label, hard), texts, one in zip(plan, style, confusion)]
         out = write(prompts, llm, llm_config.synth_max_tokens, llm_config.synth_temperature, stop=("\n",), desc=desc)
         written = pd.DataFrame({"text": [evokd.strip_written(t, self.task.input_name) for t in out.texts],
                                 "intended": [label for label, _ in plan]})

@@ -188,7 +188,7 @@ class Entities(TaskKind):
         rows = pd.concat([probe.iloc[wrong].assign(wrong=True), probe.iloc[right].assign(wrong=False)])
         return messages, rows, {"wrong_labels": missed, "wrong_preds": said}
 
-    def evolve_write(self, plan, analysis, style, llm, llm_config, desc, near=None):  # a sentence names several types: no one confusion
+    def evolve_write(self, plan, analysis, style, llm, llm_config, desc, confusion=None):  # a sentence names several types: no one confusion
         from freeal_ray.ner import align_spans, synthesis_schema, tokenize
         from freeal_ray.prompts import parse_synthetic_sentence
         from freeal_ray.writing import extract

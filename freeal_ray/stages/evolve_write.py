@@ -1,12 +1,12 @@
 """evolve-write-r: the LLM writes round r's batch from its analysis (with the rows it quotes cut
 out, or a small LLM writes them back as its "hard" examples): hard examples for the groups the
 student gets wrong (classes, or entity types for NER; in proportion to its mistakes there, and to
-how much of what was written for them the labelling call kept; a class's hard prompt names a class
-the student confuses it with), easy ones for the groups with the fewest examples written so far.
-Each prompt shows a few pool rows as the kind of text to write. A text that copies one seen before
-(a seed, a shown row, an earlier example, a corpus row) is written again once, with no text shown;
-a copy then left is flagged (`copied`) and the next stage drops it unlabelled. It only writes:
-labelling is the next stage's separate call."""
+how much of what was written for them the labelling call kept; a class's hard prompt names one of
+the student's mistakes between it and another class), easy ones for the groups with the fewest
+examples written so far. Each prompt shows a few pool rows as the kind of text to write. A text that
+copies one seen before (a seed, a shown row, an earlier example, a corpus row) is written again
+once, with no text shown; a copy then left is flagged (`copied`) and the next stage drops it
+unlabelled. It only writes: labelling is the next stage's separate call."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class EvolveWrite(Stage):
         loop, r = ctx.cfg.loop, self.r
         seen = ctx.manifest.stage(f"evolve-analyse-{r}")
         plan = round_plan(ctx, r)
-        near = confused_with(plan, seen.get("confusions", []), loop.seed + r)
+        confusion = confused_with(plan, seen.get("confusions", []), loop.seed + r)
         probe = tables.read_frame(ctx.path(probe_folder(r - 1)))
         # Texts of the kind to write are real rows (the pool), never the writer's own: shown its
         # last batch, a small LLM writes it again and each round narrows (TREC at 0.5B: by round 4,
@@ -56,7 +56,7 @@ class EvolveWrite(Stage):
         def write(at, what, n_style):
             style = [rng.sample(real, min(n_style, len(real))) for _ in at]
             return ctx.kind.evolve_write([plan[i] for i in at], analysis, style, ctx.llm(), ctx.cfg.llm, f"{desc}{what}",
-                                         near=[near[i] for i in at])
+                                         confusion=[confusion[i] for i in at])
 
         written, prompt_tokens, output_tokens = write(range(len(plan)), "", STYLE_TEXTS)
         seen = seen_before(ctx, r, written["text"])
@@ -70,7 +70,7 @@ class EvolveWrite(Stage):
         written.insert(0, "id", [f"evokd-{r}-{i}" for i in range(len(plan))])
         written["copied"] = copied(written["text"], seen, prompt=echo)  # the labelling stage drops these unpaid
         written["group"], written["hard"] = [group for group, _ in plan], [hard for _, hard in plan]
-        written["near"] = near
+        written["confusion"] = [list(pair) if pair else None for pair in confusion]  # (reference, answer) a hard prompt named
         written["prompt_tokens"], written["output_tokens"] = prompt_tokens, output_tokens
         tables.write_part(written, ctx.path(written_folder(r)), "written")
         info.update(written=len(written), hard=int(written["hard"].sum()), llm_calls=len(plan) + again, rewritten=again,
