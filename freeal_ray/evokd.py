@@ -141,7 +141,8 @@ def writing_messages(task: Task, analysis: str, label: str, hard: bool, style: S
     shown = f"{STYLE_LEAD}\n" + "".join(f"{task.input_name}: {_line(t, 200)}\n" for t in style) + "\n" if style else ""
     x, word = task.input_name.lower(), task.word(label)
     if hard and confusion:
-        said, other = confusion[0] == label, confusion[1] if confusion[0] == label else confusion[0]
+        said = confusion[0] == label
+        other = confusion[1] if said else confusion[0]
         mistake = (f"the classifier takes one like it for {task.word(other)}" if said else
                    f"the classifier takes {task.word(other)} ones like it for {word}")
         ask = f"Write one new {x} whose label is clearly {word}, though it has something of {task.word(other)} about it: {mistake}."
