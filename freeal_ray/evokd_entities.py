@@ -18,6 +18,8 @@ import numpy as np
 from freeal_ray.ner import entities, entity_counts, spans_of
 from freeal_ray.task import EntityTask
 
+NONE = "O"  # the side of a mistake with no entity: the BIO tag outside any
+
 
 def tags_or_none(value) -> list[str] | None:
     """Tags as a plain list (Parquet gives arrays), None where the sentence has none."""
@@ -72,15 +74,18 @@ def type_f1(gold: Sequence, pred: Sequence, types: Sequence[str]) -> dict[str, f
     return {etype: entity_f1(gold, pred, etype) for etype in types}
 
 
-def mistake_types(gold: Sequence, pred: Sequence) -> tuple[list[str], list[str]]:
-    """Per mistake, the type the sentence has (a missed or mistyped entity) and the type the tagger
-    said (a spurious or mistyped one): evokd.writing_plan aims the hard examples with them."""
-    missed, said = [], []
+def mistake_pairs(gold: Sequence, pred: Sequence) -> list[tuple[str, str]]:
+    """Per entity mistake, (the type the sentence has, the type the tagger said), NONE on the side
+    that has no entity there: a span it typed otherwise gives (X, Y), a missed one (X, NONE), a
+    made-up one (NONE, Y). A span it found only in part is one missed and one made up."""
+    pairs = []
     for g, p in zip(gold, pred):
         a, b = set(entities(list(g))), set(entities(list(p)))
-        missed += [t for _, _, t in sorted(a - b)]
-        said += [t for _, _, t in sorted(b - a)]
-    return missed, said
+        said = {(start, end): etype for start, end, etype in b - a}
+        for start, end, etype in sorted(a - b):
+            pairs.append((etype, said.pop((start, end), NONE)))
+        pairs += [(NONE, etype) for _, etype in sorted(said.items())]
+    return pairs
 
 
 def _entity_list(tokens: Sequence[str], tags: Sequence[str]) -> str:
@@ -110,14 +115,37 @@ def analysis_messages(task: EntityTask, wrong: Sequence[tuple], right: Sequence[
 WEAK_LEAD = "What the tagger is weak at:"
 
 
-def writing_prompt(task: EntityTask, analysis: str, etype: str, hard: bool, style: Sequence[str]) -> str:
+def writing_prompt(task: EntityTask, analysis: str, etype: str, hard: bool, style: Sequence[str],
+                   confusion: Sequence[str] | None = None) -> str:
     """Ask for one new sentence naming a `etype` entity, with all its entities listed in the JSON the
-    synthesis schema allows: a hard one of the kind the tagger gets wrong, or a typical one."""
+    synthesis schema allows: a hard one aimed at the analysed weakness (where one of the tagger's
+    mistakes involving `etype` is given, as (reference, answer) from `mistake_pairs`: a name of the
+    kind it gets wrong that way), or a typical one. A hard prompt reads the analysis first and the
+    sentences after it, as evokd.writing_messages does, so the writer reads real sentences between
+    the talk about the tagger and its answer. An easy prompt is the one static synthesis writes with."""
     shown = "".join(f"{task.input_name}: {' '.join(str(s).split())[:200]}\n" for s in style)
-    if hard:
-        ask = (f"{WEAK_LEAD}\n{analysis.strip()}\n\nWrite one new {task.input_name.lower()} that names at "
-               f"least one {etype} ({task.types[etype]}) of the kind the tagger gets wrong")
+    shown = f"Sentences of the kind to write (do not repeat them; write a new one):\n{shown}\n" if shown else ""
+    x, name = task.input_name.lower(), f"{etype} ({task.types[etype]})"
+    if not hard:
+        return f"{_system(task)}\n{shown}Write one new, typical {x} that names at least one {name}{LIST_ASK}"
+    ask = f"Write one new {x} that names at least one {name}"
+    if confusion:
+        ask += _mistake_ask(etype, *confusion)
     else:
-        ask = f"Write one new, typical {task.input_name.lower()} that names at least one {etype} ({task.types[etype]})"
-    return (f"{_system(task)}\n" + (f"Sentences of the kind to write (do not repeat them; write a new one):\n{shown}\n" if shown else "") + ask
-            + ', and list all its entities. Answer in JSON as {"sentence": ..., "entities": [{"text": ..., "type": ...}]}.\nAnswer:')
+        ask += " of the kind the tagger gets wrong"
+    return f"{_system(task)}\n{WEAK_LEAD}\n{analysis.strip()}\n\n{shown}{ask}{LIST_ASK}"
+
+
+LIST_ASK = ', and list all its entities. Answer in JSON as {"sentence": ..., "entities": [{"text": ..., "type": ...}]}.\nAnswer:'
+
+
+def _mistake_ask(etype: str, reference: str, answer: str) -> str:
+    """The words a hard prompt for `etype` adds to name one mistake (reference, answer) involving it."""
+    if reference == etype:
+        if answer == NONE:
+            return f" of a kind the tagger misses: it leaves {etype} names like it untagged"
+        return f" that could pass for {answer}: the tagger takes {etype} names like it for {answer}"
+    if reference == NONE:
+        return f", and a word that is no name but could pass for {etype}: the tagger tags words like it as {etype}"
+    return (f", and one {reference} name that could pass for {etype}: the tagger takes "
+            f"{reference} names like it for {etype}")

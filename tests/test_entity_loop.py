@@ -10,6 +10,7 @@ from freeal_ray import corpus
 from freeal_ray import tables
 from freeal_ray.config import load_config
 from freeal_ray.errors import ConfigError
+from freeal_ray.evokd_entities import mistake_pairs
 from freeal_ray.ner import entities, is_valid_bio
 from freeal_ray.run import run_freeal
 from freeal_ray.task import EntityTask
@@ -166,6 +167,14 @@ def test_standalone_evokd_on_entities_trains_a_tagger_from_annotated_seeds(ray_s
     probe = tables.read_frame(out / "evolve" / "round-0" / "probe")
     wrong = set(probe.loc[probe["right"] == False, "id"])  # noqa: E712 (None: no reference)
     assert set(stages["evolve-analyse-1"]["shown_wrong"]) <= wrong and len(stages["evolve-analyse-1"]["shown_wrong"]) == min(3, len(wrong))
+    # each hard prompt names one of the shown sentences' mistakes involving its type, where one does
+    shown = probe.set_index("id").loc[stages["evolve-analyse-1"]["shown_wrong"]]
+    pairs = mistake_pairs([list(t) for t in shown["tags"]], [list(p) if p is not None else [] for p in shown["pred"]])
+    assert sorted(map(tuple, stages["evolve-analyse-1"]["confusions"])) == sorted(pairs)
+    written = tables.read_frame(out / "evolve" / "round-1" / "written")
+    for group, hard, pair in zip(written["group"], written["hard"], written["confusion"]):
+        involving = [p for p in pairs if group in p]
+        assert (tuple(pair) in involving) if hard and involving else pair is None
     kept = [len(seeds)]
     for r in (1, 2):
         batch = tables.read_frame(out / "evolve" / f"round-{r}" / "batch")

@@ -191,7 +191,7 @@ def test_a_student_with_no_mistake_to_show_gets_no_analysis_and_an_all_easy_batc
 
 
 def test_ner_the_tagger_s_planted_entity_mistakes_are_what_the_llm_is_shown_and_aimed_at():
-    from freeal_ray.evokd_entities import mistake_types, shown_sentences, type_f1
+    from freeal_ray.evokd_entities import mistake_pairs, shown_sentences, type_f1
 
     gold = [["B-PER", "I-PER", "O", "B-LOC"]] * 8 + [None]
     pred = [list(g) for g in gold[:8]] + [["O", "O", "O", "O"]]
@@ -203,10 +203,37 @@ def test_ner_the_tagger_s_planted_entity_mistakes_are_what_the_llm_is_shown_and_
     assert len(right) == 2 and not {2, 5, 6, 8} & set(right)
     assert sorted(shown_sentences(gold, pred, k=9, seed=0)[0]) == [2, 5, 6]
     assert type_f1(gold, pred, ["PER", "LOC"]) == {"PER": 2 * 6 / (8 + 7), "LOC": 2 * 6 / (8 + 7)}
-    missed, said = mistake_types([gold[i] for i in (2, 5, 6)], [pred[i] for i in (2, 5, 6)])
-    assert sorted(missed) == ["LOC", "LOC", "PER", "PER"] and sorted(said) == ["LOC", "PER"]
+    pairs = mistake_pairs([gold[i] for i in (2, 5, 6)], [pred[i] for i in (2, 5, 6)])
+    assert pairs == [("LOC", "O"), ("PER", "LOC"), ("LOC", "PER"), ("PER", "O")]  # (the sentence's type, the tagger's)
+    # a name found in part is one missed and one made up; a made-up one has no reference type
+    assert mistake_pairs([["B-PER", "I-PER", "O"]], [["B-PER", "O", "B-LOC"]]) == [("PER", "O"), ("O", "PER"), ("O", "LOC")]
+    missed, said = [a for a, _ in pairs if a != "O"], [b for _, b in pairs if b != "O"]
     plan = writing_plan(("PER", "LOC", "MISC"), missed, said, {}, batch=20, hard_share=1.0, seed=0)
     assert {g for g, _ in plan} <= {"PER", "LOC"}  # no hard sentence aimed at a type it never gets wrong
+
+
+def test_ner_a_hard_prompt_names_a_mistake_of_the_tagger_s_involving_its_type():
+    from freeal_ray.evokd_entities import WEAK_LEAD as NER_WEAK_LEAD, writing_prompt
+
+    task = EntityTask(name="t", types={"PER": "people", "LOC": "places", "ORG": "organisations"}, instruction="Find them.")
+    confusions = [["LOC", "ORG"], ["PER", "O"], ["O", "LOC"], ["ORG", "LOC"]]
+    drawn = confused_with([("LOC", True)] * 40 + [("PER", True), ("PER", False)], confusions, seed=0)
+    assert set(drawn[:40]) == {("LOC", "ORG"), ("O", "LOC"), ("ORG", "LOC")} and drawn[40:] == [("PER", "O"), None]
+
+    style, analysis = ["Ann flew to Oslo ."], "It takes towns named after firms for firms."
+    asks = {pair: writing_prompt(task, analysis, "LOC", True, style, pair) for pair in [("LOC", "ORG"), ("ORG", "LOC"), ("O", "LOC")]}
+    assert "at least one LOC (places) that could pass for ORG: the tagger takes LOC names like it for ORG, and list" in asks["LOC", "ORG"]
+    assert "at least one LOC (places), and one ORG name that could pass for LOC: the tagger takes ORG names like it for LOC" in asks["ORG", "LOC"]
+    assert "a word that is no name but could pass for LOC: the tagger tags words like it as LOC" in asks["O", "LOC"]
+    missed = writing_prompt(task, analysis, "PER", True, style, ("PER", "O"))
+    assert "at least one PER (people) of a kind the tagger misses: it leaves PER names like it untagged" in missed
+    # the analysis first, then the real sentences, then the ask
+    assert missed.index(NER_WEAK_LEAD) < missed.index(analysis) < missed.index("Ann flew") < missed.index("Write one new sentence")
+    easy = writing_prompt(task, analysis, "PER", False, style, ("PER", "O"))
+    assert easy == writing_prompt(task, analysis, "PER", False, style) and analysis not in easy  # static synthesis writes with it
+    assert easy.endswith("Sentences of the kind to write (do not repeat them; write a new one):\nSentence: Ann flew to Oslo .\n\n"
+                         "Write one new, typical sentence that names at least one PER (people), and list all its entities. "
+                         'Answer in JSON as {"sentence": ..., "entities": [{"text": ..., "type": ...}]}.\nAnswer:')
 
 
 def test_ner_a_written_sentence_the_labelling_call_reads_otherwise_is_dropped():

@@ -166,8 +166,8 @@ class TaskKind(ABC):
     def evolve_analysis(self, probe: pd.DataFrame, f1: dict[str, float], shown: int, seed: int) -> tuple[list[dict], pd.DataFrame, dict]:
         """The messages asking the LLM what the student is weak at, from up to `shown` wrong and as many
         right answers of the probe and its F1 per group (evolve_f1); the rows shown (with `wrong`); and the mistakes' groups for the
-        writing plan (wrong_labels: the reference's, wrong_preds: the student's; and, where a mistake is one
-        such pair, as in classification, `confusions`: [reference, answer] per mistake)."""
+        writing plan (wrong_labels: the reference's, wrong_preds: the student's) and `confusions`: [reference, answer]
+        per mistake (classes; for NER, entity types, "O" on a side with no entity there)."""
 
     evolve_weak_lead = ""  # the line that leads the analysis in a hard prompt: a text echoing it is dropped
 
@@ -176,7 +176,7 @@ class TaskKind(ABC):
                      confusion: list[tuple[str, str] | None] | None = None):
         """The LLM writes one example per (group, hard) of `plan`, each prompt showing its `style` texts
         (and, per hard example, `confusion`: a mistake of the student's involving its group, as (reference, answer),
-        where the kind's analysis gives `confusions`).
+        drawn from the analysis's `confusions`; None where none involves it).
         Returns a frame (text, intended: the label it was written for, and what the labelling call
         needs) and the prompt and output tokens per call."""
 

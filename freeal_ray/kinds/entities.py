@@ -184,16 +184,19 @@ class Entities(TaskKind):
         tokens = [list(t) for t in probe["tokens"]]
         messages = EK.analysis_messages(self.task, [(tokens[i], gold[i], pred[i]) for i in wrong],
                                         [(tokens[i], gold[i]) for i in right], f1)
-        missed, said = EK.mistake_types([gold[i] for i in wrong], [pred[i] for i in wrong])
+        pairs = EK.mistake_pairs([gold[i] for i in wrong], [pred[i] for i in wrong])
         rows = pd.concat([probe.iloc[wrong].assign(wrong=True), probe.iloc[right].assign(wrong=False)])
-        return messages, rows, {"wrong_labels": missed, "wrong_preds": said}
+        return messages, rows, {"wrong_labels": [a for a, _ in pairs if a != EK.NONE],
+                                "wrong_preds": [b for _, b in pairs if b != EK.NONE], "confusions": [list(p) for p in pairs]}
 
-    def evolve_write(self, plan, analysis, style, llm, llm_config, desc, confusion=None):  # a sentence names several types: no one confusion
+    def evolve_write(self, plan, analysis, style, llm, llm_config, desc, confusion=None):
         from freeal_ray.ner import align_spans, synthesis_schema, tokenize
         from freeal_ray.prompts import parse_synthetic_sentence
         from freeal_ray.writing import extract
 
-        prompts = [EK.writing_prompt(self.task, analysis, etype, hard, texts) for (etype, hard), texts in zip(plan, style)]
+        confusion = confusion or [None] * len(plan)
+        prompts = [EK.writing_prompt(self.task, analysis, etype, hard, texts, pair)
+                   for (etype, hard), texts, pair in zip(plan, style, confusion)]
         # Sampled, as classification's examples are: greedy, the prompts a round repeats (one per
         # type and kind, with few pool rows to show) gave the same sentence again (CoNLL03 1-shot
         # at 0.5B: 23 of 64 static examples dropped as repeats).

@@ -1,8 +1,9 @@
 """evolve-write-r: the LLM writes round r's batch from its analysis (with the rows it quotes cut
 out, or a small LLM writes them back as its "hard" examples): hard examples for the groups the
 student gets wrong (classes, or entity types for NER; in proportion to its mistakes there, and to
-how much of what was written for them the labelling call kept; a class's hard prompt names one of
-the student's mistakes between it and another class), easy ones for the groups with the fewest
+how much of what was written for them the labelling call kept; a hard prompt names one of the
+student's mistakes involving its group: a class taken for another or the other way round; for NER
+also a missed or made-up entity), easy ones for the groups with the fewest
 examples written so far. Each prompt shows a few pool rows as the kind of text to write. A text that
 copies one seen before (a seed, a shown row, an earlier example, a corpus row) is written again
 once, with no text shown; a copy then left is flagged (`copied`) and the next stage drops it
