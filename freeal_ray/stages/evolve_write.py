@@ -3,11 +3,11 @@ out, or a small LLM writes them back as its "hard" examples): hard examples for 
 student gets wrong (classes, or entity types for NER; in proportion to its mistakes there, and to
 how much of what was written for them the labelling call kept; a hard prompt names one of the
 student's mistakes involving its group: a class taken for another or the other way round; for NER
-also a missed or made-up entity), easy ones for the groups with the fewest
-examples written so far. Each prompt shows a few pool rows as the kind of text to write. A text that
-copies one seen before (a seed, a shown row, an earlier example, a corpus row) is written again
-once, with no text shown; a copy then left is flagged (`copied`) and the next stage drops it
-unlabelled. It only writes: labelling is the next stage's separate call."""
+also a missed or made-up entity), easy ones for the groups with the fewest examples written so far.
+Each prompt shows a few pool rows as the kind of text to write. A text that copies one seen before
+(a seed, a shown row, an earlier example, a corpus row) is written again once, with no text shown;
+a copy then left is flagged (`copied`) and the next stage drops it unlabelled. It only writes:
+labelling is the next stage's separate call."""
 
 from __future__ import annotations
 
