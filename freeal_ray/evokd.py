@@ -117,9 +117,10 @@ WEAK_LEAD = "What the classifier is weak at:"
 
 def confused_with(plan: Sequence[tuple[str, bool]], confusions: Sequence[Sequence[str]],
                   seed: int) -> list[tuple[str, str] | None]:
-    """Per example of `plan`, for a hard one of class X: one of the student's mistakes (reference,
-    answer) that involve X, drawn at random (X taken for Y, or Y taken for X); None for easy ones
-    and where no mistake involves X. A hard prompt names it: a small writer given only the analysis
+    """Per example of `plan`, for a hard one of group X (a class; for NER an entity type, with "O" on
+    the side of a mistake that has no entity): one of the student's mistakes (reference, answer)
+    that involve X, drawn at random (X taken for Y, or Y taken for X); None for easy ones and where
+    no mistake involves X. A hard prompt names it: a small writer given only the analysis
     writes about the task instead of a text (AG News at 0.5B: "The article is clearly business, but
     the classifier got wrong."), and its hard examples were no harder for the student than its
     easy ones."""

@@ -76,15 +76,19 @@ def type_f1(gold: Sequence, pred: Sequence, types: Sequence[str]) -> dict[str, f
 
 def mistake_pairs(gold: Sequence, pred: Sequence) -> list[tuple[str, str]]:
     """Per entity mistake, (the type the sentence has, the type the tagger said), NONE on the side
-    that has no entity there: a span it typed otherwise gives (X, Y), a missed one (X, NONE), a
-    made-up one (NONE, Y). A span it found only in part is one missed and one made up."""
+    that has no entity there: a name it tagged (in whole or in part) with another type gives (X, Y),
+    one whose edges it got wrong (X, X), a missed one (X, NONE), one it made up where the sentence
+    has no name (NONE, Y). Each side of a mistake counts once, as in entity F1's misses and extras."""
     pairs = []
     for g, p in zip(gold, pred):
         a, b = set(entities(list(g))), set(entities(list(p)))
-        said = {(start, end): etype for start, end, etype in b - a}
+        said = sorted(b - a)
         for start, end, etype in sorted(a - b):
-            pairs.append((etype, said.pop((start, end), NONE)))
-        pairs += [(NONE, etype) for _, etype in sorted(said.items())]
+            overlap = next((s for s in said if s[0] < end and start < s[1]), None)
+            if overlap is not None:
+                said.remove(overlap)
+            pairs.append((etype, overlap[2] if overlap else NONE))
+        pairs += [(NONE, etype) for _, _, etype in said]
     return pairs
 
 
@@ -127,25 +131,25 @@ def writing_prompt(task: EntityTask, analysis: str, etype: str, hard: bool, styl
     shown = f"Sentences of the kind to write (do not repeat them; write a new one):\n{shown}\n" if shown else ""
     x, name = task.input_name.lower(), f"{etype} ({task.types[etype]})"
     if not hard:
-        return f"{_system(task)}\n{shown}Write one new, typical {x} that names at least one {name}{LIST_ASK}"
-    ask = f"Write one new {x} that names at least one {name}"
-    if confusion:
-        ask += _mistake_ask(etype, *confusion)
-    else:
-        ask += " of the kind the tagger gets wrong"
-    return f"{_system(task)}\n{WEAK_LEAD}\n{analysis.strip()}\n\n{shown}{ask}{LIST_ASK}"
+        return f"{_system(task)}\n{shown}Write one new, typical {x} that names at least one {name}, and list all its entities.{ANSWER_FORM}"
+    mistake = _mistake(etype, *confusion) if confusion else None
+    ask = (f"Write one new {x} that names at least one {name}{mistake}. List all its entities." if mistake else
+           f"Write one new {x} that names at least one {name} of the kind the tagger gets wrong, and list all its entities.")
+    return f"{_system(task)}\n{WEAK_LEAD}\n{analysis.strip()}\n\n{shown}{ask}{ANSWER_FORM}"
 
 
-LIST_ASK = ', and list all its entities. Answer in JSON as {"sentence": ..., "entities": [{"text": ..., "type": ...}]}.\nAnswer:'
+ANSWER_FORM = ' Answer in JSON as {"sentence": ..., "entities": [{"text": ..., "type": ...}]}.\nAnswer:'
 
 
-def _mistake_ask(etype: str, reference: str, answer: str) -> str:
-    """The words a hard prompt for `etype` adds to name one mistake (reference, answer) involving it."""
+def _mistake(etype: str, reference: str, answer: str) -> str | None:
+    """What a hard prompt for `etype` adds to name one mistake (reference, answer) involving it;
+    None for one that does not, or that only got a name's edges wrong."""
+    if etype not in (reference, answer) or reference == answer:
+        return None
     if reference == etype:
         if answer == NONE:
-            return f" of a kind the tagger misses: it leaves {etype} names like it untagged"
+            return f" of a kind the tagger misses: the tagger leaves {etype} names like it untagged"
         return f" that could pass for {answer}: the tagger takes {etype} names like it for {answer}"
     if reference == NONE:
         return f", and a word that is no name but could pass for {etype}: the tagger tags words like it as {etype}"
-    return (f", and one {reference} name that could pass for {etype}: the tagger takes "
-            f"{reference} names like it for {etype}")
+    return f", and one {reference} name that could pass for {etype}: the tagger takes {reference} names like it for {etype}"

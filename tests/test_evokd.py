@@ -1,6 +1,7 @@
 """EvoKD: what the LLM is shown, what is kept of what it writes, the review history, resume."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -205,28 +206,31 @@ def test_ner_the_tagger_s_planted_entity_mistakes_are_what_the_llm_is_shown_and_
     assert type_f1(gold, pred, ["PER", "LOC"]) == {"PER": 2 * 6 / (8 + 7), "LOC": 2 * 6 / (8 + 7)}
     pairs = mistake_pairs([gold[i] for i in (2, 5, 6)], [pred[i] for i in (2, 5, 6)])
     assert pairs == [("LOC", "O"), ("PER", "LOC"), ("LOC", "PER"), ("PER", "O")]  # (the sentence's type, the tagger's)
-    # a name found in part is one missed and one made up; a made-up one has no reference type
-    assert mistake_pairs([["B-PER", "I-PER", "O"]], [["B-PER", "O", "B-LOC"]]) == [("PER", "O"), ("O", "PER"), ("O", "LOC")]
+    # a name tagged in part pairs with what the tagger said there; a made-up one has no reference type
+    assert mistake_pairs([["B-PER", "I-PER", "O", "B-ORG", "I-ORG"], ["B-LOC"]],
+                         [["B-PER", "O", "B-LOC", "O", "B-LOC"], ["O"]]) == [("PER", "PER"), ("ORG", "LOC"), ("O", "LOC"), ("LOC", "O")]
     missed, said = [a for a, _ in pairs if a != "O"], [b for _, b in pairs if b != "O"]
     plan = writing_plan(("PER", "LOC", "MISC"), missed, said, {}, batch=20, hard_share=1.0, seed=0)
     assert {g for g, _ in plan} <= {"PER", "LOC"}  # no hard sentence aimed at a type it never gets wrong
 
 
-def test_ner_a_hard_prompt_names_a_mistake_of_the_tagger_s_involving_its_type():
-    from freeal_ray.evokd_entities import WEAK_LEAD as NER_WEAK_LEAD, writing_prompt
+def test_ner_a_hard_prompt_names_a_mistake_of_the_tagger_s_involving_its_type(monkeypatch):
+    from freeal_ray.evokd_entities import ANSWER_FORM, WEAK_LEAD as NER_WEAK_LEAD, writing_prompt
 
     task = EntityTask(name="t", types={"PER": "people", "LOC": "places", "ORG": "organisations"}, instruction="Find them.")
-    confusions = [["LOC", "ORG"], ["PER", "O"], ["O", "LOC"], ["ORG", "LOC"]]
+    confusions = [["LOC", "ORG"], ["PER", "O"], ["O", "LOC"], ["ORG", "LOC"], ["LOC", "LOC"]]  # the last: a name's edges
     drawn = confused_with([("LOC", True)] * 40 + [("PER", True), ("PER", False)], confusions, seed=0)
     assert set(drawn[:40]) == {("LOC", "ORG"), ("O", "LOC"), ("ORG", "LOC")} and drawn[40:] == [("PER", "O"), None]
 
     style, analysis = ["Ann flew to Oslo ."], "It takes towns named after firms for firms."
     asks = {pair: writing_prompt(task, analysis, "LOC", True, style, pair) for pair in [("LOC", "ORG"), ("ORG", "LOC"), ("O", "LOC")]}
-    assert "at least one LOC (places) that could pass for ORG: the tagger takes LOC names like it for ORG, and list" in asks["LOC", "ORG"]
+    assert "at least one LOC (places) that could pass for ORG: the tagger takes LOC names like it for ORG. List all" in asks["LOC", "ORG"]
     assert "at least one LOC (places), and one ORG name that could pass for LOC: the tagger takes ORG names like it for LOC" in asks["ORG", "LOC"]
     assert "a word that is no name but could pass for LOC: the tagger tags words like it as LOC" in asks["O", "LOC"]
     missed = writing_prompt(task, analysis, "PER", True, style, ("PER", "O"))
-    assert "at least one PER (people) of a kind the tagger misses: it leaves PER names like it untagged" in missed
+    assert "at least one PER (people) of a kind the tagger misses: the tagger leaves PER names like it untagged." in missed
+    assert writing_prompt(task, analysis, "LOC", True, style, ("LOC", "LOC")).endswith(  # no mistake named: the general ask
+        "at least one LOC (places) of the kind the tagger gets wrong, and list all its entities." + ANSWER_FORM)
     # the analysis first, then the real sentences, then the ask
     assert missed.index(NER_WEAK_LEAD) < missed.index(analysis) < missed.index("Ann flew") < missed.index("Write one new sentence")
     easy = writing_prompt(task, analysis, "PER", False, style, ("PER", "O"))
@@ -234,6 +238,16 @@ def test_ner_a_hard_prompt_names_a_mistake_of_the_tagger_s_involving_its_type():
     assert easy.endswith("Sentences of the kind to write (do not repeat them; write a new one):\nSentence: Ann flew to Oslo .\n\n"
                          "Write one new, typical sentence that names at least one PER (people), and list all its entities. "
                          'Answer in JSON as {"sentence": ..., "entities": [{"text": ..., "type": ...}]}.\nAnswer:')
+
+    # the kind writes each sentence with its own pair
+    import freeal_ray.writing
+
+    asked = []
+    unread = SimpleNamespace(text="", prompt_tokens=1, output_tokens=1)
+    monkeypatch.setattr(freeal_ray.writing, "extract", lambda prompts, *a, **k: asked.extend(prompts) or [unread] * len(prompts))
+    kind_for(task).evolve_write([("LOC", True), ("PER", False)], analysis, [style, style], None,
+                                SimpleNamespace(synth_max_tokens=64, synth_temperature=0.7), "", confusion=[("ORG", "LOC"), None])
+    assert asked == [asks["ORG", "LOC"], easy]
 
 
 def test_ner_a_written_sentence_the_labelling_call_reads_otherwise_is_dropped():
