@@ -133,8 +133,7 @@ def writing_prompt(task: EntityTask, analysis: str, etype: str, hard: bool, styl
     if not hard:
         return f"{_system(task)}\n{shown}Write one new, typical {x} that names at least one {name}, and list all its entities.{ANSWER_FORM}"
     mistake = _mistake(etype, *confusion) if confusion else None
-    ask = (f"Write one new {x} that names at least one {name}{mistake}. List all its entities." if mistake else
-           f"Write one new {x} that names at least one {name} of the kind the tagger gets wrong, and list all its entities.")
+    ask = f"Write one new {x} that names at least one {name}{mistake or ' of the kind the tagger gets wrong'}, and list all its entities."
     return f"{_system(task)}\n{WEAK_LEAD}\n{analysis.strip()}\n\n{shown}{ask}{ANSWER_FORM}"
 
 
@@ -143,13 +142,13 @@ ANSWER_FORM = ' Answer in JSON as {"sentence": ..., "entities": [{"text": ..., "
 
 def _mistake(etype: str, reference: str, answer: str) -> str | None:
     """What a hard prompt for `etype` adds to name one mistake (reference, answer) involving it;
-    None for one that does not, or that only got a name's edges wrong."""
+    None for one that does not, or that only got a name's edges wrong. It does not say what the
+    tagger does: told "the tagger takes ORG names like it for PER", a 0.5B writer wrote that back as
+    its sentence (CoNLL03 1-shot, 18 hard prompts from seed 0's analyses: 3 answers with it, 0 without)."""
     if etype not in (reference, answer) or reference == answer:
         return None
     if reference == etype:
-        if answer == NONE:
-            return f" of a kind the tagger misses: the tagger leaves {etype} names like it untagged"
-        return f" that could pass for {answer}: the tagger takes {etype} names like it for {answer}"
+        return " that is easy to miss" if answer == NONE else f" that could pass for {answer}"
     if reference == NONE:
-        return f", and a word that is no name but could pass for {etype}: the tagger tags words like it as {etype}"
-    return f", and one {reference} name that could pass for {etype}: the tagger takes {reference} names like it for {etype}"
+        return f", and a word that is no name but could pass for {etype}"
+    return f", and one {reference} name that could pass for {etype}"

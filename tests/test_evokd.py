@@ -224,11 +224,11 @@ def test_ner_a_hard_prompt_names_a_mistake_of_the_tagger_s_involving_its_type(mo
 
     style, analysis = ["Ann flew to Oslo ."], "It takes towns named after firms for firms."
     asks = {pair: writing_prompt(task, analysis, "LOC", True, style, pair) for pair in [("LOC", "ORG"), ("ORG", "LOC"), ("O", "LOC")]}
-    assert "at least one LOC (places) that could pass for ORG: the tagger takes LOC names like it for ORG. List all" in asks["LOC", "ORG"]
-    assert "at least one LOC (places), and one ORG name that could pass for LOC: the tagger takes ORG names like it for LOC" in asks["ORG", "LOC"]
-    assert "a word that is no name but could pass for LOC: the tagger tags words like it as LOC" in asks["O", "LOC"]
+    assert "one new sentence that names at least one LOC (places) that could pass for ORG, and list all its entities." in asks["LOC", "ORG"]
+    assert "at least one LOC (places), and one ORG name that could pass for LOC, and list" in asks["ORG", "LOC"]
+    assert "at least one LOC (places), and a word that is no name but could pass for LOC, and list" in asks["O", "LOC"]
     missed = writing_prompt(task, analysis, "PER", True, style, ("PER", "O"))
-    assert "at least one PER (people) of a kind the tagger misses: the tagger leaves PER names like it untagged." in missed
+    assert "at least one PER (people) that is easy to miss, and list all its entities." in missed
     assert writing_prompt(task, analysis, "LOC", True, style, ("LOC", "LOC")).endswith(  # no mistake named: the general ask
         "at least one LOC (places) of the kind the tagger gets wrong, and list all its entities." + ANSWER_FORM)
     # the analysis first, then the real sentences, then the ask
