@@ -136,17 +136,16 @@ def writing_messages(task: Task, analysis: str, label: str, hard: bool, style: S
                      confusion: Sequence[str] | None = None) -> list[dict]:
     """Ask for one new text of `label`: a hard one aimed at the analysed weakness (where a mistake
     of the student's involving `label` is given, as (reference, answer): one that has something of
-    the other class), or an easy, typical one; `style` shows a few texts of the kind to write. In a
+    the other class, either way round), or an easy, typical one; `style` shows a few texts of the kind to write. In a
     hard prompt the analysis comes first and the texts after it, so the writer reads real texts
     between the talk about the classifier and its own answer."""
     shown = f"{STYLE_LEAD}\n" + "".join(f"{task.input_name}: {_line(t, 200)}\n" for t in style) + "\n" if style else ""
     x, word = task.input_name.lower(), task.word(label)
     if hard and confusion:
-        said = confusion[0] == label
-        other = confusion[1] if said else confusion[0]
-        mistake = (f"the classifier takes one like it for {task.word(other)}" if said else
-                   f"the classifier takes {task.word(other)} ones like it for {word}")
-        ask = f"Write one new {x} whose label is clearly {word}, though it has something of {task.word(other)} about it: {mistake}."
+        # Either way round the text is one of `label` near the other class. Saying what the classifier
+        # does ("it takes one like it for tech") made the 0.5B writer write that back as its text.
+        other = confusion[1] if confusion[0] == label else confusion[0]
+        ask = f"Write one new {x} whose label is clearly {word}, though it has something of {task.word(other)} about it."
     elif hard:
         ask = f"Write one new {x} whose label is clearly {word}, but of the kind the classifier gets wrong."
     else:

@@ -70,9 +70,11 @@ def test_a_hard_prompt_names_a_mistake_of_the_student_s_between_its_class_and_an
     style = ["Stocks fell on Monday.", "A new chip was shown."]
     analysis = "It mistakes company news about chips for tech."
     taken_for = writing_messages(task, analysis, "business", True, style, ("business", "tech"))[1]["content"]
-    assert "clearly business, though it has something of tech about it: the classifier takes one like it for tech." in taken_for
+    assert taken_for.endswith("Write one new article whose label is clearly business, though it has something of tech "
+                              "about it. Write only the text, on one line.")
     taken_as = writing_messages(task, analysis, "business", True, style, ("world", "business"))[1]["content"]
-    assert "something of world about it: the classifier takes world ones like it for business." in taken_as
+    assert "clearly business, though it has something of world about it. Write" in taken_as
+    assert "classifier" not in taken_for.split(STYLE_LEAD)[1]  # the ask says nothing the writer could echo as its text
     # the analysis first, then the real texts: the writer reads texts between the talk and its answer
     assert taken_for.index(WEAK_LEAD) < taken_for.index(STYLE_LEAD) < taken_for.index("Stocks fell") < taken_for.index("Write one new article")
     easy = writing_messages(task, analysis, "business", False, style, ("business", "tech"))
