@@ -10,7 +10,10 @@ Per seed: `--shots` examples per class drawn from the training split are the tas
 and no feedback (`loop.evolve_hard_share 0`: typical examples of each class), as many examples as
 EvoKD's tokens buy at static's cost per example, so both spend about the same LLM tokens (each
 run's tokens are reported). The student's accuracy is on the benchmark's test split, per round for
-EvoKD; NER students are scored by entity F1 on the test sentences. Results:
+EvoKD; NER students are scored by entity F1 on the test sentences. A static batch of that size
+moves a lot from one draw to the next (TREC 1-shot at 0.5B: 0.36 to 0.67 on one seed's examples), so
+`--static-runs K` draws it K times per seed (run seed seed + 1000k: other sampling, other style
+texts, another student init; the same seed examples) and a seed's static score is their mean. Results:
 bench/results/evokd-<benchmark>-<shots>shot[-<tag>].json.
 """
 
@@ -38,6 +41,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--slm", default="all-minilm-l6-v2")
     parser.add_argument("--test-rows", type=int, default=1000, help="test rows the students are scored on")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any config override")
+    parser.add_argument("--static-runs", type=int, default=1, metavar="K",
+                        help="static batches drawn per seed (other run seeds, same seed examples); a seed's static score is their mean")
     parser.add_argument("--tag", default="", help="suffix of the result file and work folders (another LLM, another machine)")
 
 
@@ -71,18 +76,27 @@ def one_seed(args, train, test, seed: int) -> dict:
     curve = [score(test, evokd / "evolve" / f"round-{r}" / "slm", preset) for r in range(args.rounds + 1)]
     evokd_tokens = tokens(evokd)
     static_batch = equal_token_batch(evokd, evokd_tokens, args.rounds * args.batch)
-    static = run(args, task, work / f"static-{static_batch}", seed,
-                 {"loop.evolve_rounds": 1, "loop.evolve_batch": static_batch, "loop.evolve_hard_share": 0.0})
     evokd_rounds = evolve_figures(evokd)
     evokd_kept = sum(m.get("kept", 0) for m in evokd_rounds.values())
+    statics = [static_run(args, task, work, seed, k, static_batch, test, preset, evokd_kept) for k in range(args.static_runs)]
     return {
-        "seed": seed, "seeds_only_test": curve[0], "evokd_test": curve[-1], "evokd_curve": curve,
-        "static_test": score(test, static / "slm", preset), "evokd_tokens": evokd_tokens, "static_tokens": tokens(static),
-        "static_same_rows_test": score(test, static_same_rows(static, evokd_kept, seed), preset), "evokd_kept": evokd_kept,
-        "static_examples_written": static_batch, "evokd_examples_written": args.rounds * args.batch,
-        "evokd_rounds": evokd_rounds, "static_rounds": evolve_figures(static),
+        "seed": seed, "seeds_only_test": curve[0], "evokd_test": curve[-1], "evokd_curve": curve, "evokd_tokens": evokd_tokens,
+        **{key: statistics.mean(s[key] for s in statics) for key in ("static_test", "static_tokens", "static_same_rows_test")},
+        "evokd_kept": evokd_kept, "static_examples_written": static_batch, "evokd_examples_written": args.rounds * args.batch,
+        "evokd_rounds": evokd_rounds, "static_rounds": statics[0]["rounds"], "static_runs": statics,
         "wall_seconds": round(time.time() - started),
     }
+
+
+def static_run(args, task: dict, work: Path, seed: int, k: int, batch: int, test, preset, evokd_kept: int) -> dict:
+    """The k-th static batch of a seed: the same seed examples, run seed seed + 1000k (k = 0 is the
+    seed itself, so a folder from before `--static-runs` is reused)."""
+    run_seed = seed + 1000 * k
+    static = run(args, task, work / (f"static-{batch}" + (f"-run{k}" if k else "")), run_seed,
+                 {"loop.evolve_rounds": 1, "loop.evolve_batch": batch, "loop.evolve_hard_share": 0.0})
+    return {"run_seed": run_seed, "static_test": score(test, static / "slm", preset), "static_tokens": tokens(static),
+            "static_same_rows_test": score(test, static_same_rows(static, evokd_kept, run_seed), preset),
+            "rounds": evolve_figures(static)}
 
 
 def run(args, task: dict, output: Path, seed: int, overrides: dict) -> Path:
@@ -189,7 +203,10 @@ def summarise(args, runs: list[dict]) -> dict:
 
     return {
         "benchmark": args.benchmark, "shots": args.shots, "metric": "entity_f1" if args.benchmark in NER else "acc", "rounds": args.rounds, "batch": args.batch, "seeds": args.seeds,
-        "llm": args.llm, "slm": args.slm, "test_rows": args.test_rows,
+        "llm": args.llm, "slm": args.slm, "test_rows": args.test_rows, "static_runs_per_seed": args.static_runs,
+        # how far one seed's static batches move apart: the noise a single static draw carries
+        "static_within_seed_spread": statistics.mean(statistics.stdev(s["static_test"] for s in r["static_runs"])
+                                                     for r in runs) if args.static_runs > 1 else None,
         **{k: mean(k) for k in ("seeds_only_test", "static_test", "evokd_test", "static_tokens", "evokd_tokens",
                                 "static_same_rows_test")},
         "spread": {k: spread(k) for k in ("seeds_only_test", "static_test", "evokd_test", "static_same_rows_test")},
@@ -223,15 +240,17 @@ def docs_section() -> list[str]:
              "refits the static student on as many of its kept examples as EvoKD kept, drawn at random: EvoKD against it "
              "is row for row, so a gap to static splits into what a row is worth and how many rows the tokens bought "
              "(— where a result predates it). A benchmark with settings after it is an ablation run with `--set`. "
-             "*commit* is the code a row was measured with: the method changed between rows.", "",
-             "*kept* is written examples kept after the labelling call and the copy check (summed over seeds).", "",
+             "*commit* is the code a row was measured with: the method changed between rows. *(K draws a seed)* after static: "
+             "K static batches per seed (`--static-runs K`; other run seeds, the same seed examples), a seed's static score their "
+             "mean; *within a seed* is the mean standard deviation of a seed's draws.", "",
+             "*kept* is written examples kept after the labelling call and the copy check (summed over seeds and static draws).", "",
              "| benchmark | shots | seeds | LLM | metric | seeds only | static | EvoKD | EvoKD − static | wins | static at EvoKD's rows "
              "| EvoKD per round | static tokens | EvoKD tokens | static kept / written | EvoKD kept / written | machine | commit |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         sd, gap = r["spread"], paired_gap(r["runs"])  # from the runs: older results hold no gap
         lines.append(f"| {r['benchmark']}{_overrides(r)} | {r['shots']} | {len(r['seeds'])} | {r['llm']} | {r.get('metric', 'acc')} | {r['seeds_only_test']:.4f} ± {sd['seeds_only_test']:.3f} "
-                     f"| {r['static_test']:.4f} ± {sd['static_test']:.3f} | {r['evokd_test']:.4f} ± {sd['evokd_test']:.3f} "
+                     f"| {r['static_test']:.4f} ± {sd['static_test']:.3f}{_draws(r)} | {r['evokd_test']:.4f} ± {sd['evokd_test']:.3f} "
                      f"| {_gap(gap)} | {gap['evokd_wins']} of {len(r['runs'])} | {_same_rows(r)} | {' → '.join(f'{v:.3f}' for v in r['evokd_curve'])} | {r['static_tokens']:,.0f} | {r['evokd_tokens']:,.0f} "
                      f"| {_kept(r, 'static_rounds')} | {_kept(r, 'evokd_rounds')} | {r['machine']} | {r.get('commit') or '—'} |")
     return lines + [""]
@@ -255,8 +274,15 @@ def _same_rows(result: dict) -> str:
     return f"{result['static_same_rows_test']:.4f} ± {result['spread']['static_same_rows_test']:.3f}"
 
 
+def _draws(result: dict) -> str:
+    k = result.get("static_runs_per_seed", 1)
+    return f" ({k} draws a seed; within a seed ± {result['static_within_seed_spread']:.3f})" if k > 1 else ""
+
+
 def _kept(result: dict, key: str) -> str:
-    rounds = [m for run in result["runs"] for m in run[key].values()]
+    batches = [s["rounds"] for run in result["runs"] for s in run["static_runs"]] if key == "static_rounds" and \
+        "static_runs" in result["runs"][0] else [run[key] for run in result["runs"]]
+    rounds = [m for batch in batches for m in batch.values()]
     return f"{sum(m.get('kept', 0) for m in rounds)} / {sum(m.get('written', 0) for m in rounds)}"
 
 
