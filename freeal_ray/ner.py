@@ -172,10 +172,17 @@ def answer_schema(entity_types: Sequence[str]) -> dict:
     }
 
 
-def synthesis_schema(entity_types: Sequence[str]) -> dict:
-    """JSON schema of a round-0 synthetic demo: a sentence and the entities it names."""
+# Longer than 99.9% of CoNLL03's training sentences and 99% of BC5CDR's (characters, words joined by spaces).
+SENTENCE_CHARS = 400
+
+
+def synthesis_schema(entity_types: Sequence[str], sentence_chars: int = SENTENCE_CHARS) -> dict:
+    """JSON schema of a written sentence (a round-0 demo, an EvoKD example) and the entities it
+    names. The sentence is bounded: a 0.5B writer that wrote its prompt back as the sentence (the
+    analysis of the tagger, CoNLL03) ran to the token limit and its answer was unreadable; bounded,
+    the string closes, the entities follow, and the copy check sees the repeat."""
     schema = answer_schema(entity_types)
-    schema["properties"] = {"sentence": {"type": "string"}, **schema["properties"]}
+    schema["properties"] = {"sentence": {"type": "string", "maxLength": sentence_chars}, **schema["properties"]}
     schema["required"] = ["sentence", "entities"]
     return schema
 

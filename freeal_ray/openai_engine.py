@@ -160,7 +160,18 @@ def label_schema(words: Sequence[str]) -> dict:
 
 
 def _json_format(name: str, schema: dict) -> dict:
-    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": strict_subset(schema), "strict": True}}
+
+
+def strict_subset(schema):
+    """`schema` without a string's length bounds, which strict structured outputs of hosted APIs
+    refuse (Azure's docs give maxLength as their example); vLLM's own route keeps them."""
+    if isinstance(schema, list):
+        return [strict_subset(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    bounds = ("maxLength", "minLength") if schema.get("type") == "string" else ()
+    return {k: strict_subset(v) for k, v in schema.items() if k not in bounds}
 
 
 def _server_message(exc) -> str:

@@ -117,6 +117,27 @@ def test_written_json_answers_are_sampled_at_a_temperature_and_greedy_without(ra
     assert len({a.text for a in sampled}) >= 3 and len({a.text for a in sampled}) > len({a.text for a in greedy})
 
 
+def test_a_written_sentence_stops_at_its_length_bound_and_the_answer_still_reads(ray_session, settings):
+    import json
+    import re
+
+    from freeal_ray.ner import synthesis_schema
+    from freeal_ray.writing import extract
+
+    # a random tiny model sampled at a temperature runs on inside a string: unbounded, the sentence
+    # outlasts the token limit; bounded, the string closes in time and the entities follow
+    prompts = ["Write one new sentence that names a person, and list its entities in JSON.\nAnswer:"] * 6
+
+    def sentences(chars):
+        answers = extract(prompts, settings, synthesis_schema(["PER", "LOC"], chars), 64, "w", temperature=1.0)
+        return [json.loads(closed[0], strict=False) if (closed := re.findall(r'^\s*\{\s*"sentence"\s*:\s*("(?:[^"\\]|\\.)*")', a.text)) else None
+                for a in answers]
+
+    bounded, unbounded = sentences(12), sentences(4000)
+    assert all(s is not None and len(s) <= 12 for s in bounded)
+    assert any(s is None or len(s) > 12 for s in unbounded)
+
+
 def test_every_llm_stage_reuses_one_engine(ray_session, settings):
     """Loading a model takes minutes on a CPU: annotation and synthesis must share one engine."""
     import gc

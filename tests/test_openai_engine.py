@@ -148,6 +148,17 @@ def test_a_hosted_endpoint_without_structured_outputs_or_logprobs_gets_a_schema_
     assert len(Endpoint.requests) == 5 and len(accepted) == 3
 
 
+def test_a_strict_schema_leaves_out_the_sentence_length_bound_that_vllm_s_route_keeps(endpoint):
+    from freeal_ray.ner import synthesis_schema
+
+    Endpoint.refuse = {"structured_outputs"}
+    OpenAIEngine(config(endpoint, max_concurrency=1, api_style="chat")).extract(["Write a sentence."], synthesis_schema(["PER"]), 64)
+    asked, accepted = (body for _, body, _, _ in Endpoint.requests)
+    assert asked["structured_outputs"]["json"]["properties"]["sentence"]["maxLength"] == 400
+    strict = accepted["response_format"]["json_schema"]["schema"]
+    assert strict["properties"]["sentence"] == {"type": "string"} and strict["required"] == ["sentence", "entities"]
+
+
 def test_an_endpoint_that_refuses_every_constraint_stops_unless_answers_may_be_parsed(endpoint):
     from freeal_ray.openai_engine import EndpointRefused
 
