@@ -350,6 +350,9 @@ def write_docs() -> Path:
     from evokd import docs_section as evokd_section  # bench/evokd.py
 
     parts += evokd_section()
+    from evokd_steps import docs_section as evokd_steps_section  # bench/evokd_steps.py
+
+    parts += evokd_steps_section()
     from freeal_evokd import docs_section as freeal_evokd_section  # bench/freeal_evokd.py
 
     parts += freeal_evokd_section()
