@@ -81,13 +81,16 @@ def written_in_hard_rounds(run: Path):
 
 def generation_and_labelling(written) -> dict:
     """Hard against easy texts: the student answers the intended class (generation), the labelling
-    call agrees with the intent (kept), the student is right on the kept ones (what it learns from)."""
+    call agrees with the intent (kept), with it on the texts the student missed, and the student is
+    right on the kept ones (what it learns from)."""
     out = {"hard_rounds_texts": {"hard": int(written["hard"].sum()), "easy": int((~written["hard"].astype(bool)).sum())}}
     for kind, rows in (("hard", written[written["hard"].astype(bool)]), ("easy", written[~written["hard"].astype(bool)])):
         kept = rows[rows["label"] == rows["group"]]
         out[f"student_answers_intent_{kind}"] = _share(rows["pred"] == rows["group"])
         out[f"labelling_keeps_{kind}"] = _share(rows["label"] == rows["group"])
         out[f"student_right_on_kept_{kind}"] = _share(kept["pred"] == kept["group"])
+        missed = rows[rows["pred"] != rows["group"]]  # what the feedback is for: texts that trip the student
+        out[f"labelling_keeps_student_missed_{kind}"] = _share(missed["label"] == missed["group"])
     return out
 
 
@@ -152,15 +155,16 @@ def docs_section() -> list[str]:
     lines = ["### Where EvoKD's feedback is lost", "", "`python bench/evokd_steps.py --benchmark NAME --shots K` (reads an evokd.py run; no LLM call)", "",
              "In the rounds that wrote hard examples: how often the student before the round answers the class a text was written "
              "for (a hard text should trip it more than an easy one), how many the labelling call keeps, and how often the student is "
-             "right on the kept ones (what it trains on). Then every arm refit as a logistic head on frozen embeddings of the same "
+             "right on the kept ones (what it trains on); *keeps what the student missed* is the labelling call's keep rate on the texts the student answered otherwise than intended, the ones the feedback is for. Then every arm refit as a logistic head on frozen embeddings of the same "
              "rows: if it ranks EvoKD and static as the fine-tuned student does, the gap lies in the rows, not in training.", "",
              "| benchmark | shots | LLM | texts hard / easy | student answers intent, hard / easy | labelling keeps, hard / easy "
-             "| student right on kept, hard / easy | EvoKD − static, fine-tuned | EvoKD − static, frozen head | machine | commit |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| labelling keeps what the student missed, hard / easy | student right on kept, hard / easy | EvoKD − static, fine-tuned | EvoKD − static, frozen head | machine | commit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         n = r["hard_rounds_texts"]
         lines.append(f"| {r['benchmark']} | {r['shots']} | {r['llm']} | {n['hard']} / {n['easy']} "
-                     f"| {_pair(r, 'student_answers_intent')} | {_pair(r, 'labelling_keeps')} | {_pair(r, 'student_right_on_kept')} "
+                     f"| {_pair(r, 'student_answers_intent')} | {_pair(r, 'labelling_keeps')} | {_pair(r, 'labelling_keeps_student_missed')} "
+                     f"| {_pair(r, 'student_right_on_kept')} "
                      f"| {_gap(r, 'fine_tuned')} | {_gap(r, 'frozen')} | {r['machine']} | {r.get('commit') or '—'} |")
     return lines + [""]
 
