@@ -43,6 +43,9 @@ def run_steps_bench(args) -> None:
         return
     test = test.sample(n=min(source["test_rows"], len(test)), random_state=0)  # evokd.py's rows
     works = {run["seed"]: ROOT / "bench" / "work" / f"{name}-seed{run['seed']}" for run in source["runs"]}
+    if missing := [str(w) for w in works.values() if not (w / "evokd" / "manifest.json").exists()]:
+        print(f"skipped: the run folders of {name} are gone ({', '.join(missing)}); rerun bench/evokd.py")
+        return
     import pandas as pd
 
     written = pd.concat([written_in_hard_rounds(work / "evokd") for work in works.values()], ignore_index=True)
