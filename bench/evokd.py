@@ -50,7 +50,7 @@ def run_evokd_bench(args) -> None:
     train, test = load_split(args.benchmark, "train"), load_split(args.benchmark, "test")
     if train is None or test is None:
         return
-    test = test.sample(n=min(args.test_rows, len(test)), random_state=0)
+    test = test_rows(test, args.test_rows)
     runs = [one_seed(args, train, test, seed) for seed in args.seeds]
     result = summarise(args, runs)
     name = result_name(args)
@@ -58,6 +58,16 @@ def run_evokd_bench(args) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("runs",)}, indent=2, default=float))
     print(f"wrote {RESULTS / f'{name}.json'}")
+
+
+def test_rows(test, n: int):
+    """The test rows the students are scored on: the same `n` for every arm and every reader of a run."""
+    return test.sample(n=min(n, len(test)), random_state=0)
+
+
+def static_folder(work: Path, batch: int, k: int) -> Path:
+    """The k-th static draw's run folder (k = 0 keeps the name it had before `--static-runs`)."""
+    return work / (f"static-{batch}" + (f"-run{k}" if k else ""))
 
 
 def result_name(args) -> str:
@@ -92,7 +102,7 @@ def static_run(args, task: dict, work: Path, seed: int, k: int, batch: int, test
     """The k-th static batch of a seed: the same seed examples, run seed seed + 1000k (k = 0 is the
     seed itself, so a folder from before `--static-runs` is reused)."""
     run_seed = seed + 1000 * k
-    static = run(args, task, work / (f"static-{batch}" + (f"-run{k}" if k else "")), run_seed,
+    static = run(args, task, static_folder(work, batch, k), run_seed,
                  {"loop.evolve_rounds": 1, "loop.evolve_batch": batch, "loop.evolve_hard_share": 0.0})
     return {"run_seed": run_seed, "static_test": score(test, static / "slm", preset), "static_tokens": tokens(static),
             "static_same_rows_test": score(test, static_same_rows(static, evokd_kept, run_seed), preset),

@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT, commit, load_split, machine, read_result, read_results, run_alone  # noqa: E402
+from evokd import static_folder, test_rows  # noqa: E402
 
 
 def add_arguments(parser) -> None:
@@ -41,14 +42,14 @@ def run_steps_bench(args) -> None:
     if source is None or test is None:
         print(f"skipped: run bench/evokd.py for {name} first")
         return
-    test = test.sample(n=min(source["test_rows"], len(test)), random_state=0)  # evokd.py's rows
+    test = test_rows(test, source["test_rows"])
     works = {run["seed"]: ROOT / "bench" / "work" / f"{name}-seed{run['seed']}" for run in source["runs"]}
     if missing := [str(w) for w in works.values() if not (w / "evokd" / "manifest.json").exists()]:
         print(f"skipped: the run folders of {name} are gone ({', '.join(missing)}); rerun bench/evokd.py")
         return
     import pandas as pd
 
-    written = pd.concat([written_in_hard_rounds(work / "evokd") for work in works.values()], ignore_index=True)
+    written = pd.concat([written_in_hard_rounds(work / "evokd", source["rounds"]) for work in works.values()], ignore_index=True)
     encoder = _encoder(source["slm"])
     embedded = (encoder, encoder.embed(test["text"].tolist()), test["label"].to_numpy())
     heads = [frozen_heads(run, works[run["seed"]], source, embedded, args.C) for run in source["runs"]]
@@ -61,22 +62,23 @@ def run_steps_bench(args) -> None:
     print(f"wrote {path}")
 
 
-def written_in_hard_rounds(run: Path):
+def written_in_hard_rounds(run: Path, rounds: int):
     """Every text written in the rounds of `run` that wrote hard ones: its intended class (`group`),
     hard or easy, the labelling call's label and the answer of the student before that round."""
     import pandas as pd
 
     from freeal_ray import load_model, tables
+    from freeal_ray.stages.evolve_train import student_folder
+    from freeal_ray.stages.evolve_write import written_folder
 
     frames = []
-    for folder in sorted((run / "evolve").glob("round-*/written")):
-        r = int(folder.parent.name.split("-")[1])
-        written = tables.read_frame(folder)
+    for r in range(1, rounds + 1):
+        written = tables.read_frame(run / written_folder(r))
         if not written["hard"].any():
             continue
-        answers = tables.read_frame(folder.parent / "answers")[["id", "label"]]
+        answers = tables.read_frame(run / "evolve" / f"round-{r}" / "answers")[["id", "label"]]
         rows = written.merge(answers, on="id", how="left")
-        student = load_model(str(run / "evolve" / f"round-{r - 1}" / "slm"))
+        student = load_model(str(run / student_folder(r - 1)))
         rows["pred"] = [p["label"] for p in student.predict(rows["text"].fillna("").tolist())]
         frames.append(rows[["group", "hard", "label", "pred"]].assign(round=r))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["group", "hard", "label", "pred", "round"])
@@ -86,8 +88,9 @@ def generation_and_labelling(written) -> dict:
     """Hard against easy texts: the student answers the intended class (generation), the labelling
     call agrees with the intent (kept), with it on the texts the student missed, and the student is
     right on the kept ones (what it learns from)."""
-    out = {"hard_rounds_texts": {"hard": int(written["hard"].sum()), "easy": int((~written["hard"].astype(bool)).sum())}}
-    for kind, rows in (("hard", written[written["hard"].astype(bool)]), ("easy", written[~written["hard"].astype(bool)])):
+    hard = written["hard"].astype(bool)
+    out = {"hard_rounds_texts": {"hard": int(hard.sum()), "easy": int((~hard).sum())}}
+    for kind, rows in (("hard", written[hard]), ("easy", written[~hard])):
         kept = rows[rows["label"] == rows["group"]]
         out[f"student_answers_intent_{kind}"] = _share(rows["pred"] == rows["group"])
         out[f"labelling_keeps_{kind}"] = _share(rows["label"] == rows["group"])
@@ -98,10 +101,9 @@ def generation_and_labelling(written) -> dict:
 
 
 def frozen_heads(run: dict, work: Path, source: dict, embedded, C: float) -> dict:
-    n = run["static_examples_written"]
-    statics = [work / (f"static-{n}" + (f"-run{k}" if k else "")) for k in range(source.get("static_runs_per_seed") or 1)]
-    return {"seed": run["seed"], "evokd": _head_score(work / "evokd", embedded, C),
-            "static_draws": [_head_score(p, embedded, C) for p in statics],
+    statics = [static_folder(work, run["static_examples_written"], k) for k in range(source.get("static_runs_per_seed") or 1)]
+    return {"seed": run["seed"], "evokd": _head_score(work / "evokd", source["rounds"], embedded, C),
+            "static_draws": [_head_score(p, 1, embedded, C) for p in statics],
             "fine_tuned_evokd": run["evokd_test"], "fine_tuned_static": run["static_test"]}
 
 
@@ -120,16 +122,16 @@ def training(heads: list[dict], C: float) -> dict:
             "frozen_head_seeds": heads}
 
 
-def _head_score(run: Path, embedded, C: float) -> dict:
+def _head_score(run: Path, rounds: int, embedded, C: float) -> dict:
     """Accuracy on the test rows of a logistic head on frozen embeddings (`embedded`: the encoder,
-    the test rows' embeddings and labels) of the rows `run`'s final student trained on."""
+    the test rows' embeddings and labels) of the rows `run`'s final student (round `rounds`) trained on."""
     import pandas as pd
     from sklearn.linear_model import LogisticRegression
 
     from freeal_ray import tables
+    from freeal_ray.stages.evolve_train import batch_folder
 
-    batches = sorted((run / "evolve").glob("round-*/batch"), key=lambda p: int(p.parent.name.split("-")[1]))
-    rows = pd.concat([tables.read_frame(p) for p in batches], ignore_index=True)
+    rows = pd.concat([tables.read_frame(run / batch_folder(r)) for r in range(rounds + 1)], ignore_index=True)
     encoder, test_x, test_labels = embedded
     head = LogisticRegression(C=C, max_iter=2000, class_weight="balanced").fit(encoder.embed(rows["text"].tolist()), rows["label"])
     return {"run": run.name, "rows": len(rows), "acc": float((head.predict(test_x) == test_labels).mean())}
